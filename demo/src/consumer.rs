@@ -1,0 +1,159 @@
+//! The idempotent consumer loop every service runs.
+//!
+//! For each record: decode the envelope; in ONE transaction mark
+//! `processed_events(consumer, event_id)` and apply the effect (with its outbox
+//! rows); commit; only then store the offset for the background commit.
+//! Undecodable records go to the `dlq` and the consumer goes on.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::Message;
+use tokio::sync::watch;
+
+use crate::envelope::Envelope;
+use crate::faults::Fault;
+use crate::store::{mark_processed, StoreError, Tx};
+use crate::system::Ctx;
+use crate::topics;
+
+/// How a task ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    Shutdown,
+    /// Killed by an injected fault; the supervisor restarts it.
+    Crashed,
+}
+
+/// A service's reaction to one message.
+pub trait Handler: Send + Sync + 'static {
+    /// Consumer group and `processed_events.consumer`.
+    fn name(&self) -> &'static str;
+    fn topics(&self) -> Vec<&'static str>;
+    /// The fault that kills this consumer after its effect, before the offset is stored.
+    fn crash_fault(&self) -> Fault {
+        Fault::ConsumerCrash
+    }
+    /// Whether the `no-idempotency` fault removes this consumer's duplicate check.
+    fn honours_no_idempotency(&self) -> bool {
+        true
+    }
+    /// Apply the effect inside `tx`.
+    fn handle<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        tx: &'a mut Tx,
+        msg: &'a Envelope,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+}
+
+fn decode(m: &BorrowedMessage<'_>) -> Result<Envelope, String> {
+    let headers = m.headers();
+    let lookup = |name: &str| -> Option<&[u8]> {
+        headers.and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
+    };
+    Envelope::from_parts(lookup, m.payload()).map_err(|e| e.to_string())
+}
+
+/// Run one consumer until shutdown or an injected crash.
+pub async fn run<H: Handler>(ctx: Arc<Ctx>, handler: Arc<H>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Exit> {
+    let consumer: StreamConsumer = ctx.kafka.consumer(handler.name())?;
+    consumer.subscribe(&handler.topics())?;
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.changed() => return Ok(Exit::Shutdown),
+            m = consumer.recv() => m,
+        };
+        let m = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(consumer = handler.name(), error = %e, "consume error, retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match decode(&m) {
+            Err(why) => dead_letter(&ctx, handler.name(), &m, &why).await,
+            Ok(env) => {
+                if !process(&ctx, handler.as_ref(), &env, &mut shutdown).await {
+                    return Ok(Exit::Shutdown);
+                }
+                if ctx.faults.hits(handler.crash_fault(), &format!("{}:{}", handler.name(), env.id)) {
+                    tracing::warn!(consumer = handler.name(), event = %env.id, "injected crash after the effect, before the offset commit");
+                    return Ok(Exit::Crashed);
+                }
+            }
+        }
+        consumer.store_offset_from_message(&m)?;
+    }
+}
+
+/// Apply one envelope, retrying transient store errors. False on shutdown.
+async fn process<H: Handler>(ctx: &Ctx, handler: &H, env: &Envelope, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match attempt(ctx, handler, env).await {
+            Ok(()) => return true,
+            Err(e) if e.is_transient() => {
+                tracing::debug!(consumer = handler.name(), error = %e, "transient, retrying");
+            }
+            Err(e) => {
+                tracing::error!(consumer = handler.name(), event = %env.id, error = %e, "cannot apply; retrying");
+                ctx.report_error(format!("{}: {e}", handler.name()));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return false,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn attempt<H: Handler>(ctx: &Ctx, handler: &H, env: &Envelope) -> Result<(), StoreError> {
+    let mut tx = ctx.db.begin().await?;
+    let first = mark_processed(&mut tx, handler.name(), &env.id).await?;
+    let skip_check = handler.honours_no_idempotency() && ctx.faults.is_on(Fault::NoIdempotency);
+    if !first && !skip_check {
+        tx.rollback().await?;
+        return Ok(());
+    }
+    handler.handle(ctx, &mut tx, env).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Forward an undecodable record to the dlq with its origin in headers.
+async fn dead_letter(ctx: &Ctx, consumer: &str, m: &BorrowedMessage<'_>, why: &str) {
+    tracing::warn!(consumer, topic = m.topic(), partition = m.partition(), offset = m.offset(), why, "poison message to dlq");
+    let mut headers = OwnedHeaders::new();
+    if let Some(h) = m.headers() {
+        for x in h.iter() {
+            headers = headers.insert(Header { key: x.key, value: x.value });
+        }
+    }
+    let partition = m.partition().to_string();
+    let offset = m.offset().to_string();
+    headers = headers
+        .insert(Header { key: "dlq_error", value: Some(why) })
+        .insert(Header { key: "dlq_consumer", value: Some(consumer) })
+        .insert(Header { key: "dlq_original_topic", value: Some(m.topic()) })
+        .insert(Header { key: "dlq_original_partition", value: Some(&partition) })
+        .insert(Header { key: "dlq_original_offset", value: Some(&offset) });
+    let key = m.key().unwrap_or_default();
+    let payload = m.payload().unwrap_or_default();
+    loop {
+        let rec = FutureRecord::to(topics::DLQ).key(key).payload(payload).headers(headers.clone());
+        match ctx.dlq_producer.send(rec, Duration::from_secs(5)).await {
+            Ok(_) => return,
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "dlq publish failed, retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

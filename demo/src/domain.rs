@@ -1,0 +1,342 @@
+//! The event-sourced `Order` aggregate: pure, synchronous, no side effects.
+//!
+//! `handle(&state, command) -> Result<Vec<event>, error>` decides;
+//! `apply(state, &event) -> state` evolves. Persisted type names are never renamed.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItem {
+    pub product_id: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// No event yet.
+    #[default]
+    New,
+    Pending,
+    Completed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::New => "new",
+            OrderStatus::Pending => "pending",
+            OrderStatus::Completed => "completed",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct OrderState {
+    pub order_id: String,
+    pub version: i64,
+    pub status: OrderStatus,
+    pub customer_email: String,
+    pub shipping_address: String,
+    pub items: Vec<LineItem>,
+    pub total_cents: i64,
+    pub notes: Vec<String>,
+    pub cancel_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderCommand {
+    PlaceOrder {
+        order_id: String,
+        customer_email: String,
+        shipping_address: String,
+        items: Vec<LineItem>,
+    },
+    AddNote {
+        text: String,
+    },
+    ApproveOrder,
+    CancelOrder {
+        reason: String,
+    },
+}
+
+/// Events of the `Order` aggregate; serialized with the type name as `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum OrderEvent {
+    OrderCreated {
+        order_id: String,
+        customer_email: String,
+        shipping_address: String,
+        items: Vec<LineItem>,
+        total_cents: i64,
+    },
+    OrderNoteAdded {
+        order_id: String,
+        text: String,
+    },
+    OrderCompleted {
+        order_id: String,
+        total_cents: i64,
+    },
+    OrderCancelled {
+        order_id: String,
+        reason: String,
+    },
+}
+
+impl OrderEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            OrderEvent::OrderCreated { .. } => "OrderCreated",
+            OrderEvent::OrderNoteAdded { .. } => "OrderNoteAdded",
+            OrderEvent::OrderCompleted { .. } => "OrderCompleted",
+            OrderEvent::OrderCancelled { .. } => "OrderCancelled",
+        }
+    }
+
+    /// The event's data without the type tag (the CloudEvents `data`).
+    pub fn to_data(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("type");
+        }
+        v
+    }
+
+    /// Rebuild from a CloudEvents type and data.
+    pub fn from_data(event_type: &str, data: &serde_json::Value) -> Option<OrderEvent> {
+        let mut v = data.clone();
+        v.as_object_mut()?
+            .insert("type".into(), serde_json::Value::String(event_type.into()));
+        serde_json::from_value(v).ok()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("order already exists")]
+    AlreadyExists,
+    #[error("order does not exist")]
+    NotFound,
+    #[error("order has no items")]
+    NoItems,
+    #[error("invalid quantity or price")]
+    InvalidLine,
+    #[error("order is {0}, not pending")]
+    NotPending(&'static str),
+}
+
+pub fn handle(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+    match command {
+        OrderCommand::PlaceOrder {
+            order_id,
+            customer_email,
+            shipping_address,
+            items,
+        } => {
+            if state.status != OrderStatus::New {
+                return Err(OrderError::AlreadyExists);
+            }
+            if items.is_empty() {
+                return Err(OrderError::NoItems);
+            }
+            if items
+                .iter()
+                .any(|i| i.quantity <= 0 || i.unit_price_cents < 0)
+            {
+                return Err(OrderError::InvalidLine);
+            }
+            let total_cents = items.iter().map(|i| i.quantity * i.unit_price_cents).sum();
+            Ok(vec![OrderEvent::OrderCreated {
+                order_id,
+                customer_email,
+                shipping_address,
+                items,
+                total_cents,
+            }])
+        }
+        OrderCommand::AddNote { text } => {
+            require_pending(state)?;
+            Ok(vec![OrderEvent::OrderNoteAdded {
+                order_id: state.order_id.clone(),
+                text,
+            }])
+        }
+        OrderCommand::ApproveOrder => {
+            require_pending(state)?;
+            Ok(vec![OrderEvent::OrderCompleted {
+                order_id: state.order_id.clone(),
+                total_cents: state.total_cents,
+            }])
+        }
+        OrderCommand::CancelOrder { reason } => {
+            require_pending(state)?;
+            Ok(vec![OrderEvent::OrderCancelled {
+                order_id: state.order_id.clone(),
+                reason,
+            }])
+        }
+    }
+}
+
+fn require_pending(state: &OrderState) -> Result<(), OrderError> {
+    match state.status {
+        OrderStatus::Pending => Ok(()),
+        OrderStatus::New => Err(OrderError::NotFound),
+        other => Err(OrderError::NotPending(other.as_str())),
+    }
+}
+
+pub fn apply(mut state: OrderState, event: &OrderEvent) -> OrderState {
+    state.version += 1;
+    match event {
+        OrderEvent::OrderCreated {
+            order_id,
+            customer_email,
+            shipping_address,
+            items,
+            total_cents,
+        } => {
+            state.order_id = order_id.clone();
+            state.customer_email = customer_email.clone();
+            state.shipping_address = shipping_address.clone();
+            state.items = items.clone();
+            state.total_cents = *total_cents;
+            state.status = OrderStatus::Pending;
+        }
+        OrderEvent::OrderNoteAdded { text, .. } => state.notes.push(text.clone()),
+        OrderEvent::OrderCompleted { .. } => state.status = OrderStatus::Completed,
+        OrderEvent::OrderCancelled { reason, .. } => {
+            state.status = OrderStatus::Cancelled;
+            state.cancel_reason = Some(reason.clone());
+        }
+    }
+    state
+}
+
+/// Fold a sequence of events onto a starting state.
+pub fn replay<'a>(start: OrderState, events: impl IntoIterator<Item = &'a OrderEvent>) -> OrderState {
+    events.into_iter().fold(start, apply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn item() -> LineItem {
+        LineItem {
+            product_id: "p1".into(),
+            quantity: 2,
+            unit_price_cents: 150,
+        }
+    }
+
+    fn place() -> OrderCommand {
+        OrderCommand::PlaceOrder {
+            order_id: "o1".into(),
+            customer_email: "a@example.com".into(),
+            shipping_address: "1 Main St".into(),
+            items: vec![item()],
+        }
+    }
+
+    /// given events, when command, then events or error.
+    fn given_when_then(
+        given: Vec<OrderEvent>,
+        when: OrderCommand,
+        then: Result<Vec<&str>, OrderError>,
+    ) {
+        let state = replay(OrderState::default(), &given);
+        let got = handle(&state, when).map(|es| es.iter().map(|e| e.type_name()).collect::<Vec<_>>());
+        assert_eq!(got, then);
+    }
+
+    fn created() -> OrderEvent {
+        OrderEvent::OrderCreated {
+            order_id: "o1".into(),
+            customer_email: "a@example.com".into(),
+            shipping_address: "1 Main St".into(),
+            items: vec![item()],
+            total_cents: 300,
+        }
+    }
+
+    #[test]
+    fn command_table() {
+        given_when_then(vec![], place(), Ok(vec!["OrderCreated"]));
+        given_when_then(vec![created()], place(), Err(OrderError::AlreadyExists));
+        given_when_then(vec![], OrderCommand::ApproveOrder, Err(OrderError::NotFound));
+        given_when_then(vec![created()], OrderCommand::ApproveOrder, Ok(vec!["OrderCompleted"]));
+        given_when_then(
+            vec![created()],
+            OrderCommand::CancelOrder { reason: "x".into() },
+            Ok(vec!["OrderCancelled"]),
+        );
+        let completed = OrderEvent::OrderCompleted {
+            order_id: "o1".into(),
+            total_cents: 300,
+        };
+        given_when_then(
+            vec![created(), completed],
+            OrderCommand::CancelOrder { reason: "x".into() },
+            Err(OrderError::NotPending("completed")),
+        );
+        given_when_then(
+            vec![],
+            OrderCommand::PlaceOrder {
+                order_id: "o1".into(),
+                customer_email: String::new(),
+                shipping_address: String::new(),
+                items: vec![],
+            },
+            Err(OrderError::NoItems),
+        );
+    }
+
+    #[test]
+    fn total_is_computed_and_data_round_trips() {
+        let state = replay(OrderState::default(), &[created()]);
+        assert_eq!(state.total_cents, 300);
+        assert_eq!(state.version, 1);
+        let e = created();
+        assert_eq!(OrderEvent::from_data(e.type_name(), &e.to_data()), Some(e));
+    }
+
+    proptest! {
+        /// Snapshot + tail equals full replay, for random command sequences and snapshot points.
+        #[test]
+        fn snapshot_plus_tail_equals_replay(cmds in proptest::collection::vec(0u8..4, 1..200), every in 1usize..50) {
+            let mut state = OrderState::default();
+            let mut log: Vec<OrderEvent> = Vec::new();
+            let mut snapshots: Vec<OrderState> = Vec::new();
+            for (n, c) in cmds.iter().enumerate() {
+                let cmd = match c {
+                    0 => place(),
+                    1 => OrderCommand::AddNote { text: format!("note {n}") },
+                    2 => OrderCommand::ApproveOrder,
+                    _ => OrderCommand::CancelOrder { reason: format!("r{n}") },
+                };
+                if let Ok(events) = handle(&state, cmd) {
+                    for e in events {
+                        state = apply(state, &e);
+                        log.push(e);
+                        if log.len() % every == 0 {
+                            snapshots.push(state.clone());
+                        }
+                    }
+                }
+            }
+            let full = replay(OrderState::default(), &log);
+            prop_assert_eq!(&full, &state);
+            let from = snapshots.last().cloned().unwrap_or_default();
+            let tail = &log[usize::try_from(from.version).unwrap_or(0)..];
+            prop_assert_eq!(replay(from, tail), full);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Kafka clients of the demo: one place for client settings, topic set-up and lag.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("Kafka client: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("cannot reach Kafka at {brokers}: {why}")]
+    Unreachable { brokers: String, why: String },
+    #[error("creating topic {topic}: {why}")]
+    Topic { topic: String, why: String },
+    #[error("topic {topic} exists with {actual} partitions, {wanted} wanted")]
+    PartitionMismatch { topic: String, actual: usize, wanted: i32 },
+}
+
+/// Controls of an embedded broker (the mock cluster) that a real Kafka does not offer.
+pub trait BrokerControl: Send + Sync {
+    fn create_topic(&self, name: &str, partitions: i32) -> Result<(), String>;
+    /// Take every broker down (`true`) or bring them back.
+    fn set_down(&self, down: bool) -> Result<(), String>;
+}
+
+/// Where Kafka is and how to talk to it.
+#[derive(Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    /// Extra librdkafka properties (SASL/SSL, ...), applied last.
+    pub extra: Vec<(String, String)>,
+    /// Present for the embedded broker.
+    pub control: Option<Arc<dyn BrokerControl>>,
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("extra_keys", &self.extra.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("embedded", &self.control.is_some())
+            .finish()
+    }
+}
+
+impl KafkaSettings {
+    pub fn new(brokers: impl Into<String>) -> KafkaSettings {
+        KafkaSettings {
+            brokers: brokers.into(),
+            extra: vec![],
+            control: None,
+        }
+    }
+
+    pub fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "eventscope-demo")
+            .set("socket.connection.setup.timeout.ms", "5000")
+            .set("log_level", "3");
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The relay's producer: idempotent, acks=all; deliveries time out after
+    /// `timeout` so an outage leaves rows unpublished instead of hanging.
+    pub fn producer(&self, timeout: Duration) -> Result<FutureProducer, KafkaSetupError> {
+        let mut c = self.base();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", timeout.as_millis().to_string());
+        Ok(c.create()?)
+    }
+
+    /// A consumer in `group`: offsets stored by hand after the effect commits,
+    /// committed in the background.
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaSetupError> {
+        let mut c = self.base();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "100")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .set("topic.metadata.refresh.interval.ms", "2000");
+        Ok(c.create()?)
+    }
+
+    /// Check the cluster answers within `timeout`.
+    pub fn probe(&self, timeout: Duration) -> Result<usize, KafkaSetupError> {
+        let consumer: BaseConsumer = self.base().create()?;
+        let md = consumer
+            .fetch_metadata(None, timeout)
+            .map_err(|e| KafkaSetupError::Unreachable {
+                brokers: self.brokers.clone(),
+                why: e.to_string(),
+            })?;
+        Ok(md.brokers().len())
+    }
+
+    /// Create the topics that do not exist with `partitions` partitions; report
+    /// existing topics with another partition count.
+    pub async fn ensure_topics(&self, topics: &[&str], partitions: i32) -> Result<(), KafkaSetupError> {
+        let existing = self.partition_counts(Duration::from_secs(5))?;
+        let mut missing = Vec::new();
+        for t in topics {
+            match existing.get(*t) {
+                Some(n) if *n as i32 != partitions => {
+                    return Err(KafkaSetupError::PartitionMismatch {
+                        topic: (*t).to_owned(),
+                        actual: *n,
+                        wanted: partitions,
+                    })
+                }
+                Some(_) => {}
+                None => missing.push(*t),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if let Some(control) = &self.control {
+            for t in missing {
+                control
+                    .create_topic(t, partitions)
+                    .map_err(|why| KafkaSetupError::Topic { topic: t.to_owned(), why })?;
+            }
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = self.base().create()?;
+        let new: Vec<NewTopic> = missing
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for r in admin.create_topics(&new, &opts).await? {
+            match r {
+                Ok(_) => {}
+                Err((topic, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    tracing::debug!(%topic, "already exists");
+                }
+                Err((topic, code)) => {
+                    return Err(KafkaSetupError::Topic {
+                        topic,
+                        why: code.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Partition count of every topic in the cluster.
+    pub fn partition_counts(&self, timeout: Duration) -> Result<HashMap<String, usize>, KafkaSetupError> {
+        let consumer: BaseConsumer = self.base().create()?;
+        let md = consumer
+            .fetch_metadata(None, timeout)
+            .map_err(|e| KafkaSetupError::Unreachable {
+                brokers: self.brokers.clone(),
+                why: e.to_string(),
+            })?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name().to_owned(), t.partitions().len()))
+            .collect())
+    }
+
+    /// High watermark of every partition of `topics`.
+    pub fn high_watermarks(&self, topics: &[&str], timeout: Duration) -> Result<HashMap<(String, i32), i64>, KafkaSetupError> {
+        let consumer: BaseConsumer = self.base().create()?;
+        let mut out = HashMap::new();
+        for t in topics {
+            let md = consumer.fetch_metadata(Some(t), timeout)?;
+            for mt in md.topics() {
+                for p in mt.partitions() {
+                    let (_, high) = consumer.fetch_watermarks(t, p.id(), timeout)?;
+                    out.insert(((*t).to_owned(), p.id()), high);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records of `topics` that `group` has not committed yet.
+    pub fn group_lag(&self, group: &str, topics: &[&str], timeout: Duration) -> Result<i64, KafkaSetupError> {
+        let highs = self.high_watermarks(topics, timeout)?;
+        let mut c = self.base();
+        c.set("group.id", group).set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = c.create()?;
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in highs.keys() {
+            tpl.add_partition(t, *p);
+        }
+        let committed = consumer.committed_offsets(tpl, timeout)?;
+        let mut lag = 0;
+        for e in committed.elements() {
+            let high = highs.get(&(e.topic().to_owned(), e.partition())).copied().unwrap_or(0);
+            let done = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            lag += (high - done).max(0);
+        }
+        Ok(lag)
+    }
+}

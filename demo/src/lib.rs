@@ -1,0 +1,27 @@
+//! The demo order system that eventscope observes.
+//!
+//! Patterns: an event-sourced `Order` aggregate with snapshots, a transactional
+//! outbox drained by a relay (the only component that talks to Kafka as a
+//! producer of domain records), an orchestrated saga with compensations, idempotent
+//! consumers (`processed_events` written in the same transaction as the effect),
+//! a CQRS read model, CloudEvents envelopes and runtime failure injection.
+
+pub mod consumer;
+pub mod domain;
+pub mod envelope;
+pub mod faults;
+pub mod ids;
+pub mod kafka;
+pub mod orchestrator;
+pub mod order_service;
+pub mod read_model;
+pub mod relay;
+pub mod report;
+pub mod saga;
+pub mod services;
+pub mod store;
+pub mod system;
+pub mod topics;
+
+pub use faults::{Fault, Faults};
+pub use system::{DemoConfig, DemoSystem};

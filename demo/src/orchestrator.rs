@@ -1,0 +1,146 @@
+//! The saga orchestrator: durable saga state, commands through the outbox.
+
+use std::future::Future;
+
+use sqlx::Row;
+
+use crate::consumer::Handler;
+use crate::domain::LineItem;
+use crate::envelope::{now_rfc3339, Envelope};
+use crate::faults::Fault;
+use crate::ids;
+use crate::saga::{self, SagaAction, SagaInput, SagaState};
+use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
+use crate::system::Ctx;
+use crate::topics;
+
+pub const NAME: &str = "saga-orchestrator";
+pub const SOURCE: &str = "/eventscope-demo/saga-orchestrator";
+
+pub struct Orchestrator;
+
+struct Stored {
+    state: SagaState,
+    correlation_id: String,
+}
+
+async fn load(tx: &mut Tx, order_id: &str) -> Result<Option<Stored>, StoreError> {
+    let row = sqlx::query("SELECT state, correlation_id FROM sagas WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => {
+            let s: String = r.try_get("state")?;
+            Ok(Some(Stored {
+                state: serde_json::from_str(&s)?,
+                correlation_id: r.try_get("correlation_id")?,
+            }))
+        }
+    }
+}
+
+async fn perform(tx: &mut Tx, s: &SagaState, correlation_id: &str, cause: &Envelope, actions: &[SagaAction]) -> Result<(), StoreError> {
+    for a in actions {
+        if let SagaAction::Send(cmd) = a {
+            let envelope = Envelope {
+                id: ids::derive(&[&s.order_id, "cmd", cmd.type_name()]),
+                event_type: cmd.type_name().to_owned(),
+                source: SOURCE.to_owned(),
+                time: now_rfc3339(),
+                subject: s.order_id.clone(),
+                // Repair a chain a service broke: the saga knows its correlation id.
+                correlation_id: Some(cause.correlation_id.clone().unwrap_or_else(|| correlation_id.to_owned())),
+                causation_id: Some(cause.id.clone()),
+                aggregate_version: None,
+                data: cmd.data(s),
+            };
+            insert_outbox(
+                tx,
+                &OutboxRow {
+                    service: NAME,
+                    topic: cmd.topic().to_owned(),
+                    envelope,
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl Handler for Orchestrator {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn topics(&self) -> Vec<&'static str> {
+        vec![topics::ORDERS, topics::PAYMENTS, topics::INVENTORY, topics::SHIPPING]
+    }
+    fn crash_fault(&self) -> Fault {
+        Fault::OrchestratorCrash
+    }
+    /// The saga's state machine already ignores inputs that do not fit its phase.
+    fn honours_no_idempotency(&self) -> bool {
+        false
+    }
+    fn handle<'a>(&'a self, _ctx: &'a Ctx, tx: &'a mut Tx, msg: &'a Envelope) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        async move {
+            let order_id = msg.subject.as_str();
+            let now = now_ms();
+            if msg.event_type == "OrderCreated" {
+                if load(tx, order_id).await?.is_some() {
+                    return Ok(());
+                }
+                let total = msg.data.get("total_cents").and_then(|t| t.as_i64()).unwrap_or(0);
+                let items: Vec<LineItem> = msg
+                    .data
+                    .get("items")
+                    .and_then(|i| serde_json::from_value(i.clone()).ok())
+                    .unwrap_or_default();
+                let state = SagaState::start(order_id.to_owned(), total, items);
+                let correlation_id = msg.correlation_id.clone().unwrap_or_else(|| order_id.to_owned());
+                let actions = saga::begin(&state);
+                sqlx::query(
+                    "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(order_id)
+                .bind(&correlation_id)
+                .bind(state.phase.name())
+                .bind(serde_json::to_string(&state)?)
+                .bind(now)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                return perform(tx, &state, &correlation_id, msg, &actions).await;
+            }
+            let Some(input) = SagaInput::from_event(&msg.event_type, &msg.data) else {
+                return Ok(());
+            };
+            let Some(stored) = load(tx, order_id).await? else {
+                tracing::warn!(order = order_id, event = %msg.event_type, "no saga for this order; ignored");
+                return Ok(());
+            };
+            let (state, actions) = saga::step(stored.state.clone(), input);
+            if state == stored.state {
+                return Ok(());
+            }
+            let finished = if state.phase.is_terminal() { Some(now) } else { None };
+            sqlx::query("UPDATE sagas SET phase = $1, state = $2, updated_at = $3, finished_at = $4 WHERE order_id = $5")
+                .bind(state.phase.name())
+                .bind(serde_json::to_string(&state)?)
+                .bind(now)
+                .bind(finished)
+                .bind(order_id)
+                .execute(&mut **tx)
+                .await?;
+            perform(tx, &state, &stored.correlation_id, msg, &actions).await
+        }
+    }
+}
+
+/// Sagas not yet terminal (a restarted orchestrator resumes them from their
+/// durable state; their pending commands are already in the outbox).
+pub async fn open_sagas(db: &Db) -> Result<i64, StoreError> {
+    db.count("SELECT COUNT(*) FROM sagas WHERE phase NOT IN ('completed', 'compensated')").await
+}

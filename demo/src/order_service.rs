@@ -1,0 +1,232 @@
+//! The order service: loads the event-sourced `Order` (latest snapshot + tail),
+//! decides with the pure domain, appends events and their outbox rows in ONE
+//! transaction, with optimistic concurrency on (aggregate id, version).
+
+use std::future::Future;
+
+use sqlx::Row;
+
+use crate::consumer::Handler;
+use crate::domain::{self, OrderCommand, OrderError, OrderEvent, OrderState};
+use crate::envelope::{now_rfc3339, Envelope};
+use crate::ids;
+use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
+use crate::system::Ctx;
+use crate::topics;
+
+pub const SOURCE: &str = "/eventscope-demo/order-service";
+pub const NAME: &str = "order-service";
+
+/// Correlation and causation of the events a command produces.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+}
+
+/// Where the state came from: the snapshot version it started at, and the tail length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Loaded {
+    pub snapshot_version: i64,
+    pub tail: usize,
+}
+
+/// Latest snapshot + the events after it.
+pub async fn load(tx: &mut Tx, order_id: &str) -> Result<(OrderState, Loaded), StoreError> {
+    let snap = sqlx::query(
+        "SELECT version, state FROM order_snapshots WHERE aggregate_id = $1 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (mut state, from) = match snap {
+        Some(r) => {
+            let s: String = r.try_get("state")?;
+            (serde_json::from_str::<OrderState>(&s)?, r.try_get::<i64, _>("version")?)
+        }
+        None => (OrderState::default(), 0),
+    };
+    let rows = sqlx::query(
+        "SELECT event_type, payload FROM order_events WHERE aggregate_id = $1 AND version > $2 ORDER BY version",
+    )
+    .bind(order_id)
+    .bind(from)
+    .fetch_all(&mut **tx)
+    .await?;
+    let tail = rows.len();
+    for r in rows {
+        let t: String = r.try_get("event_type")?;
+        let p: String = r.try_get("payload")?;
+        let data: serde_json::Value = serde_json::from_str(&p)?;
+        let event = OrderEvent::from_data(&t, &data).ok_or_else(|| {
+            StoreError::Json(serde::de::Error::custom(format!("unknown order event {t}")))
+        })?;
+        state = domain::apply(state, &event);
+    }
+    Ok((
+        state,
+        Loaded {
+            snapshot_version: from,
+            tail,
+        },
+    ))
+}
+
+/// Full replay of the stored events, ignoring snapshots (for checks).
+pub async fn replay_all(db: &Db, order_id: &str) -> Result<OrderState, StoreError> {
+    let rows = sqlx::query("SELECT event_type, payload FROM order_events WHERE aggregate_id = $1 ORDER BY version")
+        .bind(order_id)
+        .fetch_all(&db.pool)
+        .await?;
+    let mut state = OrderState::default();
+    for r in rows {
+        let t: String = r.try_get("event_type")?;
+        let p: String = r.try_get("payload")?;
+        if let Some(e) = OrderEvent::from_data(&t, &serde_json::from_str(&p)?) {
+            state = domain::apply(state, &e);
+        }
+    }
+    Ok(state)
+}
+
+/// Decide and append inside `tx`. Outer error: store; inner: domain rejection.
+pub async fn execute_in(
+    tx: &mut Tx,
+    order_id: &str,
+    command: OrderCommand,
+    meta: &Meta,
+    snapshot_every: i64,
+) -> Result<Result<Vec<OrderEvent>, OrderError>, StoreError> {
+    let (state, _) = load(tx, order_id).await?;
+    let events = match domain::handle(&state, command) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut state = state;
+    for event in &events {
+        state = domain::apply(state, event);
+        let version = state.version;
+        let event_id = ids::derive(&[order_id, "v", &version.to_string()]);
+        let data = event.to_data();
+        let metadata = serde_json::json!({
+            "correlation_id": meta.correlation_id,
+            "causation_id": meta.causation_id,
+        });
+        let inserted = sqlx::query(
+            "INSERT INTO order_events (aggregate_id, version, event_id, event_type, payload, metadata, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (aggregate_id, version) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(version)
+        .bind(&event_id)
+        .bind(event.type_name())
+        .bind(serde_json::to_string(&data)?)
+        .bind(metadata.to_string())
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("order {order_id} version {version}")));
+        }
+        let envelope = Envelope {
+            id: event_id,
+            event_type: event.type_name().to_owned(),
+            source: SOURCE.to_owned(),
+            time: now_rfc3339(),
+            subject: order_id.to_owned(),
+            correlation_id: meta.correlation_id.clone(),
+            causation_id: meta.causation_id.clone(),
+            aggregate_version: Some(version),
+            data,
+        };
+        insert_outbox(
+            tx,
+            &OutboxRow {
+                service: NAME,
+                topic: topics::ORDERS.to_owned(),
+                envelope,
+            },
+        )
+        .await?;
+        if snapshot_every > 0 && version % snapshot_every == 0 {
+            sqlx::query(
+                "INSERT INTO order_snapshots (aggregate_id, version, state, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(order_id)
+            .bind(version)
+            .bind(serde_json::to_string(&state)?)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(Ok(events))
+}
+
+/// Execute a command in its own transaction, retrying on version conflicts.
+pub async fn execute(
+    db: &Db,
+    order_id: &str,
+    command: OrderCommand,
+    meta: &Meta,
+    snapshot_every: i64,
+) -> Result<Result<Vec<OrderEvent>, OrderError>, StoreError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut tx = db.begin().await?;
+        match execute_in(&mut tx, order_id, command.clone(), meta, snapshot_every).await {
+            Ok(Ok(events)) => {
+                tx.commit().await?;
+                return Ok(Ok(events));
+            }
+            Ok(Err(e)) => {
+                tx.rollback().await?;
+                return Ok(Err(e));
+            }
+            Err(e) if e.is_transient() && attempts < 10 => {
+                tx.rollback().await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The order service's consumer of `orders.commands` (from the saga).
+pub struct OrderCommands;
+
+impl Handler for OrderCommands {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn topics(&self) -> Vec<&'static str> {
+        vec![topics::ORDER_COMMANDS]
+    }
+    fn handle<'a>(&'a self, ctx: &'a Ctx, tx: &'a mut Tx, msg: &'a Envelope) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        async move {
+            let command = match msg.event_type.as_str() {
+                "ApproveOrder" => OrderCommand::ApproveOrder,
+                "CancelOrder" => OrderCommand::CancelOrder {
+                    reason: msg
+                        .data
+                        .get("reason")
+                        .and_then(|r| r.as_str())
+                        .unwrap_or("cancelled")
+                        .to_owned(),
+                },
+                other => {
+                    tracing::warn!(command = other, "order service ignores an unknown command");
+                    return Ok(());
+                }
+            };
+            let meta = Meta {
+                correlation_id: msg.correlation_id.clone(),
+                causation_id: Some(msg.id.clone()),
+            };
+            if let Err(e) = execute_in(tx, &msg.subject, command, &meta, ctx.config.snapshot_every).await? {
+                tracing::warn!(order = %msg.subject, command = %msg.event_type, error = %e, "order rejected the command");
+            }
+            Ok(())
+        }
+    }
+}

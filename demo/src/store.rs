@@ -1,0 +1,241 @@
+//! The database: sqlx `Any` over SQLite (default) or PostgreSQL, migrations at start,
+//! and the two writes every service shares: the outbox row and the processed-event mark.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use crate::envelope::Envelope;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub type Tx = Transaction<'static, Any>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://USER@HOST/DB")]
+    BadUrl(String),
+    #[error("cannot open database {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating {url}: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("stored JSON is corrupt: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("concurrent update of {0}; retry")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// Worth retrying the whole transaction (busy, lock, unique race)?
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Conflict(_) => true,
+            StoreError::Sql(e) => match e {
+                sqlx::Error::Database(d) => {
+                    let m = d.message().to_ascii_lowercase();
+                    m.contains("locked")
+                        || m.contains("busy")
+                        || d.code().is_some_and(|c| c == "40001" || c == "40P01" || c == "23505")
+                }
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle to the demo's database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+    /// The URL with any password removed, for messages.
+    pub display_url: String,
+}
+
+/// Remove a password from a URL for display.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_owned()
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Db {
+    /// Open (creating a SQLite file if needed) and migrate.
+    pub async fn connect(url: &str) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        let display_url = redact_url(url);
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::BadUrl(display_url));
+        };
+        let mut url = url.to_owned();
+        if backend == Backend::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:")
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            if path.is_empty() || path == ":memory:" {
+                return Err(StoreError::BadUrl(display_url));
+            }
+            if let Some(parent) = Path::new(&path).parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| StoreError::DataDir(parent.display().to_string(), e))?;
+                }
+            }
+            if !url.contains('?') {
+                url.push_str("?mode=rwc");
+            }
+        }
+        let options = AnyConnectOptions::from_str(&url).map_err(|source| StoreError::Connect {
+            url: display_url.clone(),
+            source,
+        })?;
+        let pool_options = match backend {
+            // One writer at a time: SQLite serialises writes anyway, and a single
+            // connection avoids BUSY upgrades between deferred transactions.
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(1).after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(8),
+        }
+        .acquire_timeout(Duration::from_secs(10));
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: display_url.clone(),
+                source,
+            })?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await.map_err(|source| StoreError::Migrate {
+            url: display_url.clone(),
+            source,
+        })?;
+        Ok(Db {
+            pool,
+            backend,
+            display_url,
+        })
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub async fn count(&self, sql: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(sql).fetch_one(&self.pool).await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+}
+
+/// A row for the outbox: everything the relay needs to publish a CloudEvent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub service: &'static str,
+    pub topic: String,
+    pub envelope: Envelope,
+}
+
+/// Append an outbox row inside the caller's transaction.
+pub async fn insert_outbox(tx: &mut Tx, row: &OutboxRow) -> Result<(), StoreError> {
+    let e = &row.envelope;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, service, topic, msg_key, event_type, source, subject, \
+         correlation_id, causation_id, aggregate_version, event_time, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&e.id)
+    .bind(row.service)
+    .bind(&row.topic)
+    .bind(&e.subject)
+    .bind(&e.event_type)
+    .bind(&e.source)
+    .bind(&e.subject)
+    .bind(e.correlation_id.clone())
+    .bind(e.causation_id.clone())
+    .bind(e.aggregate_version)
+    .bind(&e.time)
+    .bind(serde_json::to_string(&e.data)?)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Record that `consumer` handled `event_id`. Returns false when it already had.
+pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (consumer, event_id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(event_id)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

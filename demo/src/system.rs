@@ -1,0 +1,310 @@
+//! Wiring: the demo's tasks, their supervisor, the order generator and the
+//! fault injector that needs the broker (outage, poison records).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::consumer::{self, Exit, Handler};
+use crate::domain::{LineItem, OrderCommand, OrderError};
+use crate::faults::{Fault, Faults};
+use crate::kafka::{KafkaSettings, KafkaSetupError};
+use crate::order_service::{self, Meta, OrderCommands};
+use crate::orchestrator::{self, Orchestrator};
+use crate::read_model::OrderView;
+use crate::services::{Inventory, Payment, Shipping};
+use crate::store::{Db, StoreError};
+use crate::{ids, relay, topics};
+
+/// Products of the demo shop: id, unit price in cents.
+pub const PRODUCTS: [(&str, i64); 8] = [
+    ("keyboard", 4900),
+    ("mouse", 1900),
+    ("monitor", 18900),
+    ("cable", 900),
+    ("headset", 7900),
+    ("webcam", 5900),
+    ("dock", 12900),
+    ("lamp", 2900),
+];
+
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub kafka: KafkaSettings,
+    pub database_url: String,
+    pub partitions: i32,
+    pub seed: u64,
+    pub snapshot_every: i64,
+    pub relay_interval: Duration,
+    pub relay_batch: i64,
+    pub relay_delivery_timeout: Duration,
+    /// Starting stock of each product.
+    pub initial_stock: i64,
+}
+
+impl DemoConfig {
+    pub fn new(kafka: KafkaSettings, database_url: impl Into<String>) -> DemoConfig {
+        DemoConfig {
+            kafka,
+            database_url: database_url.into(),
+            partitions: 3,
+            seed: 1,
+            snapshot_every: 100,
+            relay_interval: Duration::from_millis(20),
+            relay_batch: 500,
+            relay_delivery_timeout: Duration::from_secs(3),
+            initial_stock: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaSetupError),
+    #[error("Kafka client: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+}
+
+/// What every task shares. Read-only but for the error sink.
+pub struct Ctx {
+    pub db: Db,
+    pub kafka: KafkaSettings,
+    pub faults: Arc<Faults>,
+    pub config: DemoConfig,
+    pub dlq_producer: FutureProducer,
+    errors: Mutex<Vec<String>>,
+    restarts: AtomicU64,
+}
+
+impl Ctx {
+    /// Background errors surface to the caller (GUI status line, headless stderr).
+    pub fn report_error(&self, e: String) {
+        if let Ok(mut v) = self.errors.lock() {
+            if v.len() < 1000 {
+                v.push(e);
+            }
+        }
+    }
+}
+
+/// The running demo.
+pub struct DemoSystem {
+    pub ctx: Arc<Ctx>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    next_order: AtomicU64,
+}
+
+async fn supervise<F, Fut>(name: &'static str, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>, mut start: F)
+where
+    F: FnMut(Arc<Ctx>, watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Exit>>,
+{
+    loop {
+        let exit = start(ctx.clone(), shutdown.clone()).await;
+        if *shutdown.borrow() {
+            return;
+        }
+        match exit {
+            Ok(Exit::Shutdown) => return,
+            Ok(Exit::Crashed) => {
+                tracing::warn!(task = name, "restarting after injected crash");
+                ctx.restarts.fetch_add(1, Ordering::SeqCst);
+                if name == orchestrator::NAME {
+                    if let Ok(n) = orchestrator::open_sagas(&ctx.db).await {
+                        tracing::info!(open_sagas = n, "orchestrator resumes open sagas");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::error!(task = name, error = %e, "task failed; restarting in 1s");
+                ctx.report_error(format!("{name}: {e:#}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn spawn_consumer<H: Handler>(set: &mut JoinSet<()>, ctx: &Arc<Ctx>, rx: &watch::Receiver<bool>, h: H) {
+    let h = Arc::new(h);
+    let name = h.name();
+    set.spawn(supervise(name, ctx.clone(), rx.clone(), move |c, s| consumer::run(c, h.clone(), s)));
+}
+
+impl DemoSystem {
+    /// Connect, migrate, seed stock, create topics and start every task.
+    pub async fn start(config: DemoConfig, faults: Arc<Faults>) -> Result<DemoSystem, DemoError> {
+        let db = Db::connect(&config.database_url).await?;
+        for (product, _) in PRODUCTS {
+            sqlx::query("INSERT INTO stock (product_id, quantity, initial_quantity) VALUES ($1, $2, $2) ON CONFLICT (product_id) DO NOTHING")
+                .bind(product)
+                .bind(config.initial_stock)
+                .execute(&db.pool)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        let kafka = config.kafka.clone();
+        let probe = kafka.clone();
+        tokio::task::spawn_blocking(move || probe.probe(Duration::from_secs(5)))
+            .await
+            .map_err(|e| KafkaSetupError::Unreachable {
+                brokers: kafka.brokers.clone(),
+                why: e.to_string(),
+            })??;
+        kafka.ensure_topics(&topics::ALL, config.partitions).await?;
+        let dlq_producer = kafka.producer(Duration::from_secs(10))?;
+        let already = db.count("SELECT COUNT(*) FROM sagas").await?;
+        let ctx = Arc::new(Ctx {
+            db,
+            kafka,
+            faults,
+            config,
+            dlq_producer,
+            errors: Mutex::new(Vec::new()),
+            restarts: AtomicU64::new(0),
+        });
+        let (shutdown_tx, rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(supervise("outbox-relay", ctx.clone(), rx.clone(), relay::run));
+        spawn_consumer(&mut tasks, &ctx, &rx, Orchestrator);
+        spawn_consumer(&mut tasks, &ctx, &rx, Payment);
+        spawn_consumer(&mut tasks, &ctx, &rx, Inventory);
+        spawn_consumer(&mut tasks, &ctx, &rx, Shipping);
+        spawn_consumer(&mut tasks, &ctx, &rx, OrderCommands);
+        spawn_consumer(&mut tasks, &ctx, &rx, OrderView);
+        tasks.spawn(fault_injector(ctx.clone(), rx));
+        Ok(DemoSystem {
+            ctx,
+            shutdown_tx,
+            tasks,
+            next_order: AtomicU64::new(already as u64),
+        })
+    }
+
+    /// The consumer groups of the demo and the topics each reads.
+    pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+        vec![
+            (Orchestrator.name(), Orchestrator.topics()),
+            (Payment.name(), Payment.topics()),
+            (Inventory.name(), Inventory.topics()),
+            (Shipping.name(), Shipping.topics()),
+            (OrderCommands.name(), OrderCommands.topics()),
+            (OrderView.name(), OrderView.topics()),
+        ]
+    }
+
+    /// The `n`-th order of this seed: deterministic items and customer.
+    pub fn order_command(seed: u64, n: u64) -> (String, OrderCommand) {
+        let order_id = ids::order_id(seed, n);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n);
+        let lines = rng.random_range(1..=3);
+        let mut items: Vec<LineItem> = Vec::new();
+        for _ in 0..lines {
+            let (product, price) = PRODUCTS[rng.random_range(0..PRODUCTS.len())];
+            if items.iter().any(|i| i.product_id == product) {
+                continue;
+            }
+            items.push(LineItem {
+                product_id: product.to_owned(),
+                quantity: rng.random_range(1..=4),
+                unit_price_cents: price,
+            });
+        }
+        let cmd = OrderCommand::PlaceOrder {
+            order_id: order_id.clone(),
+            customer_email: format!("customer{n}@example.com"),
+            shipping_address: format!("{} Harbour Street, Springfield", 10 + n % 90),
+            items,
+        };
+        (order_id, cmd)
+    }
+
+    /// Place the next order (as a client's request to the order service would).
+    pub async fn place_order(&self) -> Result<Result<String, OrderError>, StoreError> {
+        let n = self.next_order.fetch_add(1, Ordering::SeqCst);
+        let (order_id, cmd) = Self::order_command(self.ctx.config.seed, n);
+        let meta = Meta {
+            correlation_id: Some(ids::derive(&[&order_id, "correlation"])),
+            causation_id: None,
+        };
+        Ok(order_service::execute(&self.ctx.db, &order_id, cmd, &meta, self.ctx.config.snapshot_every)
+            .await?
+            .map(|_| order_id))
+    }
+
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.ctx.faults
+    }
+
+    /// Errors reported by background tasks since the last call.
+    pub fn take_errors(&self) -> Vec<String> {
+        self.ctx.errors.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.ctx.restarts.load(Ordering::SeqCst)
+    }
+
+    /// Stop every task and wait for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Faults that act on the broker rather than inside a service.
+async fn fault_injector(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let poison_topics = [topics::PAYMENT_COMMANDS, topics::INVENTORY_COMMANDS, topics::SHIPPING_COMMANDS];
+    let mut poisoned = 0usize;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if let Some(seconds) = ctx.faults.take(Fault::BrokerOutage) {
+            match &ctx.kafka.control {
+                Some(control) => {
+                    tracing::warn!(seconds, "injected broker outage: broker down");
+                    if let Err(e) = control.set_down(true) {
+                        ctx.report_error(format!("broker-outage: {e}"));
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_secs_f64(seconds)) => {}
+                    }
+                    if let Err(e) = control.set_down(false) {
+                        ctx.report_error(format!("broker-outage: {e}"));
+                    }
+                    tracing::warn!("broker back up");
+                }
+                None => ctx.report_error("broker-outage needs the embedded broker; stop your Kafka to reproduce it".into()),
+            }
+        }
+        if ctx.faults.is_on(Fault::PoisonMessage) && ctx.faults.hits(Fault::PoisonMessage, &poisoned.to_string()) {
+            let topic = poison_topics[poisoned % poison_topics.len()];
+            poisoned += 1;
+            let garbage: Vec<u8> = {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(ctx.faults.seed() ^ poisoned as u64);
+                let mut v = b"{\"order_id\": \"truncated".to_vec();
+                v.extend((0..16).map(|_| rng.random::<u8>()));
+                v
+            };
+            let key = format!("poison-{poisoned}");
+            let rec = FutureRecord::to(topic).key(&key).payload(&garbage);
+            match ctx.dlq_producer.send(rec, Duration::from_secs(5)).await {
+                Ok(_) => tracing::warn!(topic, "injected a poison record"),
+                Err((e, _)) => ctx.report_error(format!("poison-message: {e}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Command line (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use eventscope_demo::faults::FaultSpec;
+
+#[derive(Debug, Parser)]
+#[command(name = "eventscope", version, about = "A debugger for event-driven systems on Kafka")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+/// Where the broker and database are. Without `--brokers`, an embedded broker runs in-process.
+#[derive(Debug, Clone, Args, Default)]
+pub struct Connection {
+    /// Kafka bootstrap servers (host:port,...). Default: the embedded broker.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub brokers: Option<String>,
+    /// Extra librdkafka client property, repeatable (e.g. security.protocol=SASL_SSL).
+    #[arg(long = "kafka-config", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_config: Vec<(String, String)>,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: a SQLite file in the data dir.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database: Option<String>,
+    /// Directory for SQLite files and recordings. Default: the platform data dir.
+    #[arg(long = "data-dir", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the demo order system (headless: to quiescence, then write a report).
+    Demo(DemoArgs),
+    /// Run the embedded broker alone until Ctrl-C.
+    Broker(BrokerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Run without a window and exit when the demo is quiescent.
+    #[arg(long)]
+    pub headless: bool,
+    /// Orders to place.
+    #[arg(long, default_value_t = 100)]
+    pub orders: u64,
+    /// Faults to inject, e.g. duplicate-publish=0.1,payment-decline=0.2,poison-message=3.
+    #[arg(long, value_name = "SPEC", default_value = "")]
+    pub faults: FaultSpec,
+    /// Seed for order contents and fault decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to write the JSON report.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Give up waiting for quiescence after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
+    /// Partitions of each topic created.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub partitions: i32,
+    /// Events per order between snapshots.
+    #[arg(long = "snapshot-every", default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
+    pub snapshot_every: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Loopback port to listen on (0: any free port).
+    #[arg(long, default_value_t = 9092)]
+    pub port: u16,
+    /// Partitions of topics created on first use.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub partitions: i32,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}

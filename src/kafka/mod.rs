@@ -1,0 +1,5 @@
+//! Kafka at the edge of the debugger: the embedded broker and the tap consumer.
+
+pub mod broker;
+pub mod proxy;
+pub mod tap;
