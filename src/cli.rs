@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use eventscope_demo::faults::FaultSpec;
 
 #[derive(Debug, Parser)]
-#[command(name = "eventscope", version, about = "A debugger for event-driven systems on Kafka")]
+#[command(
+    name = "eventscope",
+    version,
+    about = "A debugger for event-driven systems on Kafka"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

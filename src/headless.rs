@@ -21,7 +21,9 @@ use crate::model::record::Record;
 use crate::model::Model;
 
 /// Resolve the broker: the user's Kafka, or a fresh embedded one.
-pub fn kafka_settings(conn: &Connection) -> anyhow::Result<(KafkaSettings, Option<Arc<EmbeddedBroker>>)> {
+pub fn kafka_settings(
+    conn: &Connection,
+) -> anyhow::Result<(KafkaSettings, Option<Arc<EmbeddedBroker>>)> {
     match &conn.brokers {
         Some(b) => {
             let mut s = KafkaSettings::new(b.clone());
@@ -56,26 +58,27 @@ pub fn database_url(conn: &Connection, stem: &str) -> String {
     }
 }
 
-struct Progress {
-    started: Instant,
-}
-
-impl Progress {
-    fn say(&self, msg: impl AsRef<str>) {
-        eprintln!("[{:>6.1}s] {}", self.started.elapsed().as_secs_f64(), msg.as_ref());
-    }
-}
-
 /// What is still in motion; empty when quiescent.
-async fn unsettled(system: &DemoSystem, settings: &KafkaSettings, model: &Model, expected_orders: i64) -> anyhow::Result<Vec<String>> {
+pub async fn unsettled(
+    system: &DemoSystem,
+    settings: &KafkaSettings,
+    model: &Model,
+    expected_orders: i64,
+) -> anyhow::Result<Vec<String>> {
     let db = &system.ctx.db;
     let mut open = Vec::new();
-    let created = db.count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'").await?;
-    let terminal = db.count("SELECT COUNT(*) FROM sagas WHERE phase IN ('completed', 'compensated')").await?;
+    let created = db
+        .count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'")
+        .await?;
+    let terminal = db
+        .count("SELECT COUNT(*) FROM sagas WHERE phase IN ('completed', 'compensated')")
+        .await?;
     if terminal < expected_orders || created < expected_orders {
         open.push(format!("{} of {expected_orders} sagas terminal", terminal));
     }
-    let pending = db.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await?;
+    let pending = db
+        .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .await?;
     if pending > 0 {
         open.push(format!("{pending} outbox rows unpublished"));
     }
@@ -114,100 +117,244 @@ async fn unsettled(system: &DemoSystem, settings: &KafkaSettings, model: &Model,
     Ok(open)
 }
 
-pub async fn run(conn: Connection, args: DemoArgs) -> anyhow::Result<i32> {
-    let p = Progress { started: Instant::now() };
-    let (settings, broker) = kafka_settings(&conn)?;
-    let where_ = match &broker {
-        Some(b) => format!("embedded broker {}", b.bootstrap()),
-        None => format!("Kafka at {}", settings.brokers),
-    };
-    let url = database_url(&conn, "demo");
-    let display_url = eventscope_demo::store::redact_url(&url);
-    p.say(format!("starting the demo on {where_}, database {display_url}"));
-    let faults = Arc::new(Faults::from_spec(args.seed, &args.faults));
-    let mut config = DemoConfig::new(settings.clone(), url);
-    config.partitions = args.partitions;
-    config.seed = args.seed;
-    config.snapshot_every = args.snapshot_every;
-    let system = DemoSystem::start(config, faults.clone()).await.context("starting the demo")?;
+/// A running demo with its observer: the pieces `demo --headless` and the tests drive.
+pub struct Session {
+    pub system: DemoSystem,
+    pub settings: KafkaSettings,
+    pub broker: Option<Arc<EmbeddedBroker>>,
+    pub model: Model,
+    pub faults: Arc<Faults>,
+    records_rx: mpsc::Receiver<Record>,
+    stop_tx: watch::Sender<bool>,
+    tap_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    started: Instant,
+}
 
-    let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
-    let (status_tx, _status_rx) = watch::channel(tap::TapStatus::Connecting);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let tap_sel = TopicSelection::Named(topics::ALL.iter().map(|t| (*t).to_owned()).collect());
-    let tap_task = tokio::spawn(tap::run(settings.clone(), tap_sel, records_tx, status_tx, stop_rx));
-    let mut model = Model::default();
-    let now_ms = || chrono::Utc::now().timestamp_millis();
+/// Everything a finished session knows.
+pub struct Finished {
+    pub facts: DbFacts,
+    pub published: Vec<String>,
+    pub model: Model,
+    pub restarts: u64,
+    pub duplicates_skipped: u64,
+}
 
-    let baseline = system.ctx.db.count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'").await?;
-    p.say(format!("placing {} orders (seed {})", args.orders, args.seed));
-    for i in 0..args.orders {
-        if let Err(e) = system.place_order().await? {
-            anyhow::bail!("order {i} rejected: {e}");
-        }
-        if (i + 1) % 100 == 0 {
-            p.say(format!("placed {}", i + 1));
-        }
-        while let Ok(r) = records_rx.try_recv() {
-            model.ingest(r, now_ms());
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Session {
+    /// Start broker (unless `--brokers`), database, demo and tap.
+    pub async fn start(
+        conn: &Connection,
+        config: impl FnOnce(&mut DemoConfig),
+        faults: Arc<Faults>,
+    ) -> anyhow::Result<Session> {
+        let started = Instant::now();
+        let (settings, broker) = kafka_settings(conn)?;
+        let url = database_url(conn, "demo");
+        let mut cfg = DemoConfig::new(settings.clone(), url);
+        cfg.seed = faults.seed();
+        config(&mut cfg);
+        let system = DemoSystem::start(cfg, faults.clone())
+            .await
+            .context("starting the demo")?;
+        let (records_tx, records_rx) = mpsc::channel::<Record>(65_536);
+        let (status_tx, _status_rx) = watch::channel(tap::TapStatus::Connecting);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let sel = TopicSelection::Named(topics::ALL.iter().map(|t| (*t).to_owned()).collect());
+        let tap_task = tokio::spawn(tap::run(
+            settings.clone(),
+            sel,
+            records_tx,
+            status_tx,
+            stop_rx,
+        ));
+        Ok(Session {
+            system,
+            settings,
+            broker,
+            model: Model::default(),
+            faults,
+            records_rx,
+            stop_tx,
+            tap_task,
+            started,
+        })
+    }
+
+    fn say(&self, msg: impl AsRef<str>) {
+        eprintln!(
+            "[{:>6.1}s] {}",
+            self.started.elapsed().as_secs_f64(),
+            msg.as_ref()
+        );
+    }
+
+    /// Feed what the tap has observed into the model.
+    pub fn drain(&mut self) {
+        while let Ok(r) = self.records_rx.try_recv() {
+            self.model.ingest(r, now_ms());
         }
     }
-    let expected = baseline + args.orders as i64;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let mut last_note = Instant::now();
-    let mut open = vec!["not checked".to_owned()];
-    while Instant::now() < deadline {
-        let tick = tokio::time::sleep(Duration::from_millis(250));
-        tokio::pin!(tick);
-        loop {
-            tokio::select! {
-                _ = &mut tick => break,
-                r = records_rx.recv() => match r {
-                    Some(r) => model.ingest(r, now_ms()),
-                    None => break,
-                },
+
+    pub async fn place_orders(&mut self, n: u64, progress: bool) -> anyhow::Result<()> {
+        for i in 0..n {
+            if let Err(e) = self.system.place_order().await? {
+                anyhow::bail!("order {i} rejected: {e}");
+            }
+            if progress && (i + 1) % 100 == 0 {
+                self.say(format!("placed {}", i + 1));
+            }
+            self.drain();
+        }
+        Ok(())
+    }
+
+    /// Wait until `expected` sagas are terminal, outboxes drained, groups and
+    /// observer caught up. Returns what is still open at the deadline (empty: quiescent).
+    pub async fn settle(
+        &mut self,
+        expected: i64,
+        timeout: Duration,
+        progress: bool,
+    ) -> anyhow::Result<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut last_note = Instant::now();
+        let mut open = vec!["not checked".to_owned()];
+        while Instant::now() < deadline {
+            let tick = tokio::time::sleep(Duration::from_millis(250));
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    _ = &mut tick => break,
+                    r = self.records_rx.recv() => match r {
+                        Some(r) => self.model.ingest(r, now_ms()),
+                        None => break,
+                    },
+                }
+            }
+            self.model.tick(now_ms());
+            for e in self.system.take_errors() {
+                if progress {
+                    self.say(format!("note: {e}"));
+                }
+            }
+            open = unsettled(&self.system, &self.settings, &self.model, expected).await?;
+            if open.is_empty() {
+                break;
+            }
+            if progress && last_note.elapsed() > Duration::from_secs(3) {
+                last_note = Instant::now();
+                self.say(format!("waiting: {}", open.join("; ")));
             }
         }
-        model.tick(now_ms());
-        for e in system.take_errors() {
-            p.say(format!("note: {e}"));
-        }
-        open = unsettled(&system, &settings, &model, expected).await?;
-        if open.is_empty() {
-            break;
-        }
-        if last_note.elapsed() > Duration::from_secs(3) {
-            last_note = Instant::now();
-            p.say(format!("waiting: {}", open.join("; ")));
-        }
+        self.drain();
+        self.model.tick(now_ms());
+        Ok(open)
     }
+
+    /// Collect the database facts, stop everything.
+    pub async fn finish(mut self) -> anyhow::Result<Finished> {
+        self.drain();
+        let facts = dbreport::collect(&self.system.ctx.db).await?;
+        let published = dbreport::published_event_ids(&self.system.ctx.db).await?;
+        let restarts = self.system.restarts();
+        let duplicates_skipped = self.system.duplicates_skipped();
+        let _ = self.stop_tx.send(true);
+        self.system.shutdown().await;
+        let _ = self.tap_task.await;
+        while let Ok(r) = self.records_rx.try_recv() {
+            self.model.ingest(r, now_ms());
+        }
+        Ok(Finished {
+            facts,
+            published,
+            model: self.model,
+            restarts,
+            duplicates_skipped,
+        })
+    }
+}
+
+/// Run the demo to quiescence and build the report. `quiescent` is false on timeout.
+pub async fn execute(
+    conn: &Connection,
+    args: &DemoArgs,
+) -> anyhow::Result<(serde_json::Value, bool)> {
+    let faults = Arc::new(Faults::from_spec(args.seed, &args.faults));
+    let (partitions, snapshot_every) = (args.partitions, args.snapshot_every);
+    let mut s = Session::start(
+        conn,
+        |c| {
+            c.partitions = partitions;
+            c.snapshot_every = snapshot_every;
+        },
+        faults.clone(),
+    )
+    .await?;
+    let broker_desc = match &s.broker {
+        Some(b) => format!("embedded broker {}", b.bootstrap()),
+        None => format!("Kafka at {}", s.settings.brokers),
+    };
+    let display_url = s.system.ctx.db.display_url.clone();
+    s.say(format!(
+        "demo running on {broker_desc}, database {display_url}"
+    ));
+    let baseline = s
+        .system
+        .ctx
+        .db
+        .count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'")
+        .await?;
+    s.say(format!(
+        "placing {} orders (seed {})",
+        args.orders, args.seed
+    ));
+    s.place_orders(args.orders, true).await?;
+    let open = s
+        .settle(
+            baseline + args.orders as i64,
+            Duration::from_secs(args.timeout),
+            true,
+        )
+        .await?;
     let quiescent = open.is_empty();
     if quiescent {
-        p.say("quiescent");
+        s.say("quiescent");
     } else {
-        p.say(format!("timed out after {}s; still open: {}", args.timeout, open.join("; ")));
+        s.say(format!(
+            "timed out after {}s; still open: {}",
+            args.timeout,
+            open.join("; ")
+        ));
     }
-    while let Ok(r) = records_rx.try_recv() {
-        model.ingest(r, now_ms());
-    }
-    model.tick(now_ms());
-    let facts = dbreport::collect(&system.ctx.db).await?;
-    let published = dbreport::published_event_ids(&system.ctx.db).await?;
-    let restarts = system.restarts();
-    let _ = stop_tx.send(true);
-    system.shutdown().await;
-    let _ = tap_task.await;
+    let started = s.started;
+    let f = s.finish().await?;
+    let report = build_report(
+        args,
+        &f,
+        quiescent,
+        &open,
+        started.elapsed(),
+        &faults,
+        &broker_desc,
+        &display_url,
+    );
+    Ok((report, quiescent))
+}
 
-    let report = build_report(&args, &facts, &published, &model, quiescent, &open, p.started.elapsed(), restarts, &faults, &where_, &display_url);
+pub async fn run(conn: Connection, args: DemoArgs) -> anyhow::Result<i32> {
+    let (report, quiescent) = execute(&conn, &args).await?;
     let text = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &args.report {
-        std::fs::write(path, &text).with_context(|| format!("writing the report to {}", path.display()))?;
-        p.say(format!("report written to {}", path.display()));
+        std::fs::write(path, &text)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
     } else {
         println!("{text}");
     }
-    p.say(summary(&report));
-    drop(broker);
+    eprintln!("{}", summary(&report));
     Ok(if quiescent { 0 } else { 3 })
 }
 
@@ -221,23 +368,28 @@ fn summary(r: &serde_json::Value) -> String {
 #[allow(clippy::too_many_arguments)]
 fn build_report(
     args: &DemoArgs,
-    f: &DbFacts,
-    published: &[String],
-    model: &Model,
+    fin: &Finished,
     quiescent: bool,
     open: &[String],
     took: Duration,
-    restarts: u64,
     faults: &Faults,
     broker: &str,
     database: &str,
 ) -> serde_json::Value {
-    let missing: Vec<&String> = published.iter().filter(|id| !model.has_event(id)).collect();
+    let (f, model) = (&fin.facts, &fin.model);
+    let missing: Vec<&String> = fin
+        .published
+        .iter()
+        .filter(|id| !model.has_event(id))
+        .collect();
     let observed = model.events_json();
     let mut fault_states = serde_json::Map::new();
     for (fault, _) in &args.faults.0 {
         let s = faults.state(*fault);
-        fault_states.insert(fault.name().into(), json!({"value": s.value, "fired": s.fired}));
+        fault_states.insert(
+            fault.name().into(),
+            json!({"value": s.value, "fired": s.fired}),
+        );
     }
     json!({
         "orders": {
@@ -269,7 +421,8 @@ fn build_report(
             "open_sagas_by_phase": f.stuck_phases.iter().map(|(p, n)| json!({"phase": p, "count": n})).collect::<Vec<_>>(),
             "stock": {"expected_out": f.stock_expected_out, "actual_out": f.stock_actual_out},
             "still_open": open,
-            "task_restarts": restarts,
+            "task_restarts": fin.restarts,
+            "redeliveries_skipped_by_idempotency": fin.duplicates_skipped,
         },
         "run": {
             "seed": args.seed,

@@ -60,7 +60,11 @@ fn decode(m: &BorrowedMessage<'_>) -> Result<Envelope, String> {
 }
 
 /// Run one consumer until shutdown or an injected crash.
-pub async fn run<H: Handler>(ctx: Arc<Ctx>, handler: Arc<H>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Exit> {
+pub async fn run<H: Handler>(
+    ctx: Arc<Ctx>,
+    handler: Arc<H>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Exit> {
     let consumer: StreamConsumer = ctx.kafka.consumer(handler.name())?;
     consumer.subscribe(&handler.topics())?;
     loop {
@@ -82,7 +86,10 @@ pub async fn run<H: Handler>(ctx: Arc<Ctx>, handler: Arc<H>, mut shutdown: watch
                 if !process(&ctx, handler.as_ref(), &env, &mut shutdown).await {
                     return Ok(Exit::Shutdown);
                 }
-                if ctx.faults.hits(handler.crash_fault(), &format!("{}:{}", handler.name(), env.id)) {
+                if ctx.faults.hits(
+                    handler.crash_fault(),
+                    &format!("{}:{}", handler.name(), env.id),
+                ) {
                     tracing::warn!(consumer = handler.name(), event = %env.id, "injected crash after the effect, before the offset commit");
                     return Ok(Exit::Crashed);
                 }
@@ -93,7 +100,12 @@ pub async fn run<H: Handler>(ctx: Arc<Ctx>, handler: Arc<H>, mut shutdown: watch
 }
 
 /// Apply one envelope, retrying transient store errors. False on shutdown.
-async fn process<H: Handler>(ctx: &Ctx, handler: &H, env: &Envelope, shutdown: &mut watch::Receiver<bool>) -> bool {
+async fn process<H: Handler>(
+    ctx: &Ctx,
+    handler: &H,
+    env: &Envelope,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
     let mut backoff = Duration::from_millis(20);
     loop {
         match attempt(ctx, handler, env).await {
@@ -120,6 +132,8 @@ async fn attempt<H: Handler>(ctx: &Ctx, handler: &H, env: &Envelope) -> Result<(
     let skip_check = handler.honours_no_idempotency() && ctx.faults.is_on(Fault::NoIdempotency);
     if !first && !skip_check {
         tx.rollback().await?;
+        ctx.duplicates_skipped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(());
     }
     handler.handle(ctx, &mut tx, env).await?;
@@ -129,25 +143,53 @@ async fn attempt<H: Handler>(ctx: &Ctx, handler: &H, env: &Envelope) -> Result<(
 
 /// Forward an undecodable record to the dlq with its origin in headers.
 async fn dead_letter(ctx: &Ctx, consumer: &str, m: &BorrowedMessage<'_>, why: &str) {
-    tracing::warn!(consumer, topic = m.topic(), partition = m.partition(), offset = m.offset(), why, "poison message to dlq");
+    tracing::warn!(
+        consumer,
+        topic = m.topic(),
+        partition = m.partition(),
+        offset = m.offset(),
+        why,
+        "poison message to dlq"
+    );
     let mut headers = OwnedHeaders::new();
     if let Some(h) = m.headers() {
         for x in h.iter() {
-            headers = headers.insert(Header { key: x.key, value: x.value });
+            headers = headers.insert(Header {
+                key: x.key,
+                value: x.value,
+            });
         }
     }
     let partition = m.partition().to_string();
     let offset = m.offset().to_string();
     headers = headers
-        .insert(Header { key: "dlq_error", value: Some(why) })
-        .insert(Header { key: "dlq_consumer", value: Some(consumer) })
-        .insert(Header { key: "dlq_original_topic", value: Some(m.topic()) })
-        .insert(Header { key: "dlq_original_partition", value: Some(&partition) })
-        .insert(Header { key: "dlq_original_offset", value: Some(&offset) });
+        .insert(Header {
+            key: "dlq_error",
+            value: Some(why),
+        })
+        .insert(Header {
+            key: "dlq_consumer",
+            value: Some(consumer),
+        })
+        .insert(Header {
+            key: "dlq_original_topic",
+            value: Some(m.topic()),
+        })
+        .insert(Header {
+            key: "dlq_original_partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "dlq_original_offset",
+            value: Some(&offset),
+        });
     let key = m.key().unwrap_or_default();
     let payload = m.payload().unwrap_or_default();
     loop {
-        let rec = FutureRecord::to(topics::DLQ).key(key).payload(payload).headers(headers.clone());
+        let rec = FutureRecord::to(topics::DLQ)
+            .key(key)
+            .payload(payload)
+            .headers(headers.clone());
         match ctx.dlq_producer.send(rec, Duration::from_secs(5)).await {
             Ok(_) => return,
             Err((e, _)) => {

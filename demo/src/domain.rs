@@ -220,7 +220,10 @@ pub fn apply(mut state: OrderState, event: &OrderEvent) -> OrderState {
 }
 
 /// Fold a sequence of events onto a starting state.
-pub fn replay<'a>(start: OrderState, events: impl IntoIterator<Item = &'a OrderEvent>) -> OrderState {
+pub fn replay<'a>(
+    start: OrderState,
+    events: impl IntoIterator<Item = &'a OrderEvent>,
+) -> OrderState {
     events.into_iter().fold(start, apply)
 }
 
@@ -253,7 +256,8 @@ mod tests {
         then: Result<Vec<&str>, OrderError>,
     ) {
         let state = replay(OrderState::default(), &given);
-        let got = handle(&state, when).map(|es| es.iter().map(|e| e.type_name()).collect::<Vec<_>>());
+        let got =
+            handle(&state, when).map(|es| es.iter().map(|e| e.type_name()).collect::<Vec<_>>());
         assert_eq!(got, then);
     }
 
@@ -271,8 +275,16 @@ mod tests {
     fn command_table() {
         given_when_then(vec![], place(), Ok(vec!["OrderCreated"]));
         given_when_then(vec![created()], place(), Err(OrderError::AlreadyExists));
-        given_when_then(vec![], OrderCommand::ApproveOrder, Err(OrderError::NotFound));
-        given_when_then(vec![created()], OrderCommand::ApproveOrder, Ok(vec!["OrderCompleted"]));
+        given_when_then(
+            vec![],
+            OrderCommand::ApproveOrder,
+            Err(OrderError::NotFound),
+        );
+        given_when_then(
+            vec![created()],
+            OrderCommand::ApproveOrder,
+            Ok(vec!["OrderCompleted"]),
+        );
         given_when_then(
             vec![created()],
             OrderCommand::CancelOrder { reason: "x".into() },

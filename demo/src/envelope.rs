@@ -87,8 +87,7 @@ impl Envelope {
                     .map_err(|_| EnvelopeError::NotUtf8(name)),
             }
         };
-        let required =
-            |name: &'static str| text(name)?.ok_or(EnvelopeError::MissingHeader(name));
+        let required = |name: &'static str| text(name)?.ok_or(EnvelopeError::MissingHeader(name));
         let spec = required(SPECVERSION)?;
         if spec != "1.0" {
             return Err(EnvelopeError::SpecVersion(spec));
@@ -101,8 +100,8 @@ impl Envelope {
             ),
         };
         let value = value.ok_or(EnvelopeError::NoValue)?;
-        let data = serde_json::from_slice(value)
-            .map_err(|e| EnvelopeError::BadJson(e.to_string()))?;
+        let data =
+            serde_json::from_slice(value).map_err(|e| EnvelopeError::BadJson(e.to_string()))?;
         Ok(Envelope {
             id: required(ID)?,
             event_type: required(TYPE)?,

@@ -73,17 +73,37 @@ impl Fault {
     /// The production incident it reproduces, in one line.
     pub fn description(self) -> &'static str {
         match self {
-            Fault::DuplicatePublish => "Relay publishes, crashes before marking the row published, publishes again",
-            Fault::NoIdempotency => "Consumers skip the processed_events check: a redelivery repeats the effect",
-            Fault::ConsumerCrash => "A consumer dies after its effect, before committing the offset: redelivery",
-            Fault::PaymentDecline => "The payment provider declines: the saga refunds nothing and cancels",
+            Fault::DuplicatePublish => {
+                "Relay publishes, crashes before marking the row published, publishes again"
+            }
+            Fault::NoIdempotency => {
+                "Consumers skip the processed_events check: a redelivery repeats the effect"
+            }
+            Fault::ConsumerCrash => {
+                "A consumer dies after its effect, before committing the offset: redelivery"
+            }
+            Fault::PaymentDecline => {
+                "The payment provider declines: the saga refunds nothing and cancels"
+            }
             Fault::OutOfStock => "Inventory rejects the reservation: refund, then cancel",
-            Fault::ShippingFailure => "Shipping fails: restore stock, refund, cancel, in reverse order",
-            Fault::WrongPartitionKey => "Relay keys records by event id: one order's events spread over partitions",
-            Fault::BrokerOutage => "The broker is unreachable for a while: the outbox backlog grows, then drains",
-            Fault::RelayCrash => "The relay is killed between publishing and marking: it restarts and resumes",
-            Fault::OrchestratorCrash => "The orchestrator dies mid-saga: it restarts and resumes every open saga",
-            Fault::PoisonMessage => "An undecodable record lands on a command topic: it must go to the dlq",
+            Fault::ShippingFailure => {
+                "Shipping fails: restore stock, refund, cancel, in reverse order"
+            }
+            Fault::WrongPartitionKey => {
+                "Relay keys records by event id: one order's events spread over partitions"
+            }
+            Fault::BrokerOutage => {
+                "The broker is unreachable for a while: the outbox backlog grows, then drains"
+            }
+            Fault::RelayCrash => {
+                "The relay is killed between publishing and marking: it restarts and resumes"
+            }
+            Fault::OrchestratorCrash => {
+                "The orchestrator dies mid-saga: it restarts and resumes every open saga"
+            }
+            Fault::PoisonMessage => {
+                "An undecodable record lands on a command topic: it must go to the dlq"
+            }
             Fault::MissingCorrelation => "A service drops the correlation id: the chain breaks",
         }
     }
@@ -134,7 +154,10 @@ pub enum FaultSpecError {
     #[error("fault '{fault}': '{value}' is not a number")]
     NotANumber { fault: &'static str, value: String },
     #[error("fault '{fault}': {why}")]
-    OutOfRange { fault: &'static str, why: &'static str },
+    OutOfRange {
+        fault: &'static str,
+        why: &'static str,
+    },
     #[error("fault '{0}' is named twice")]
     Repeated(&'static str),
 }
@@ -188,12 +211,19 @@ impl FromStr for FaultSpec {
 }
 
 fn validate(fault: Fault, value: f64) -> Result<(), FaultSpecError> {
-    let bad = |why| Err(FaultSpecError::OutOfRange { fault: fault.name(), why });
+    let bad = |why| {
+        Err(FaultSpecError::OutOfRange {
+            fault: fault.name(),
+            why,
+        })
+    };
     if !value.is_finite() || value < 0.0 {
         return bad("must be a non-negative number");
     }
     match fault.kind() {
-        FaultKind::Switch if value != 0.0 && value != 1.0 => bad("is a switch: give no value, 1 or 0"),
+        FaultKind::Switch if value != 0.0 && value != 1.0 => {
+            bad("is a switch: give no value, 1 or 0")
+        }
         FaultKind::Chance if value > 1.0 && value.fract() != 0.0 => {
             bad("give a probability in [0, 1] or a whole count")
         }
@@ -336,7 +366,9 @@ mod tests {
 
     #[test]
     fn parses_specs() {
-        let spec: FaultSpec = "duplicate-publish=0.1, no-idempotency,poison-message=3".parse().unwrap();
+        let spec: FaultSpec = "duplicate-publish=0.1, no-idempotency,poison-message=3"
+            .parse()
+            .unwrap();
         assert_eq!(
             spec.0,
             vec![
@@ -345,12 +377,30 @@ mod tests {
                 (Fault::PoisonMessage, 3.0)
             ]
         );
-        assert!(matches!("nope".parse::<FaultSpec>(), Err(FaultSpecError::Unknown { .. })));
-        assert!(matches!("payment-decline=x".parse::<FaultSpec>(), Err(FaultSpecError::NotANumber { .. })));
-        assert!(matches!("payment-decline=1.5".parse::<FaultSpec>(), Err(FaultSpecError::OutOfRange { .. })));
-        assert!(matches!("relay-crash=0.5".parse::<FaultSpec>(), Err(FaultSpecError::OutOfRange { .. })));
-        assert!(matches!("relay-crash,relay-crash".parse::<FaultSpec>(), Err(FaultSpecError::Repeated(_))));
-        assert_eq!("broker-outage=4s".parse::<FaultSpec>().unwrap().0, vec![(Fault::BrokerOutage, 4.0)]);
+        assert!(matches!(
+            "nope".parse::<FaultSpec>(),
+            Err(FaultSpecError::Unknown { .. })
+        ));
+        assert!(matches!(
+            "payment-decline=x".parse::<FaultSpec>(),
+            Err(FaultSpecError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            "payment-decline=1.5".parse::<FaultSpec>(),
+            Err(FaultSpecError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            "relay-crash=0.5".parse::<FaultSpec>(),
+            Err(FaultSpecError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            "relay-crash,relay-crash".parse::<FaultSpec>(),
+            Err(FaultSpecError::Repeated(_))
+        ));
+        assert_eq!(
+            "broker-outage=4s".parse::<FaultSpec>().unwrap().0,
+            vec![(Fault::BrokerOutage, 4.0)]
+        );
         assert_eq!("".parse::<FaultSpec>().unwrap().0, vec![]);
     }
 
@@ -361,12 +411,21 @@ mod tests {
         a.set(Fault::PaymentDecline, true, 0.2);
         b.set(Fault::PaymentDecline, true, 0.2);
         let keys: Vec<String> = (0..5000).map(|i| format!("order-{i}")).collect();
-        let hits_a: Vec<bool> = keys.iter().map(|k| a.hits(Fault::PaymentDecline, k)).collect();
-        let hits_b: Vec<bool> = keys.iter().map(|k| b.hits(Fault::PaymentDecline, k)).collect();
+        let hits_a: Vec<bool> = keys
+            .iter()
+            .map(|k| a.hits(Fault::PaymentDecline, k))
+            .collect();
+        let hits_b: Vec<bool> = keys
+            .iter()
+            .map(|k| b.hits(Fault::PaymentDecline, k))
+            .collect();
         assert_eq!(hits_a, hits_b);
         let n = hits_a.iter().filter(|h| **h).count();
         assert!((800..1200).contains(&n), "{n}");
-        assert!(!a.hits(Fault::OutOfStock, "order-1"), "off faults never hit");
+        assert!(
+            !a.hits(Fault::OutOfStock, "order-1"),
+            "off faults never hit"
+        );
     }
 
     #[test]

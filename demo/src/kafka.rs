@@ -19,7 +19,11 @@ pub enum KafkaSetupError {
     #[error("creating topic {topic}: {why}")]
     Topic { topic: String, why: String },
     #[error("topic {topic} exists with {actual} partitions, {wanted} wanted")]
-    PartitionMismatch { topic: String, actual: usize, wanted: i32 },
+    PartitionMismatch {
+        topic: String,
+        actual: usize,
+        wanted: i32,
+    },
 }
 
 /// Controls of an embedded broker (the mock cluster) that a real Kafka does not offer.
@@ -43,7 +47,10 @@ impl std::fmt::Debug for KafkaSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSettings")
             .field("brokers", &self.brokers)
-            .field("extra_keys", &self.extra.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field(
+                "extra_keys",
+                &self.extra.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .field("embedded", &self.control.is_some())
             .finish()
     }
@@ -63,6 +70,7 @@ impl KafkaSettings {
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", "eventscope-demo")
             .set("socket.connection.setup.timeout.ms", "5000")
+            .set("reconnect.backoff.max.ms", "1000")
             .set("log_level", "3");
         for (k, v) in &self.extra {
             c.set(k, v);
@@ -100,18 +108,23 @@ impl KafkaSettings {
     /// Check the cluster answers within `timeout`.
     pub fn probe(&self, timeout: Duration) -> Result<usize, KafkaSetupError> {
         let consumer: BaseConsumer = self.base().create()?;
-        let md = consumer
-            .fetch_metadata(None, timeout)
-            .map_err(|e| KafkaSetupError::Unreachable {
-                brokers: self.brokers.clone(),
-                why: e.to_string(),
-            })?;
+        let md =
+            consumer
+                .fetch_metadata(None, timeout)
+                .map_err(|e| KafkaSetupError::Unreachable {
+                    brokers: self.brokers.clone(),
+                    why: e.to_string(),
+                })?;
         Ok(md.brokers().len())
     }
 
     /// Create the topics that do not exist with `partitions` partitions; report
     /// existing topics with another partition count.
-    pub async fn ensure_topics(&self, topics: &[&str], partitions: i32) -> Result<(), KafkaSetupError> {
+    pub async fn ensure_topics(
+        &self,
+        topics: &[&str],
+        partitions: i32,
+    ) -> Result<(), KafkaSetupError> {
         let existing = self.partition_counts(Duration::from_secs(5))?;
         let mut missing = Vec::new();
         for t in topics {
@@ -134,7 +147,10 @@ impl KafkaSettings {
             for t in missing {
                 control
                     .create_topic(t, partitions)
-                    .map_err(|why| KafkaSetupError::Topic { topic: t.to_owned(), why })?;
+                    .map_err(|why| KafkaSetupError::Topic {
+                        topic: t.to_owned(),
+                        why,
+                    })?;
             }
             return Ok(());
         }
@@ -162,14 +178,18 @@ impl KafkaSettings {
     }
 
     /// Partition count of every topic in the cluster.
-    pub fn partition_counts(&self, timeout: Duration) -> Result<HashMap<String, usize>, KafkaSetupError> {
+    pub fn partition_counts(
+        &self,
+        timeout: Duration,
+    ) -> Result<HashMap<String, usize>, KafkaSetupError> {
         let consumer: BaseConsumer = self.base().create()?;
-        let md = consumer
-            .fetch_metadata(None, timeout)
-            .map_err(|e| KafkaSetupError::Unreachable {
-                brokers: self.brokers.clone(),
-                why: e.to_string(),
-            })?;
+        let md =
+            consumer
+                .fetch_metadata(None, timeout)
+                .map_err(|e| KafkaSetupError::Unreachable {
+                    brokers: self.brokers.clone(),
+                    why: e.to_string(),
+                })?;
         Ok(md
             .topics()
             .iter()
@@ -179,7 +199,11 @@ impl KafkaSettings {
     }
 
     /// High watermark of every partition of `topics`.
-    pub fn high_watermarks(&self, topics: &[&str], timeout: Duration) -> Result<HashMap<(String, i32), i64>, KafkaSetupError> {
+    pub fn high_watermarks(
+        &self,
+        topics: &[&str],
+        timeout: Duration,
+    ) -> Result<HashMap<(String, i32), i64>, KafkaSetupError> {
         let consumer: BaseConsumer = self.base().create()?;
         let mut out = HashMap::new();
         for t in topics {
@@ -195,7 +219,12 @@ impl KafkaSettings {
     }
 
     /// Records of `topics` that `group` has not committed yet.
-    pub fn group_lag(&self, group: &str, topics: &[&str], timeout: Duration) -> Result<i64, KafkaSetupError> {
+    pub fn group_lag(
+        &self,
+        group: &str,
+        topics: &[&str],
+        timeout: Duration,
+    ) -> Result<i64, KafkaSetupError> {
         let highs = self.high_watermarks(topics, timeout)?;
         let mut c = self.base();
         c.set("group.id", group).set("enable.auto.commit", "false");
@@ -207,7 +236,10 @@ impl KafkaSettings {
         let committed = consumer.committed_offsets(tpl, timeout)?;
         let mut lag = 0;
         for e in committed.elements() {
-            let high = highs.get(&(e.topic().to_owned(), e.partition())).copied().unwrap_or(0);
+            let high = highs
+                .get(&(e.topic().to_owned(), e.partition()))
+                .copied()
+                .unwrap_or(0);
             let done = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => 0,

@@ -1,7 +1,5 @@
 //! The saga orchestrator: durable saga state, commands through the outbox.
 
-use std::future::Future;
-
 use sqlx::Row;
 
 use crate::consumer::Handler;
@@ -41,7 +39,13 @@ async fn load(tx: &mut Tx, order_id: &str) -> Result<Option<Stored>, StoreError>
     }
 }
 
-async fn perform(tx: &mut Tx, s: &SagaState, correlation_id: &str, cause: &Envelope, actions: &[SagaAction]) -> Result<(), StoreError> {
+async fn perform(
+    tx: &mut Tx,
+    s: &SagaState,
+    correlation_id: &str,
+    cause: &Envelope,
+    actions: &[SagaAction],
+) -> Result<(), StoreError> {
     for a in actions {
         if let SagaAction::Send(cmd) = a {
             let envelope = Envelope {
@@ -51,7 +55,12 @@ async fn perform(tx: &mut Tx, s: &SagaState, correlation_id: &str, cause: &Envel
                 time: now_rfc3339(),
                 subject: s.order_id.clone(),
                 // Repair a chain a service broke: the saga knows its correlation id.
-                correlation_id: Some(cause.correlation_id.clone().unwrap_or_else(|| correlation_id.to_owned())),
+                correlation_id: Some(
+                    cause
+                        .correlation_id
+                        .clone()
+                        .unwrap_or_else(|| correlation_id.to_owned()),
+                ),
                 causation_id: Some(cause.id.clone()),
                 aggregate_version: None,
                 data: cmd.data(s),
@@ -75,7 +84,12 @@ impl Handler for Orchestrator {
         NAME
     }
     fn topics(&self) -> Vec<&'static str> {
-        vec![topics::ORDERS, topics::PAYMENTS, topics::INVENTORY, topics::SHIPPING]
+        vec![
+            topics::ORDERS,
+            topics::PAYMENTS,
+            topics::INVENTORY,
+            topics::SHIPPING,
+        ]
     }
     fn crash_fault(&self) -> Fault {
         Fault::OrchestratorCrash
@@ -84,63 +98,73 @@ impl Handler for Orchestrator {
     fn honours_no_idempotency(&self) -> bool {
         false
     }
-    fn handle<'a>(&'a self, _ctx: &'a Ctx, tx: &'a mut Tx, msg: &'a Envelope) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        async move {
-            let order_id = msg.subject.as_str();
-            let now = now_ms();
-            if msg.event_type == "OrderCreated" {
-                if load(tx, order_id).await?.is_some() {
-                    return Ok(());
-                }
-                let total = msg.data.get("total_cents").and_then(|t| t.as_i64()).unwrap_or(0);
-                let items: Vec<LineItem> = msg
-                    .data
-                    .get("items")
-                    .and_then(|i| serde_json::from_value(i.clone()).ok())
-                    .unwrap_or_default();
-                let state = SagaState::start(order_id.to_owned(), total, items);
-                let correlation_id = msg.correlation_id.clone().unwrap_or_else(|| order_id.to_owned());
-                let actions = saga::begin(&state);
-                sqlx::query(
-                    "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(order_id)
-                .bind(&correlation_id)
-                .bind(state.phase.name())
-                .bind(serde_json::to_string(&state)?)
-                .bind(now)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-                return perform(tx, &state, &correlation_id, msg, &actions).await;
-            }
-            let Some(input) = SagaInput::from_event(&msg.event_type, &msg.data) else {
-                return Ok(());
-            };
-            let Some(stored) = load(tx, order_id).await? else {
-                tracing::warn!(order = order_id, event = %msg.event_type, "no saga for this order; ignored");
-                return Ok(());
-            };
-            let (state, actions) = saga::step(stored.state.clone(), input);
-            if state == stored.state {
+    async fn handle(&self, _ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+        let order_id = msg.subject.as_str();
+        let now = now_ms();
+        if msg.event_type == "OrderCreated" {
+            if load(tx, order_id).await?.is_some() {
                 return Ok(());
             }
-            let finished = if state.phase.is_terminal() { Some(now) } else { None };
-            sqlx::query("UPDATE sagas SET phase = $1, state = $2, updated_at = $3, finished_at = $4 WHERE order_id = $5")
-                .bind(state.phase.name())
-                .bind(serde_json::to_string(&state)?)
-                .bind(now)
-                .bind(finished)
-                .bind(order_id)
-                .execute(&mut **tx)
-                .await?;
-            perform(tx, &state, &stored.correlation_id, msg, &actions).await
+            let total = msg
+                .data
+                .get("total_cents")
+                .and_then(|t| t.as_i64())
+                .unwrap_or(0);
+            let items: Vec<LineItem> = msg
+                .data
+                .get("items")
+                .and_then(|i| serde_json::from_value(i.clone()).ok())
+                .unwrap_or_default();
+            let state = SagaState::start(order_id.to_owned(), total, items);
+            let correlation_id = msg
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| order_id.to_owned());
+            let actions = saga::begin(&state);
+            sqlx::query(
+                "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(order_id)
+            .bind(&correlation_id)
+            .bind(state.phase.name())
+            .bind(serde_json::to_string(&state)?)
+            .bind(now)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            return perform(tx, &state, &correlation_id, msg, &actions).await;
         }
+        let Some(input) = SagaInput::from_event(&msg.event_type, &msg.data) else {
+            return Ok(());
+        };
+        let Some(stored) = load(tx, order_id).await? else {
+            tracing::warn!(order = order_id, event = %msg.event_type, "no saga for this order; ignored");
+            return Ok(());
+        };
+        let (state, actions) = saga::step(stored.state.clone(), input);
+        if state == stored.state {
+            return Ok(());
+        }
+        let finished = if state.phase.is_terminal() {
+            Some(now)
+        } else {
+            None
+        };
+        sqlx::query("UPDATE sagas SET phase = $1, state = $2, updated_at = $3, finished_at = $4 WHERE order_id = $5")
+            .bind(state.phase.name())
+            .bind(serde_json::to_string(&state)?)
+            .bind(now)
+            .bind(finished)
+            .bind(order_id)
+            .execute(&mut **tx)
+            .await?;
+        perform(tx, &state, &stored.correlation_id, msg, &actions).await
     }
 }
 
 /// Sagas not yet terminal (a restarted orchestrator resumes them from their
 /// durable state; their pending commands are already in the outbox).
 pub async fn open_sagas(db: &Db) -> Result<i64, StoreError> {
-    db.count("SELECT COUNT(*) FROM sagas WHERE phase NOT IN ('completed', 'compensated')").await
+    db.count("SELECT COUNT(*) FROM sagas WHERE phase NOT IN ('completed', 'compensated')")
+        .await
 }

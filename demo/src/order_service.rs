@@ -2,8 +2,6 @@
 //! decides with the pure domain, appends events and their outbox rows in ONE
 //! transaction, with optimistic concurrency on (aggregate id, version).
 
-use std::future::Future;
-
 use sqlx::Row;
 
 use crate::consumer::Handler;
@@ -42,7 +40,10 @@ pub async fn load(tx: &mut Tx, order_id: &str) -> Result<(OrderState, Loaded), S
     let (mut state, from) = match snap {
         Some(r) => {
             let s: String = r.try_get("state")?;
-            (serde_json::from_str::<OrderState>(&s)?, r.try_get::<i64, _>("version")?)
+            (
+                serde_json::from_str::<OrderState>(&s)?,
+                r.try_get::<i64, _>("version")?,
+            )
         }
         None => (OrderState::default(), 0),
     };
@@ -74,10 +75,12 @@ pub async fn load(tx: &mut Tx, order_id: &str) -> Result<(OrderState, Loaded), S
 
 /// Full replay of the stored events, ignoring snapshots (for checks).
 pub async fn replay_all(db: &Db, order_id: &str) -> Result<OrderState, StoreError> {
-    let rows = sqlx::query("SELECT event_type, payload FROM order_events WHERE aggregate_id = $1 ORDER BY version")
-        .bind(order_id)
-        .fetch_all(&db.pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT event_type, payload FROM order_events WHERE aggregate_id = $1 ORDER BY version",
+    )
+    .bind(order_id)
+    .fetch_all(&db.pool)
+    .await?;
     let mut state = OrderState::default();
     for r in rows {
         let t: String = r.try_get("event_type")?;
@@ -126,7 +129,9 @@ pub async fn execute_in(
         .execute(&mut **tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("order {order_id} version {version}")));
+            return Err(StoreError::Conflict(format!(
+                "order {order_id} version {version}"
+            )));
         }
         let envelope = Envelope {
             id: event_id,
@@ -202,31 +207,31 @@ impl Handler for OrderCommands {
     fn topics(&self) -> Vec<&'static str> {
         vec![topics::ORDER_COMMANDS]
     }
-    fn handle<'a>(&'a self, ctx: &'a Ctx, tx: &'a mut Tx, msg: &'a Envelope) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        async move {
-            let command = match msg.event_type.as_str() {
-                "ApproveOrder" => OrderCommand::ApproveOrder,
-                "CancelOrder" => OrderCommand::CancelOrder {
-                    reason: msg
-                        .data
-                        .get("reason")
-                        .and_then(|r| r.as_str())
-                        .unwrap_or("cancelled")
-                        .to_owned(),
-                },
-                other => {
-                    tracing::warn!(command = other, "order service ignores an unknown command");
-                    return Ok(());
-                }
-            };
-            let meta = Meta {
-                correlation_id: msg.correlation_id.clone(),
-                causation_id: Some(msg.id.clone()),
-            };
-            if let Err(e) = execute_in(tx, &msg.subject, command, &meta, ctx.config.snapshot_every).await? {
-                tracing::warn!(order = %msg.subject, command = %msg.event_type, error = %e, "order rejected the command");
+    async fn handle(&self, ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+        let command = match msg.event_type.as_str() {
+            "ApproveOrder" => OrderCommand::ApproveOrder,
+            "CancelOrder" => OrderCommand::CancelOrder {
+                reason: msg
+                    .data
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("cancelled")
+                    .to_owned(),
+            },
+            other => {
+                tracing::warn!(command = other, "order service ignores an unknown command");
+                return Ok(());
             }
-            Ok(())
+        };
+        let meta = Meta {
+            correlation_id: msg.correlation_id.clone(),
+            causation_id: Some(msg.id.clone()),
+        };
+        if let Err(e) =
+            execute_in(tx, &msg.subject, command, &meta, ctx.config.snapshot_every).await?
+        {
+            tracing::warn!(order = %msg.subject, command = %msg.event_type, error = %e, "order rejected the command");
         }
+        Ok(())
     }
 }

@@ -1,7 +1,5 @@
 //! The CQRS read model `order_view`, built only from the `orders` topic.
 
-use std::future::Future;
-
 use crate::consumer::Handler;
 use crate::envelope::Envelope;
 use crate::store::{now_ms, StoreError, Tx};
@@ -17,51 +15,56 @@ impl Handler for OrderView {
     fn topics(&self) -> Vec<&'static str> {
         vec![topics::ORDERS]
     }
-    fn handle<'a>(&'a self, _ctx: &'a Ctx, tx: &'a mut Tx, msg: &'a Envelope) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        async move {
-            let version = msg.aggregate_version.unwrap_or(0);
-            let d = &msg.data;
-            let status = match msg.event_type.as_str() {
-                "OrderCreated" | "OrderNoteAdded" => "pending",
-                "OrderCompleted" => "completed",
-                "OrderCancelled" => "cancelled",
-                _ => return Ok(()),
-            };
-            let email = d.get("customer_email").and_then(|v| v.as_str()).unwrap_or("");
-            let total = d.get("total_cents").and_then(|v| v.as_i64()).unwrap_or(0);
-            let items = d.get("items").and_then(|v| v.as_array()).map(|a| a.len() as i64).unwrap_or(0);
-            if msg.event_type == "OrderCreated" {
-                sqlx::query(
-                    "INSERT INTO order_view (order_id, status, customer_email, total_cents, item_count, version, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (order_id) DO UPDATE SET customer_email = excluded.customer_email, \
-                     total_cents = excluded.total_cents, item_count = excluded.item_count",
-                )
-                .bind(&msg.subject)
-                .bind(status)
-                .bind(email)
-                .bind(total)
-                .bind(items)
-                .bind(version)
-                .bind(now_ms())
-                .execute(&mut **tx)
-                .await?;
-            } else {
-                // Only move forward: an older event arriving late must not undo a newer one.
-                sqlx::query(
-                    "INSERT INTO order_view (order_id, status, customer_email, total_cents, item_count, version, updated_at) \
-                     VALUES ($1, $2, '', 0, 0, $3, $4) \
-                     ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, version = excluded.version, \
-                     updated_at = excluded.updated_at WHERE order_view.version < excluded.version",
-                )
-                .bind(&msg.subject)
-                .bind(status)
-                .bind(version)
-                .bind(now_ms())
-                .execute(&mut **tx)
-                .await?;
-            }
-            Ok(())
+    async fn handle(&self, _ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+        let version = msg.aggregate_version.unwrap_or(0);
+        let d = &msg.data;
+        let status = match msg.event_type.as_str() {
+            "OrderCreated" | "OrderNoteAdded" => "pending",
+            "OrderCompleted" => "completed",
+            "OrderCancelled" => "cancelled",
+            _ => return Ok(()),
+        };
+        let email = d
+            .get("customer_email")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let total = d.get("total_cents").and_then(|v| v.as_i64()).unwrap_or(0);
+        let items = d
+            .get("items")
+            .and_then(|v| v.as_array())
+            .map(|a| a.len() as i64)
+            .unwrap_or(0);
+        if msg.event_type == "OrderCreated" {
+            sqlx::query(
+                "INSERT INTO order_view (order_id, status, customer_email, total_cents, item_count, version, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (order_id) DO UPDATE SET customer_email = excluded.customer_email, \
+                 total_cents = excluded.total_cents, item_count = excluded.item_count",
+            )
+            .bind(&msg.subject)
+            .bind(status)
+            .bind(email)
+            .bind(total)
+            .bind(items)
+            .bind(version)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        } else {
+            // Only move forward: an older event arriving late must not undo a newer one.
+            sqlx::query(
+                "INSERT INTO order_view (order_id, status, customer_email, total_cents, item_count, version, updated_at) \
+                 VALUES ($1, $2, '', 0, 0, $3, $4) \
+                 ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, version = excluded.version, \
+                 updated_at = excluded.updated_at WHERE order_view.version < excluded.version",
+            )
+            .bind(&msg.subject)
+            .bind(status)
+            .bind(version)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
         }
+        Ok(())
     }
 }

@@ -61,7 +61,10 @@ async fn fetch_batch(ctx: &Ctx, limit: i64) -> Result<Vec<Pending>, StoreError> 
 }
 
 fn in_list(n: usize, first: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn mark(ctx: &Ctx, attempted: &[i64], published: &[i64]) -> Result<(), StoreError> {
@@ -129,7 +132,11 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         let wrong_key = ctx.faults.is_on(Fault::WrongPartitionKey);
         let mut deliveries = Vec::with_capacity(batch.len());
         for row in &batch {
-            let key = if wrong_key { &row.envelope.id } else { &row.key };
+            let key = if wrong_key {
+                &row.envelope.id
+            } else {
+                &row.key
+            };
             let payload = serde_json::to_vec(&row.envelope.data)?;
             let rec = FutureRecord::to(&row.topic)
                 .key(key.as_bytes())
@@ -161,7 +168,10 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         // relay-crash: killed after publishing, before marking anything.
         if let Some(first) = acked.first() {
             if ctx.faults.hits(Fault::RelayCrash, &first.envelope.id) {
-                tracing::warn!(rows = acked.len(), "injected relay crash before marking published");
+                tracing::warn!(
+                    rows = acked.len(),
+                    "injected relay crash before marking published"
+                );
                 return Ok(Exit::Crashed);
             }
         }

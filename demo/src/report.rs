@@ -39,25 +39,44 @@ impl DbFacts {
     }
 }
 
-async fn duplicates(db: &Db, sql: &str, what: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
+async fn duplicates(
+    db: &Db,
+    sql: &str,
+    what: &str,
+    out: &mut Vec<String>,
+) -> Result<(), StoreError> {
     for r in sqlx::query(sql).fetch_all(&db.pool).await? {
         let order: String = r.try_get(0)?;
         let kind: String = r.try_get(1)?;
         let n: i64 = r.try_get(2)?;
-        out.push(format!("{what} '{kind}' applied {n} times for order {order}"));
+        out.push(format!(
+            "{what} '{kind}' applied {n} times for order {order}"
+        ));
     }
     Ok(())
 }
 
 pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
     let mut f = DbFacts {
-        orders_created: db.count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'").await?,
-        orders_completed: db.count("SELECT COUNT(*) FROM sagas WHERE phase = 'completed'").await?,
-        orders_compensated: db.count("SELECT COUNT(*) FROM sagas WHERE phase = 'compensated'").await?,
+        orders_created: db
+            .count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'")
+            .await?,
+        orders_completed: db
+            .count("SELECT COUNT(*) FROM sagas WHERE phase = 'completed'")
+            .await?,
+        orders_compensated: db
+            .count("SELECT COUNT(*) FROM sagas WHERE phase = 'compensated'")
+            .await?,
         outbox_written: db.count("SELECT COUNT(*) FROM outbox").await?,
-        outbox_published: db.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL").await?,
-        outbox_pending: db.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await?,
-        outbox_republished: db.count("SELECT COUNT(*) FROM outbox WHERE publish_count > 1").await?,
+        outbox_published: db
+            .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL")
+            .await?,
+        outbox_pending: db
+            .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+            .await?,
+        outbox_republished: db
+            .count("SELECT COUNT(*) FROM outbox WHERE publish_count > 1")
+            .await?,
         ..DbFacts::default()
     };
     f.orders_stuck = f.orders_created - f.orders_completed - f.orders_compensated;
@@ -97,21 +116,30 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
     f.stock_actual_out = db
         .count("SELECT CAST(COALESCE(SUM(initial_quantity - quantity), 0) AS BIGINT) FROM stock")
         .await?;
-    for r in sqlx::query("SELECT state FROM sagas WHERE phase = 'completed'").fetch_all(&db.pool).await? {
+    for r in sqlx::query("SELECT state FROM sagas WHERE phase = 'completed'")
+        .fetch_all(&db.pool)
+        .await?
+    {
         let s: String = r.try_get(0)?;
         let state: SagaState = serde_json::from_str(&s)?;
         f.stock_expected_out += state.items.iter().map(|i| i.quantity).sum::<i64>();
     }
-    let views = sqlx::query("SELECT order_id, status, customer_email, total_cents, item_count FROM order_view")
-        .fetch_all(&db.pool)
-        .await?;
+    let views = sqlx::query(
+        "SELECT order_id, status, customer_email, total_cents, item_count FROM order_view",
+    )
+    .fetch_all(&db.pool)
+    .await?;
     let mut seen = std::collections::HashMap::new();
     for r in views {
         let id: String = r.try_get(0)?;
-        let row: (String, String, i64, i64) = (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?);
+        let row: (String, String, i64, i64) =
+            (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?);
         seen.insert(id, row);
     }
-    for r in sqlx::query("SELECT DISTINCT aggregate_id FROM order_events").fetch_all(&db.pool).await? {
+    for r in sqlx::query("SELECT DISTINCT aggregate_id FROM order_events")
+        .fetch_all(&db.pool)
+        .await?
+    {
         let id: String = r.try_get(0)?;
         let s = order_service::replay_all(db, &id).await?;
         let expected = (
@@ -122,9 +150,13 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
         );
         match seen.get(&id) {
             Some(got) if *got == expected => {}
-            Some(got) => f.read_model_mismatches.push(format!("order {id}: view {got:?}, replay {expected:?}")),
+            Some(got) => f
+                .read_model_mismatches
+                .push(format!("order {id}: view {got:?}, replay {expected:?}")),
             None if s.status == OrderStatus::New => {}
-            None => f.read_model_mismatches.push(format!("order {id}: missing from order_view")),
+            None => f
+                .read_model_mismatches
+                .push(format!("order {id}: missing from order_view")),
         }
     }
     Ok(f)
@@ -135,5 +167,7 @@ pub async fn published_event_ids(db: &Db) -> Result<Vec<String>, StoreError> {
     let rows = sqlx::query("SELECT event_id FROM outbox WHERE published_at IS NOT NULL")
         .fetch_all(&db.pool)
         .await?;
-    rows.iter().map(|r| r.try_get::<String, _>(0).map_err(StoreError::from)).collect()
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+        .collect()
 }

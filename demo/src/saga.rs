@@ -24,7 +24,9 @@ pub enum SagaPhase {
     AwaitingShipment,
     AwaitingApproval,
     /// Undoing `step`; the rest of `to_undo` follows.
-    Compensating { step: Step },
+    Compensating {
+        step: Step,
+    },
     CancellingOrder,
     Completed,
     Compensated,
@@ -208,7 +210,10 @@ fn next_compensation(mut s: SagaState) -> (SagaState, Vec<SagaAction>) {
     if s.to_undo.is_empty() {
         s.phase = SagaPhase::CancellingOrder;
         let reason = s.failure.clone().unwrap_or_else(|| "saga failed".into());
-        (s, vec![SagaAction::Send(SagaCommand::CancelOrder { reason })])
+        (
+            s,
+            vec![SagaAction::Send(SagaCommand::CancelOrder { reason })],
+        )
     } else {
         let step = s.to_undo.remove(0);
         s.phase = SagaPhase::Compensating { step };
@@ -234,31 +239,49 @@ pub fn step(s: SagaState, input: SagaInput) -> (SagaState, Vec<SagaAction>) {
             s.phase = P::AwaitingStock;
             (s, vec![SagaAction::Send(SagaCommand::ReserveStock)])
         }
-        (P::AwaitingPayment, I::PaymentDeclined { reason }) => fail(s, format!("payment declined: {reason}")),
+        (P::AwaitingPayment, I::PaymentDeclined { reason }) => {
+            fail(s, format!("payment declined: {reason}"))
+        }
         (P::AwaitingStock, I::StockReserved) => {
             let mut s = s;
             s.done.push(Step::Stock);
             s.phase = P::AwaitingShipment;
             (s, vec![SagaAction::Send(SagaCommand::ScheduleShipment)])
         }
-        (P::AwaitingStock, I::StockRejected { reason }) => fail(s, format!("out of stock: {reason}")),
+        (P::AwaitingStock, I::StockRejected { reason }) => {
+            fail(s, format!("out of stock: {reason}"))
+        }
         (P::AwaitingShipment, I::ShipmentScheduled) => {
             let mut s = s;
             s.done.push(Step::Shipment);
             s.phase = P::AwaitingApproval;
             (s, vec![SagaAction::Send(SagaCommand::ApproveOrder)])
         }
-        (P::AwaitingShipment, I::ShipmentFailed { reason }) => fail(s, format!("shipping failed: {reason}")),
+        (P::AwaitingShipment, I::ShipmentFailed { reason }) => {
+            fail(s, format!("shipping failed: {reason}"))
+        }
         (P::AwaitingApproval, I::OrderCompleted) => {
             let mut s = s;
             s.phase = P::Completed;
             (s, vec![SagaAction::Finished])
         }
         // The order was cancelled while we waited for approval: undo everything.
-        (P::AwaitingApproval, I::OrderCancelled) => fail(s, "order cancelled before approval".into()),
-        (P::Compensating { step: Step::Shipment }, I::ShipmentCancelled)
+        (P::AwaitingApproval, I::OrderCancelled) => {
+            fail(s, "order cancelled before approval".into())
+        }
+        (
+            P::Compensating {
+                step: Step::Shipment,
+            },
+            I::ShipmentCancelled,
+        )
         | (P::Compensating { step: Step::Stock }, I::StockRestored)
-        | (P::Compensating { step: Step::Payment }, I::PaymentRefunded) => next_compensation(s),
+        | (
+            P::Compensating {
+                step: Step::Payment,
+            },
+            I::PaymentRefunded,
+        ) => next_compensation(s),
         (P::CancellingOrder, I::OrderCancelled) => {
             let mut s = s;
             s.phase = P::Compensated;
@@ -301,15 +324,33 @@ mod tests {
     #[test]
     fn happy_path() {
         use SagaInput::*;
-        let (s, sent) = run(vec![PaymentCompleted, StockReserved, ShipmentScheduled, OrderCompleted]);
+        let (s, sent) = run(vec![
+            PaymentCompleted,
+            StockReserved,
+            ShipmentScheduled,
+            OrderCompleted,
+        ]);
         assert_eq!(s.phase, SagaPhase::Completed);
-        assert_eq!(sent, ["ProcessPayment", "ReserveStock", "ScheduleShipment", "ApproveOrder"]);
+        assert_eq!(
+            sent,
+            [
+                "ProcessPayment",
+                "ReserveStock",
+                "ScheduleShipment",
+                "ApproveOrder"
+            ]
+        );
     }
 
     #[test]
     fn payment_declined_cancels_the_order() {
         use SagaInput::*;
-        let (s, sent) = run(vec![PaymentDeclined { reason: "card".into() }, OrderCancelled]);
+        let (s, sent) = run(vec![
+            PaymentDeclined {
+                reason: "card".into(),
+            },
+            OrderCancelled,
+        ]);
         assert_eq!(s.phase, SagaPhase::Compensated);
         assert_eq!(sent, ["ProcessPayment", "CancelOrder"]);
     }
@@ -319,12 +360,22 @@ mod tests {
         use SagaInput::*;
         let (s, sent) = run(vec![
             PaymentCompleted,
-            StockRejected { reason: "p1".into() },
+            StockRejected {
+                reason: "p1".into(),
+            },
             PaymentRefunded,
             OrderCancelled,
         ]);
         assert_eq!(s.phase, SagaPhase::Compensated);
-        assert_eq!(sent, ["ProcessPayment", "ReserveStock", "RefundPayment", "CancelOrder"]);
+        assert_eq!(
+            sent,
+            [
+                "ProcessPayment",
+                "ReserveStock",
+                "RefundPayment",
+                "CancelOrder"
+            ]
+        );
     }
 
     #[test]
@@ -333,7 +384,9 @@ mod tests {
         let (s, sent) = run(vec![
             PaymentCompleted,
             StockReserved,
-            ShipmentFailed { reason: "no courier".into() },
+            ShipmentFailed {
+                reason: "no courier".into(),
+            },
             StockRestored,
             PaymentRefunded,
             OrderCancelled,
@@ -341,7 +394,14 @@ mod tests {
         assert_eq!(s.phase, SagaPhase::Compensated);
         assert_eq!(
             sent,
-            ["ProcessPayment", "ReserveStock", "ScheduleShipment", "RestoreStock", "RefundPayment", "CancelOrder"]
+            [
+                "ProcessPayment",
+                "ReserveStock",
+                "ScheduleShipment",
+                "RestoreStock",
+                "RefundPayment",
+                "CancelOrder"
+            ]
         );
     }
 
@@ -359,13 +419,27 @@ mod tests {
             OrderCancelled,
         ]);
         assert_eq!(s.phase, SagaPhase::Compensated);
-        assert_eq!(&sent[4..], ["CancelShipment", "RestoreStock", "RefundPayment", "CancelOrder"]);
+        assert_eq!(
+            &sent[4..],
+            [
+                "CancelShipment",
+                "RestoreStock",
+                "RefundPayment",
+                "CancelOrder"
+            ]
+        );
     }
 
     #[test]
     fn duplicates_and_strays_are_ignored() {
         use SagaInput::*;
-        let (s, sent) = run(vec![PaymentCompleted, PaymentCompleted, StockRestored, StockReserved, StockReserved]);
+        let (s, sent) = run(vec![
+            PaymentCompleted,
+            PaymentCompleted,
+            StockRestored,
+            StockReserved,
+            StockReserved,
+        ]);
         assert_eq!(s.phase, SagaPhase::AwaitingShipment);
         assert_eq!(sent, ["ProcessPayment", "ReserveStock", "ScheduleShipment"]);
     }

@@ -1,8 +1,6 @@
 //! Payment, inventory and shipping services. Each consumes its command topic and
 //! writes its effect + its reply's outbox row in the consumer's transaction.
 
-use std::future::Future;
-
 use sqlx::Row;
 
 use crate::consumer::Handler;
@@ -15,6 +13,7 @@ use crate::system::Ctx;
 use crate::topics;
 
 /// Build and queue the reply event to `cmd`; `n` tells repeated effects apart.
+#[allow(clippy::too_many_arguments)]
 async fn reply(
     ctx: &Ctx,
     tx: &mut Tx,
@@ -25,7 +24,10 @@ async fn reply(
     n: i64,
     data: serde_json::Value,
 ) -> Result<(), StoreError> {
-    let correlation_id = if ctx.faults.hits(Fault::MissingCorrelation, &format!("{service}:{}", cmd.id)) {
+    let correlation_id = if ctx
+        .faults
+        .hits(Fault::MissingCorrelation, &format!("{service}:{}", cmd.id))
+    {
         tracing::warn!(service, event_type, "injected: correlation id dropped");
         None
     } else {
@@ -55,12 +57,18 @@ async fn reply(
 
 async fn prior_effects(tx: &mut Tx, table: &str, command_id: &str) -> Result<i64, StoreError> {
     let sql = format!("SELECT COUNT(*) FROM {table} WHERE command_id = $1");
-    let r = sqlx::query(&sql).bind(command_id).fetch_one(&mut **tx).await?;
+    let r = sqlx::query(&sql)
+        .bind(command_id)
+        .fetch_one(&mut **tx)
+        .await?;
     Ok(r.try_get::<i64, _>(0)?)
 }
 
 fn amount(cmd: &Envelope) -> i64 {
-    cmd.data.get("amount_cents").and_then(|a| a.as_i64()).unwrap_or(0)
+    cmd.data
+        .get("amount_cents")
+        .and_then(|a| a.as_i64())
+        .unwrap_or(0)
 }
 
 pub struct Payment;
@@ -72,42 +80,59 @@ impl Handler for Payment {
     fn topics(&self) -> Vec<&'static str> {
         vec![topics::PAYMENT_COMMANDS]
     }
-    fn handle<'a>(&'a self, ctx: &'a Ctx, tx: &'a mut Tx, cmd: &'a Envelope) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        async move {
-            let n = prior_effects(tx, "payments", &cmd.id).await?;
-            let order = cmd.subject.clone();
-            let (kind, reply_type, data) = match cmd.event_type.as_str() {
-                "ProcessPayment" if ctx.faults.hits(Fault::PaymentDecline, &order) => (
-                    "declined",
-                    "PaymentDeclined",
-                    serde_json::json!({"order_id": order, "amount_cents": amount(cmd), "reason": "card declined"}),
-                ),
-                "ProcessPayment" => (
-                    "charge",
-                    "PaymentCompleted",
-                    serde_json::json!({"order_id": order, "amount_cents": amount(cmd), "payment_id": ids::derive(&[&order, "payment"])}),
-                ),
-                "RefundPayment" => (
-                    "refund",
-                    "PaymentRefunded",
-                    serde_json::json!({"order_id": order, "amount_cents": amount(cmd)}),
-                ),
-                other => {
-                    tracing::warn!(command = other, "payment service ignores an unknown command");
-                    return Ok(());
-                }
-            };
-            let signed = if kind == "refund" { -amount(cmd) } else if kind == "charge" { amount(cmd) } else { 0 };
-            sqlx::query("INSERT INTO payments (order_id, command_id, kind, amount_cents, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&order)
-                .bind(&cmd.id)
-                .bind(kind)
-                .bind(signed)
-                .bind(now_ms())
-                .execute(&mut **tx)
-                .await?;
-            reply(ctx, tx, self.name(), topics::PAYMENTS, cmd, reply_type, n, data).await
-        }
+    async fn handle(&self, ctx: &Ctx, tx: &mut Tx, cmd: &Envelope) -> Result<(), StoreError> {
+        let n = prior_effects(tx, "payments", &cmd.id).await?;
+        let order = cmd.subject.clone();
+        let (kind, reply_type, data) = match cmd.event_type.as_str() {
+            "ProcessPayment" if ctx.faults.hits(Fault::PaymentDecline, &order) => (
+                "declined",
+                "PaymentDeclined",
+                serde_json::json!({"order_id": order, "amount_cents": amount(cmd), "reason": "card declined"}),
+            ),
+            "ProcessPayment" => (
+                "charge",
+                "PaymentCompleted",
+                serde_json::json!({"order_id": order, "amount_cents": amount(cmd), "payment_id": ids::derive(&[&order, "payment"])}),
+            ),
+            "RefundPayment" => (
+                "refund",
+                "PaymentRefunded",
+                serde_json::json!({"order_id": order, "amount_cents": amount(cmd)}),
+            ),
+            other => {
+                tracing::warn!(
+                    command = other,
+                    "payment service ignores an unknown command"
+                );
+                return Ok(());
+            }
+        };
+        let signed = if kind == "refund" {
+            -amount(cmd)
+        } else if kind == "charge" {
+            amount(cmd)
+        } else {
+            0
+        };
+        sqlx::query("INSERT INTO payments (order_id, command_id, kind, amount_cents, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&order)
+            .bind(&cmd.id)
+            .bind(kind)
+            .bind(signed)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        reply(
+            ctx,
+            tx,
+            self.name(),
+            topics::PAYMENTS,
+            cmd,
+            reply_type,
+            n,
+            data,
+        )
+        .await
     }
 }
 
@@ -127,63 +152,84 @@ impl Handler for Inventory {
     fn topics(&self) -> Vec<&'static str> {
         vec![topics::INVENTORY_COMMANDS]
     }
-    fn handle<'a>(&'a self, ctx: &'a Ctx, tx: &'a mut Tx, cmd: &'a Envelope) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        async move {
-            let n = prior_effects(tx, "stock_movements", &cmd.id).await?;
-            let order = cmd.subject.clone();
-            let items = items(cmd);
-            let (kind, sign, reply_type) = match cmd.event_type.as_str() {
-                "ReserveStock" => ("reserve", -1, "StockReserved"),
-                "RestoreStock" => ("restore", 1, "StockRestored"),
-                other => {
-                    tracing::warn!(command = other, "inventory service ignores an unknown command");
-                    return Ok(());
-                }
-            };
-            if kind == "reserve" {
-                let mut short = None;
-                if ctx.faults.hits(Fault::OutOfStock, &order) {
-                    short = items.first().map(|i| i.product_id.clone());
-                } else {
-                    for i in &items {
-                        let have = sqlx::query("SELECT quantity FROM stock WHERE product_id = $1")
-                            .bind(&i.product_id)
-                            .fetch_optional(&mut **tx)
-                            .await?
-                            .map(|r| r.try_get::<i64, _>(0))
-                            .transpose()?
-                            .unwrap_or(0);
-                        if have < i.quantity {
-                            short = Some(i.product_id.clone());
-                            break;
-                        }
+    async fn handle(&self, ctx: &Ctx, tx: &mut Tx, cmd: &Envelope) -> Result<(), StoreError> {
+        let n = prior_effects(tx, "stock_movements", &cmd.id).await?;
+        let order = cmd.subject.clone();
+        let items = items(cmd);
+        let (kind, sign, reply_type) = match cmd.event_type.as_str() {
+            "ReserveStock" => ("reserve", -1, "StockReserved"),
+            "RestoreStock" => ("restore", 1, "StockRestored"),
+            other => {
+                tracing::warn!(
+                    command = other,
+                    "inventory service ignores an unknown command"
+                );
+                return Ok(());
+            }
+        };
+        if kind == "reserve" {
+            let mut short = None;
+            if ctx.faults.hits(Fault::OutOfStock, &order) {
+                short = items.first().map(|i| i.product_id.clone());
+            } else {
+                for i in &items {
+                    let have = sqlx::query("SELECT quantity FROM stock WHERE product_id = $1")
+                        .bind(&i.product_id)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .map(|r| r.try_get::<i64, _>(0))
+                        .transpose()?
+                        .unwrap_or(0);
+                    if have < i.quantity {
+                        short = Some(i.product_id.clone());
+                        break;
                     }
                 }
-                if let Some(product) = short {
-                    let data = serde_json::json!({"order_id": order, "product_id": product, "reason": format!("{product} out of stock")});
-                    return reply(ctx, tx, self.name(), topics::INVENTORY, cmd, "StockRejected", n, data).await;
-                }
             }
-            for i in &items {
-                let delta = sign * i.quantity;
-                sqlx::query("UPDATE stock SET quantity = quantity + $1 WHERE product_id = $2")
-                    .bind(delta)
-                    .bind(&i.product_id)
-                    .execute(&mut **tx)
-                    .await?;
-                sqlx::query("INSERT INTO stock_movements (order_id, command_id, product_id, delta, kind, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(&order)
-                    .bind(&cmd.id)
-                    .bind(&i.product_id)
-                    .bind(delta)
-                    .bind(kind)
-                    .bind(now_ms())
-                    .execute(&mut **tx)
-                    .await?;
+            if let Some(product) = short {
+                let data = serde_json::json!({"order_id": order, "product_id": product, "reason": format!("{product} out of stock")});
+                return reply(
+                    ctx,
+                    tx,
+                    self.name(),
+                    topics::INVENTORY,
+                    cmd,
+                    "StockRejected",
+                    n,
+                    data,
+                )
+                .await;
             }
-            let data = serde_json::json!({"order_id": order, "items": items});
-            reply(ctx, tx, self.name(), topics::INVENTORY, cmd, reply_type, n, data).await
         }
+        for i in &items {
+            let delta = sign * i.quantity;
+            sqlx::query("UPDATE stock SET quantity = quantity + $1 WHERE product_id = $2")
+                .bind(delta)
+                .bind(&i.product_id)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("INSERT INTO stock_movements (order_id, command_id, product_id, delta, kind, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(&order)
+                .bind(&cmd.id)
+                .bind(&i.product_id)
+                .bind(delta)
+                .bind(kind)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await?;
+        }
+        let data = serde_json::json!({"order_id": order, "items": items});
+        reply(
+            ctx,
+            tx,
+            self.name(),
+            topics::INVENTORY,
+            cmd,
+            reply_type,
+            n,
+            data,
+        )
+        .await
     }
 }
 
@@ -196,40 +242,51 @@ impl Handler for Shipping {
     fn topics(&self) -> Vec<&'static str> {
         vec![topics::SHIPPING_COMMANDS]
     }
-    fn handle<'a>(&'a self, ctx: &'a Ctx, tx: &'a mut Tx, cmd: &'a Envelope) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        async move {
-            let n = prior_effects(tx, "shipments", &cmd.id).await?;
-            let order = cmd.subject.clone();
-            let shipment_id = ids::derive(&[&order, "shipment"]);
-            let (kind, reply_type, data) = match cmd.event_type.as_str() {
-                "ScheduleShipment" if ctx.faults.hits(Fault::ShippingFailure, &order) => (
-                    "failed",
-                    "ShipmentFailed",
-                    serde_json::json!({"order_id": order, "reason": "no courier available"}),
-                ),
-                "ScheduleShipment" => (
-                    "scheduled",
-                    "ShipmentScheduled",
-                    serde_json::json!({"order_id": order, "shipment_id": shipment_id}),
-                ),
-                "CancelShipment" => (
-                    "cancelled",
-                    "ShipmentCancelled",
-                    serde_json::json!({"order_id": order, "shipment_id": shipment_id}),
-                ),
-                other => {
-                    tracing::warn!(command = other, "shipping service ignores an unknown command");
-                    return Ok(());
-                }
-            };
-            sqlx::query("INSERT INTO shipments (order_id, command_id, kind, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(&order)
-                .bind(&cmd.id)
-                .bind(kind)
-                .bind(now_ms())
-                .execute(&mut **tx)
-                .await?;
-            reply(ctx, tx, self.name(), topics::SHIPPING, cmd, reply_type, n, data).await
-        }
+    async fn handle(&self, ctx: &Ctx, tx: &mut Tx, cmd: &Envelope) -> Result<(), StoreError> {
+        let n = prior_effects(tx, "shipments", &cmd.id).await?;
+        let order = cmd.subject.clone();
+        let shipment_id = ids::derive(&[&order, "shipment"]);
+        let (kind, reply_type, data) = match cmd.event_type.as_str() {
+            "ScheduleShipment" if ctx.faults.hits(Fault::ShippingFailure, &order) => (
+                "failed",
+                "ShipmentFailed",
+                serde_json::json!({"order_id": order, "reason": "no courier available"}),
+            ),
+            "ScheduleShipment" => (
+                "scheduled",
+                "ShipmentScheduled",
+                serde_json::json!({"order_id": order, "shipment_id": shipment_id}),
+            ),
+            "CancelShipment" => (
+                "cancelled",
+                "ShipmentCancelled",
+                serde_json::json!({"order_id": order, "shipment_id": shipment_id}),
+            ),
+            other => {
+                tracing::warn!(
+                    command = other,
+                    "shipping service ignores an unknown command"
+                );
+                return Ok(());
+            }
+        };
+        sqlx::query("INSERT INTO shipments (order_id, command_id, kind, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&order)
+            .bind(&cmd.id)
+            .bind(kind)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        reply(
+            ctx,
+            tx,
+            self.name(),
+            topics::SHIPPING,
+            cmd,
+            reply_type,
+            n,
+            data,
+        )
+        .await
     }
 }

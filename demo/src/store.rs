@@ -52,7 +52,8 @@ impl StoreError {
                     let m = d.message().to_ascii_lowercase();
                     m.contains("locked")
                         || m.contains("busy")
-                        || d.code().is_some_and(|c| c == "40001" || c == "40P01" || c == "23505")
+                        || d.code()
+                            .is_some_and(|c| c == "40001" || c == "40P01" || c == "23505")
                 }
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
                 _ => false,
@@ -135,34 +136,46 @@ impl Db {
         let pool_options = match backend {
             // One writer at a time: SQLite serialises writes anyway, and a single
             // connection avoids BUSY upgrades between deferred transactions.
-            Backend::Sqlite => AnyPoolOptions::new().max_connections(1).after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                    Ok(())
-                })
-            }),
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
+                }),
             Backend::Postgres => AnyPoolOptions::new().max_connections(8),
         }
-        .acquire_timeout(Duration::from_secs(10));
-        let pool = pool_options
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: display_url.clone(),
-                source,
-            })?;
+        .acquire_timeout(Duration::from_secs(5));
+        let pool =
+            pool_options
+                .connect_with(options)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    url: display_url.clone(),
+                    source,
+                })?;
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
         }
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&pool).await.map_err(|source| StoreError::Migrate {
-            url: display_url.clone(),
-            source,
-        })?;
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                url: display_url.clone(),
+                source,
+            })?;
         Ok(Db {
             pool,
             backend,
@@ -215,7 +228,11 @@ pub async fn insert_outbox(tx: &mut Tx, row: &OutboxRow) -> Result<(), StoreErro
 }
 
 /// Record that `consumer` handled `event_id`. Returns false when it already had.
-pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str) -> Result<bool, StoreError> {
+pub async fn mark_processed(
+    tx: &mut Tx,
+    consumer: &str,
+    event_id: &str,
+) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
          ON CONFLICT (consumer, event_id) DO NOTHING",
@@ -234,7 +251,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }

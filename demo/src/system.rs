@@ -14,8 +14,8 @@ use crate::consumer::{self, Exit, Handler};
 use crate::domain::{LineItem, OrderCommand, OrderError};
 use crate::faults::{Fault, Faults};
 use crate::kafka::{KafkaSettings, KafkaSetupError};
-use crate::order_service::{self, Meta, OrderCommands};
 use crate::orchestrator::{self, Orchestrator};
+use crate::order_service::{self, Meta, OrderCommands};
 use crate::read_model::OrderView;
 use crate::services::{Inventory, Payment, Shipping};
 use crate::store::{Db, StoreError};
@@ -82,6 +82,8 @@ pub struct Ctx {
     pub dlq_producer: FutureProducer,
     errors: Mutex<Vec<String>>,
     restarts: AtomicU64,
+    /// Redeliveries a consumer recognised in `processed_events` and skipped.
+    pub duplicates_skipped: AtomicU64,
 }
 
 impl Ctx {
@@ -103,8 +105,12 @@ pub struct DemoSystem {
     next_order: AtomicU64,
 }
 
-async fn supervise<F, Fut>(name: &'static str, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>, mut start: F)
-where
+async fn supervise<F, Fut>(
+    name: &'static str,
+    ctx: Arc<Ctx>,
+    shutdown: watch::Receiver<bool>,
+    mut start: F,
+) where
     F: FnMut(Arc<Ctx>, watch::Receiver<bool>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Exit>>,
 {
@@ -134,10 +140,17 @@ where
     }
 }
 
-fn spawn_consumer<H: Handler>(set: &mut JoinSet<()>, ctx: &Arc<Ctx>, rx: &watch::Receiver<bool>, h: H) {
+fn spawn_consumer<H: Handler>(
+    set: &mut JoinSet<()>,
+    ctx: &Arc<Ctx>,
+    rx: &watch::Receiver<bool>,
+    h: H,
+) {
     let h = Arc::new(h);
     let name = h.name();
-    set.spawn(supervise(name, ctx.clone(), rx.clone(), move |c, s| consumer::run(c, h.clone(), s)));
+    set.spawn(supervise(name, ctx.clone(), rx.clone(), move |c, s| {
+        consumer::run(c, h.clone(), s)
+    }));
 }
 
 impl DemoSystem {
@@ -171,10 +184,16 @@ impl DemoSystem {
             dlq_producer,
             errors: Mutex::new(Vec::new()),
             restarts: AtomicU64::new(0),
+            duplicates_skipped: AtomicU64::new(0),
         });
         let (shutdown_tx, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tasks.spawn(supervise("outbox-relay", ctx.clone(), rx.clone(), relay::run));
+        tasks.spawn(supervise(
+            "outbox-relay",
+            ctx.clone(),
+            rx.clone(),
+            relay::run,
+        ));
         spawn_consumer(&mut tasks, &ctx, &rx, Orchestrator);
         spawn_consumer(&mut tasks, &ctx, &rx, Payment);
         spawn_consumer(&mut tasks, &ctx, &rx, Inventory);
@@ -205,7 +224,8 @@ impl DemoSystem {
     /// The `n`-th order of this seed: deterministic items and customer.
     pub fn order_command(seed: u64, n: u64) -> (String, OrderCommand) {
         let order_id = ids::order_id(seed, n);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n);
+        let mut rng =
+            rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n);
         let lines = rng.random_range(1..=3);
         let mut items: Vec<LineItem> = Vec::new();
         for _ in 0..lines {
@@ -236,9 +256,15 @@ impl DemoSystem {
             correlation_id: Some(ids::derive(&[&order_id, "correlation"])),
             causation_id: None,
         };
-        Ok(order_service::execute(&self.ctx.db, &order_id, cmd, &meta, self.ctx.config.snapshot_every)
-            .await?
-            .map(|_| order_id))
+        Ok(order_service::execute(
+            &self.ctx.db,
+            &order_id,
+            cmd,
+            &meta,
+            self.ctx.config.snapshot_every,
+        )
+        .await?
+        .map(|_| order_id))
     }
 
     pub fn faults(&self) -> &Arc<Faults> {
@@ -247,11 +273,19 @@ impl DemoSystem {
 
     /// Errors reported by background tasks since the last call.
     pub fn take_errors(&self) -> Vec<String> {
-        self.ctx.errors.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+        self.ctx
+            .errors
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 
     pub fn restarts(&self) -> u64 {
         self.ctx.restarts.load(Ordering::SeqCst)
+    }
+
+    pub fn duplicates_skipped(&self) -> u64 {
+        self.ctx.duplicates_skipped.load(Ordering::SeqCst)
     }
 
     /// Stop every task and wait for them.
@@ -263,7 +297,11 @@ impl DemoSystem {
 
 /// Faults that act on the broker rather than inside a service.
 async fn fault_injector(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    let poison_topics = [topics::PAYMENT_COMMANDS, topics::INVENTORY_COMMANDS, topics::SHIPPING_COMMANDS];
+    let poison_topics = [
+        topics::PAYMENT_COMMANDS,
+        topics::INVENTORY_COMMANDS,
+        topics::SHIPPING_COMMANDS,
+    ];
     let mut poisoned = 0usize;
     loop {
         tokio::select! {
@@ -287,14 +325,20 @@ async fn fault_injector(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
                     }
                     tracing::warn!("broker back up");
                 }
-                None => ctx.report_error("broker-outage needs the embedded broker; stop your Kafka to reproduce it".into()),
+                None => ctx.report_error(
+                    "broker-outage needs the embedded broker; stop your Kafka to reproduce it"
+                        .into(),
+                ),
             }
         }
-        if ctx.faults.is_on(Fault::PoisonMessage) && ctx.faults.hits(Fault::PoisonMessage, &poisoned.to_string()) {
+        if ctx.faults.is_on(Fault::PoisonMessage)
+            && ctx.faults.hits(Fault::PoisonMessage, &poisoned.to_string())
+        {
             let topic = poison_topics[poisoned % poison_topics.len()];
             poisoned += 1;
             let garbage: Vec<u8> = {
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(ctx.faults.seed() ^ poisoned as u64);
+                let mut rng =
+                    rand_chacha::ChaCha8Rng::seed_from_u64(ctx.faults.seed() ^ poisoned as u64);
                 let mut v = b"{\"order_id\": \"truncated".to_vec();
                 v.extend((0..16).map(|_| rng.random::<u8>()));
                 v

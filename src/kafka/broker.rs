@@ -64,7 +64,9 @@ impl EmbeddedBroker {
 
     fn with_raw(&self, f: impl FnOnce(*mut rdkafka_sys::bindings::rd_kafka_mock_cluster_t)) {
         // SAFETY: the cluster belongs to `self.client`, which outlives this call.
-        let raw = unsafe { rdkafka_sys::bindings::rd_kafka_handle_mock_cluster(self.client.client().native_ptr()) };
+        let raw = unsafe {
+            rdkafka_sys::bindings::rd_kafka_handle_mock_cluster(self.client.client().native_ptr())
+        };
         if !raw.is_null() {
             f(raw);
         }
@@ -80,7 +82,12 @@ impl EmbeddedBroker {
             for id in 1..=self.brokers {
                 // SAFETY: valid cluster pointer and NUL-terminated host.
                 unsafe {
-                    rdkafka_sys::bindings::rd_kafka_mock_broker_set_host_port(raw, id, host.as_ptr(), i32::from(port));
+                    rdkafka_sys::bindings::rd_kafka_mock_broker_set_host_port(
+                        raw,
+                        id,
+                        host.as_ptr(),
+                        i32::from(port),
+                    );
                 }
             }
         });
@@ -89,16 +96,28 @@ impl EmbeddedBroker {
 
 impl BrokerControl for EmbeddedBroker {
     fn create_topic(&self, name: &str, partitions: i32) -> Result<(), String> {
-        let cluster = self.client.client().mock_cluster().ok_or("the embedded broker is gone")?;
+        let cluster = self
+            .client
+            .client()
+            .mock_cluster()
+            .ok_or("the embedded broker is gone")?;
         cluster
             .create_topic(name, partitions, 1)
             .map_err(|e| e.to_string())
     }
 
     fn set_down(&self, down: bool) -> Result<(), String> {
-        let cluster = self.client.client().mock_cluster().ok_or("the embedded broker is gone")?;
+        let cluster = self
+            .client
+            .client()
+            .mock_cluster()
+            .ok_or("the embedded broker is gone")?;
         for id in 1..=self.brokers {
-            let r = if down { cluster.broker_down(id) } else { cluster.broker_up(id) };
+            let r = if down {
+                cluster.broker_down(id)
+            } else {
+                cluster.broker_up(id)
+            };
             r.map_err(|e| e.to_string())?;
         }
         Ok(())

@@ -34,7 +34,8 @@ impl<'a> Cursor<'a> {
         self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
     }
     fn i32(&mut self) -> Option<i32> {
-        self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn uvarint(&mut self) -> Option<u64> {
         let mut v = 0u64;
@@ -100,7 +101,12 @@ pub fn metadata_topics(frame: &[u8]) -> Option<Vec<String>> {
 }
 
 /// Serve on `listen` forever, forwarding to `upstream`.
-pub async fn serve(listener: TcpListener, upstream: SocketAddr, control: Arc<dyn BrokerControl>, partitions: i32) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    control: Arc<dyn BrokerControl>,
+    partitions: i32,
+) -> std::io::Result<()> {
     let created: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
         let (client, peer) = listener.accept().await?;
@@ -142,10 +148,15 @@ async fn connection(
         cr.read_exact(&mut frame).await?;
         if let Some(topics) = metadata_topics(&frame) {
             for t in topics {
-                let new = created.lock().map(|mut s| s.insert(t.clone())).unwrap_or(false);
+                let new = created
+                    .lock()
+                    .map(|mut s| s.insert(t.clone()))
+                    .unwrap_or(false);
                 if new && !t.starts_with("__") {
                     match control.create_topic(&t, partitions) {
-                        Ok(()) => tracing::info!(topic = %t, partitions, "created topic on first use"),
+                        Ok(()) => {
+                            tracing::info!(topic = %t, partitions, "created topic on first use")
+                        }
                         Err(e) => tracing::debug!(topic = %t, error = %e, "not created"),
                     }
                 }

@@ -33,7 +33,11 @@ pub enum TapStatus {
 pub fn to_record(m: &BorrowedMessage<'_>) -> Record {
     let headers = m
         .headers()
-        .map(|h| h.iter().map(|x| (x.key.to_owned(), x.value.map(<[u8]>::to_vec))).collect())
+        .map(|h| {
+            h.iter()
+                .map(|x| (x.key.to_owned(), x.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
         .unwrap_or_default();
     let timestamp_ms = match m.timestamp() {
         Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
@@ -52,16 +56,22 @@ pub fn to_record(m: &BorrowedMessage<'_>) -> Record {
 
 fn create(settings: &KafkaSettings) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
     let mut c = settings.base();
-    c.set("group.id", format!("eventscope-tap-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "50")
-        .set("client.id", "eventscope-tap");
+    c.set(
+        "group.id",
+        format!("eventscope-tap-{}", uuid::Uuid::new_v4()),
+    )
+    .set("enable.auto.commit", "false")
+    .set("enable.partition.eof", "false")
+    .set("fetch.wait.max.ms", "50")
+    .set("client.id", "eventscope-tap");
     c.create()
 }
 
 /// Partitions of the selected topics that exist now.
-fn discover(consumer: &BaseConsumer, sel: &TopicSelection) -> Result<Vec<(String, i32)>, rdkafka::error::KafkaError> {
+fn discover(
+    consumer: &BaseConsumer,
+    sel: &TopicSelection,
+) -> Result<Vec<(String, i32)>, rdkafka::error::KafkaError> {
     let md = consumer.fetch_metadata(None, Duration::from_secs(5))?;
     let mut out = Vec::new();
     for t in md.topics() {
@@ -105,10 +115,14 @@ pub async fn run(
                     if tpl.count() > 0 {
                         consumer.incremental_assign(&tpl)?;
                     }
-                    let _ = status_tx.send(TapStatus::Following { partitions: assigned.len() });
+                    let _ = status_tx.send(TapStatus::Following {
+                        partitions: assigned.len(),
+                    });
                 }
                 Err(e) => {
-                    let _ = status_tx.send(TapStatus::Error { reason: e.to_string() });
+                    let _ = status_tx.send(TapStatus::Error {
+                        reason: e.to_string(),
+                    });
                 }
             }
         }
@@ -124,7 +138,9 @@ pub async fn run(
                 }
             }
             Ok(Err(e)) => {
-                let _ = status_tx.send(TapStatus::Error { reason: e.to_string() });
+                let _ = status_tx.send(TapStatus::Error {
+                    reason: e.to_string(),
+                });
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

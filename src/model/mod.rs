@@ -31,6 +31,9 @@ impl Model {
         self.records.push(r);
     }
     pub fn tick(&mut self, _now_ms: i64) {}
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.records.iter()
+    }
     pub fn positions(&self) -> HashMap<(String, i32), i64> {
         crate::kafka::tap::positions(self.records.iter())
     }

@@ -1,0 +1,136 @@
+//! The binary: flags, the standalone broker, clear errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+const BIN: &str = env!("CARGO_BIN_EXE_eventscope");
+
+#[test]
+fn unknown_fault_is_one_clear_line_and_exit_2() {
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--headless",
+            "--orders",
+            "1",
+            "--faults",
+            "nonsense=1",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown fault 'nonsense'"), "{err}");
+    let out = Command::new(BIN)
+        .args(["demo", "--headless", "--orders", "lots"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn unreachable_broker_fails_fast_with_a_message() {
+    let dir = tempfile::tempdir().expect("dir");
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--headless",
+            "--orders",
+            "1",
+            "--brokers",
+            "127.0.0.1:1",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn bad_database_url_fails_with_a_message() {
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--headless",
+            "--orders",
+            "1",
+            "--database",
+            "mysql://u:pw@h/db",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unsupported database URL"), "{err}");
+    assert!(!err.contains(":pw@"), "password shown: {err}");
+}
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_command_serves_kafka_and_creates_topics_with_n_partitions() {
+    let mut child = Child(
+        Command::new(BIN)
+            .args(["broker", "--port", "0", "--partitions", "5"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("address line");
+    let bootstrap = line.trim().to_owned();
+    assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            FutureRecord::to("fresh-topic").key("k").payload("{}"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some("fresh-topic"), Duration::from_secs(5))
+        .expect("metadata");
+    assert_eq!(md.topics()[0].partitions().len(), 5);
+    let brokers = md.brokers();
+    assert_eq!(
+        format!("{}:{}", brokers[0].host(), brokers[0].port()),
+        bootstrap,
+        "advertised through the proxy"
+    );
+}

@@ -1,0 +1,283 @@
+//! The demo order system end to end on the embedded broker (real Kafka protocol)
+//! and SQLite: outbox, relay, saga, idempotency, faults.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use eventscope::model::record::Record;
+use eventscope_demo::topics;
+use sqlx::Row;
+
+fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_run_keeps_every_invariant_and_per_key_order() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let fin = common::run(dir, "", 60).await;
+    let f = &fin.facts;
+    assert_eq!(
+        (
+            f.orders_created,
+            f.orders_completed,
+            f.orders_compensated,
+            f.orders_stuck
+        ),
+        (60, 60, 0, 0)
+    );
+    assert_eq!(f.outbox_pending, 0);
+    assert!(f.duplicate_effects.is_empty() && f.read_model_mismatches.is_empty());
+    assert!(f.stock_conserved());
+    let events = fin.model.events_json();
+    assert_eq!(events["observed"], 60 * 9);
+    assert_eq!(events["duplicate_deliveries"], 0);
+    // Every published event is on the topics.
+    for id in &fin.published {
+        assert!(fin.model.has_event(id), "published {id} never observed");
+    }
+    // Per key: one partition, versions rising with the offset.
+    let mut by_key: HashMap<Vec<u8>, Vec<(i32, i64, i64)>> = HashMap::new();
+    for r in fin.model.records().filter(|r| r.topic == topics::ORDERS) {
+        let v: i64 = header(r, "ce_aggregateversion")
+            .and_then(|v| v.parse().ok())
+            .expect("version header");
+        by_key
+            .entry(r.key.clone().expect("key"))
+            .or_default()
+            .push((r.partition, r.offset, v));
+    }
+    assert_eq!(by_key.len(), 60);
+    for (key, mut recs) in by_key {
+        recs.sort_by_key(|(p, o, _)| (*p, *o));
+        assert!(
+            recs.windows(2).all(|w| w[0].0 == w[1].0),
+            "{key:?} spread over partitions"
+        );
+        assert!(
+            recs.windows(2).all(|w| w[0].2 < w[1].2),
+            "{key:?} out of order: {recs:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_publish_and_consumer_crash_are_absorbed_by_idempotency() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let fin = common::run(dir, "duplicate-publish=0.3,consumer-crash=2", 60).await;
+    let f = &fin.facts;
+    assert!(
+        fin.model.events_json()["duplicate_deliveries"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
+    assert!(f.outbox_republished > 0);
+    assert!(f.duplicate_effects.is_empty(), "{:?}", f.duplicate_effects);
+    assert!(f.stock_conserved());
+    assert!(fin.duplicates_skipped > 0, "redeliveries were recognised");
+    assert!(fin.restarts >= 2, "crashed consumers restarted");
+    assert_eq!(f.orders_stuck, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idempotency_stock_is_deducted_twice() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let fin = common::run(dir, "no-idempotency,duplicate-publish=0.3", 60).await;
+    let f = &fin.facts;
+    assert!(!f.duplicate_effects.is_empty());
+    assert!(
+        f.duplicate_effects
+            .iter()
+            .any(|d| d.starts_with("stock 'reserve")),
+        "{:?}",
+        f.duplicate_effects
+    );
+    assert!(
+        !f.stock_conserved(),
+        "expected {} out, {} actually out",
+        f.stock_expected_out,
+        f.stock_actual_out
+    );
+    assert!(f.stock_actual_out > f.stock_expected_out);
+}
+
+/// The orchestrator's commands for `order`, in the order it wrote them.
+async fn commands_of(db: &eventscope_demo::store::Db) -> HashMap<String, Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT subject, event_type FROM outbox WHERE service = 'saga-orchestrator' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("outbox");
+    let mut m: HashMap<String, Vec<String>> = HashMap::new();
+    for r in rows {
+        m.entry(r.get::<String, _>(0))
+            .or_default()
+            .push(r.get::<String, _>(1));
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compensations_run_in_reverse_order() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let mut s = common::session(
+        dir,
+        "payment-decline=0.25,out-of-stock=0.25,shipping-failure=0.3",
+        11,
+    )
+    .await;
+    s.place_orders(80, false).await.expect("orders");
+    let open = s
+        .settle(80, Duration::from_secs(90), false)
+        .await
+        .expect("settle");
+    assert!(open.is_empty(), "{open:?}");
+    let commands = commands_of(&s.system.ctx.db).await;
+    let phases: Vec<(String, String)> = sqlx::query("SELECT order_id, phase FROM sagas")
+        .fetch_all(&s.system.ctx.db.pool)
+        .await
+        .expect("sagas")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let fin = s.finish().await.expect("finish");
+    let happy = [
+        "ProcessPayment",
+        "ReserveStock",
+        "ScheduleShipment",
+        "ApproveOrder",
+    ];
+    let declined = ["ProcessPayment", "CancelOrder"];
+    let no_stock = [
+        "ProcessPayment",
+        "ReserveStock",
+        "RefundPayment",
+        "CancelOrder",
+    ];
+    let no_ship = [
+        "ProcessPayment",
+        "ReserveStock",
+        "ScheduleShipment",
+        "RestoreStock",
+        "RefundPayment",
+        "CancelOrder",
+    ];
+    let mut seen = HashMap::new();
+    for (order, phase) in &phases {
+        let cmds = &commands[order];
+        let path = if cmds == &happy {
+            "happy"
+        } else if cmds == &declined {
+            "declined"
+        } else if cmds == &no_stock {
+            "no_stock"
+        } else if cmds == &no_ship {
+            "no_ship"
+        } else {
+            panic!("order {order}: unexpected commands {cmds:?}")
+        };
+        let want = if path == "happy" {
+            "completed"
+        } else {
+            "compensated"
+        };
+        assert_eq!(phase, want, "order {order} took {path}");
+        *seen.entry(path).or_insert(0) += 1;
+    }
+    for path in ["happy", "declined", "no_stock", "no_ship"] {
+        assert!(
+            seen.get(path).copied().unwrap_or(0) > 0,
+            "no {path} saga among {seen:?}"
+        );
+    }
+    assert!(fin.facts.stock_conserved());
+    assert!(fin.facts.read_model_mismatches.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_orchestrator_and_relay_resume_and_lose_nothing() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let fin = common::run(dir, "orchestrator-crash=2,relay-crash=2", 60).await;
+    assert!(fin.restarts >= 4, "restarts {}", fin.restarts);
+    assert_eq!(fin.facts.orders_stuck, 0);
+    assert_eq!(fin.facts.orders_completed, 60);
+    assert!(fin.published.iter().all(|id| fin.model.has_event(id)));
+    assert!(fin.facts.duplicate_effects.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_grows_the_backlog_which_then_drains() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let mut s = common::session(dir, "broker-outage=5", 7).await;
+    // Let the injector take the broker down, then write orders into the outbox.
+    let t0 = Instant::now();
+    while s.faults.is_on(eventscope_demo::Fault::BrokerOutage)
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.place_orders(40, false).await.expect("orders");
+    let mut max_pending = 0;
+    for _ in 0..10 {
+        let pending = s
+            .system
+            .ctx
+            .db
+            .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+            .await
+            .expect("count");
+        max_pending = max_pending.max(pending);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        max_pending >= 40,
+        "backlog during the outage: {max_pending}"
+    );
+    let open = s
+        .settle(40, Duration::from_secs(90), false)
+        .await
+        .expect("settle");
+    assert!(open.is_empty(), "{open:?}");
+    let fin = s.finish().await.expect("finish");
+    assert_eq!(fin.facts.outbox_pending, 0);
+    assert_eq!(fin.facts.orders_completed, 40);
+    assert!(
+        fin.published.iter().all(|id| fin.model.has_event(id)),
+        "nothing lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dlq_and_consumers_go_on() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let fin = common::run(dir, "poison-message=3", 30).await;
+    let dlq: Vec<&Record> = fin
+        .model
+        .records()
+        .filter(|r| r.topic == topics::DLQ)
+        .collect();
+    assert_eq!(dlq.len(), 3, "one dlq record per poison record");
+    for r in &dlq {
+        assert!(header(r, "dlq_error").is_some());
+        let original = header(r, "dlq_original_topic").expect("origin");
+        assert!(original.ends_with(".commands"));
+    }
+    assert_eq!(fin.facts.orders_completed, 30, "consumers went on");
+}
