@@ -41,6 +41,44 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the embedded broker alone until Ctrl-C.
     Broker(BrokerArgs),
+    /// Observe topics of any system from the beginning (no demo) and report anomalies.
+    Inspect(InspectArgs),
+    /// Rebuild the model from a JSON Lines recording and report (or open it in the GUI).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Topics to read (comma separated). Default: every topic not starting with `__`.
+    #[arg(long, value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// Where to write the JSON report (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Also write every observed record as JSON Lines.
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
+    /// Field paths for plain-JSON records, e.g. id=meta.id,type=meta.type,correlation=meta.corr.
+    #[arg(long, value_name = "PATHS")]
+    pub json_paths: Option<String>,
+    /// Seconds to keep watching after reaching the end (time-based lints such as stuck-saga need time).
+    #[arg(long, default_value_t = 0)]
+    pub settle: u64,
+    /// Give up reaching the end after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The recording (JSON Lines, as exported by the GUI or `inspect --export`).
+    pub file: PathBuf,
+    /// Open the recording in the GUI instead of printing a report.
+    #[arg(long)]
+    pub gui: bool,
+    /// Where to write the JSON report (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! `eventscope demo --headless`: run the demo and the observer to quiescence and
 //! write the report. Every number comes from the database or from the topics.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,7 +63,7 @@ pub fn database_url(conn: &Connection, stem: &str) -> String {
 pub async fn unsettled(
     system: &DemoSystem,
     settings: &KafkaSettings,
-    model: &Model,
+    positions: &HashMap<(String, i32), i64>,
     expected_orders: i64,
 ) -> anyhow::Result<Vec<String>> {
     let db = &system.ctx.db;
@@ -106,7 +107,7 @@ pub async fn unsettled(
             open.push(format!("consumer group {g} lags by {lag}"));
         }
     }
-    let seen = model.positions();
+    let seen = positions;
     let behind: i64 = highs
         .iter()
         .map(|(tp, high)| (high - seen.get(tp).copied().unwrap_or(0)).max(0))
@@ -124,6 +125,8 @@ pub struct Session {
     pub broker: Option<Arc<EmbeddedBroker>>,
     pub model: Model,
     pub faults: Arc<Faults>,
+    /// Next offset to read per partition, from what the tap delivered.
+    pub positions: HashMap<(String, i32), i64>,
     records_rx: mpsc::Receiver<Record>,
     stop_tx: watch::Sender<bool>,
     tap_task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -176,6 +179,7 @@ impl Session {
             broker,
             model: Model::default(),
             faults,
+            positions: HashMap::new(),
             records_rx,
             stop_tx,
             tap_task,
@@ -191,10 +195,21 @@ impl Session {
         );
     }
 
+    fn ingest(&mut self, r: Record) {
+        let e = self
+            .positions
+            .entry((r.topic.clone(), r.partition))
+            .or_insert(0);
+        *e = (*e).max(r.offset + 1);
+        if let Err(e) = self.model.ingest(&r, now_ms()) {
+            self.say(format!("observer: {e}"));
+        }
+    }
+
     /// Feed what the tap has observed into the model.
     pub fn drain(&mut self) {
         while let Ok(r) = self.records_rx.try_recv() {
-            self.model.ingest(r, now_ms());
+            self.ingest(r);
         }
     }
 
@@ -229,7 +244,7 @@ impl Session {
                 tokio::select! {
                     _ = &mut tick => break,
                     r = self.records_rx.recv() => match r {
-                        Some(r) => self.model.ingest(r, now_ms()),
+                        Some(r) => self.ingest(r),
                         None => break,
                     },
                 }
@@ -240,7 +255,7 @@ impl Session {
                     self.say(format!("note: {e}"));
                 }
             }
-            open = unsettled(&self.system, &self.settings, &self.model, expected).await?;
+            open = unsettled(&self.system, &self.settings, &self.positions, expected).await?;
             if open.is_empty() {
                 break;
             }
@@ -262,15 +277,25 @@ impl Session {
         let restarts = self.system.restarts();
         let duplicates_skipped = self.system.duplicates_skipped();
         let _ = self.stop_tx.send(true);
-        self.system.shutdown().await;
-        let _ = self.tap_task.await;
-        while let Ok(r) = self.records_rx.try_recv() {
-            self.model.ingest(r, now_ms());
+        let Session {
+            system,
+            mut model,
+            mut records_rx,
+            mut tap_task,
+            ..
+        } = self;
+        system.shutdown().await;
+        let _ = (&mut tap_task).await;
+        while let Ok(r) = records_rx.try_recv() {
+            if let Err(e) = model.ingest(&r, now_ms()) {
+                eprintln!("eventscope: observer: {e}");
+            }
         }
+        model.tick(now_ms());
         Ok(Finished {
             facts,
             published,
-            model: self.model,
+            model,
             restarts,
             duplicates_skipped,
         })
@@ -382,7 +407,7 @@ fn build_report(
         .iter()
         .filter(|id| !model.has_event(id))
         .collect();
-    let observed = model.events_json();
+    let fragment = model.report();
     let mut fault_states = serde_json::Map::new();
     for (fault, _) in &args.faults.0 {
         let s = faults.state(*fault);
@@ -398,15 +423,15 @@ fn build_report(
             "compensated": f.orders_compensated,
             "stuck": f.orders_stuck,
         },
-        "events": observed,
+        "events": fragment.events,
         "outbox": {
             "written": f.outbox_written,
             "published": f.outbox_published,
             "pending": f.outbox_pending,
             "republished": f.outbox_republished,
         },
-        "anomalies": model.anomalies_json(),
-        "anomaly_counts": model.anomaly_counts_json(),
+        "anomalies": fragment.anomalies,
+        "anomaly_counts": fragment.anomaly_counts,
         "invariants": {
             "no_lost_events": f.outbox_pending == 0 && missing.is_empty(),
             "no_duplicate_effects": f.duplicate_effects.is_empty(),

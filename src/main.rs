@@ -6,6 +6,16 @@ use clap::Parser;
 
 use eventscope::cli::{Cli, Command};
 
+fn exit(result: anyhow::Result<i32>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("eventscope: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -16,32 +26,34 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // The window must own the main thread; the backend runs its own runtime.
+    match cli.command {
+        None => return exit(eventscope::gui::run(cli.conn, None).map(|()| 0)),
+        Some(Command::Import(args)) if args.gui => {
+            let model = match eventscope::inspect::load(&args.file) {
+                Ok(m) => m,
+                Err(e) => return exit(Err(e)),
+            };
+            let label = args.file.display().to_string();
+            return exit(eventscope::gui::run(cli.conn, Some((model, label))).map(|()| 0));
+        }
+        Some(Command::Import(args)) => return exit(eventscope::inspect::import(&args)),
+        _ => {}
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("eventscope: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return exit(Err(anyhow::anyhow!("cannot start the async runtime: {e}"))),
     };
-    let result = runtime.block_on(async move {
+    exit(runtime.block_on(async move {
         match cli.command {
             Some(Command::Demo(args)) if args.headless => eventscope::headless::run(cli.conn, args).await,
             Some(Command::Demo(_)) => {
-                eprintln!("eventscope: the demo without --headless runs inside the GUI: start `eventscope`");
+                eprintln!("eventscope: the interactive demo runs in the GUI: start `eventscope` without arguments");
                 Ok(2)
             }
             Some(Command::Broker(args)) => eventscope::broker_cmd::run(args).await,
-            None => {
-                eprintln!("eventscope: the GUI is not built yet; try `eventscope demo --headless --orders 100`");
-                Ok(2)
-            }
+            Some(Command::Inspect(args)) => eventscope::inspect::inspect(cli.conn, args).await,
+            Some(Command::Import(_)) | None => Ok(0),
         }
-    });
-    match result {
-        Ok(code) => ExitCode::from(code as u8),
-        Err(e) => {
-            eprintln!("eventscope: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    }))
 }

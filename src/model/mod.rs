@@ -1,54 +1,421 @@
-//! The observer's model: pure, deterministic, fed only with Kafka records.
+//! The observer's model: pure and deterministic. Records in, anomalies and states out;
+//! time is always passed in (`now_ms`), never read from a clock.
+//!
+//! - [`record`]: the raw Kafka record;
+//! - [`envelope`]: record → [`envelope::ObservedEvent`] (CloudEvents binary/structured,
+//!   Debezium outbox, plain JSON) or a [`envelope::DecodeError`];
+//! - [`log`]: the append-only [`log::ObservedLog`] with its indexes;
+//! - [`detect`]: the anomaly lints;
+//! - [`timetravel`]: cursor, folds with snapshots, diffs;
+//! - [`jsonl`]: recorded sessions as JSON Lines.
 
+pub mod detect;
+pub mod envelope;
+pub mod jsonl;
+pub mod log;
 pub mod record;
+pub mod timetravel;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
 
-use record::Record;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-/// Interim model until the full observer lands: counts deliveries by `ce_id`.
-#[derive(Default)]
+use self::detect::{Anomaly, AnomalyKind, DetectConfig, Detectors};
+use self::envelope::DecodeConfig;
+use self::log::{LogError, LogIndex, LogStats, ObservedLog};
+use self::record::Record;
+use self::timetravel::{AggregateState, Fold, StateEngine};
+
+/// Everything the model can be configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelConfig {
+    pub decode: DecodeConfig,
+    pub detect: DetectConfig,
+    /// Snapshot every N applied events per aggregate.
+    pub snapshot_every: usize,
+    /// Anomalies kept per kind (all are counted; beyond this only the count grows).
+    pub max_anomalies_per_kind: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            decode: DecodeConfig::default(),
+            detect: DetectConfig::default(),
+            snapshot_every: 100,
+            max_anomalies_per_kind: 100_000,
+        }
+    }
+}
+
+/// The observed log, the lints and their findings, and the state engine.
 pub struct Model {
-    records: Vec<Record>,
-    deliveries: HashMap<String, u32>,
-    poison: u64,
+    cfg: ModelConfig,
+    log: ObservedLog,
+    detectors: Detectors,
+    anomalies: Vec<Anomaly>,
+    counts: BTreeMap<AnomalyKind, u64>,
+    anomaly_at: BTreeSet<LogIndex>,
+    states: StateEngine,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Self::new(ModelConfig::default())
+    }
+}
+
+/// Event counters of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    pub observed: u64,
+    pub unique: u64,
+    pub duplicate_deliveries: u64,
+    pub poison: u64,
+}
+
+impl From<LogStats> for EventCounts {
+    fn from(s: LogStats) -> Self {
+        EventCounts {
+            observed: s.observed,
+            unique: s.unique,
+            duplicate_deliveries: s.duplicate_deliveries,
+            poison: s.poison,
+        }
+    }
+}
+
+/// The model's part of the report (DESIGN.md): `events`, `anomalies`, `anomaly_counts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportFragment {
+    pub events: EventCounts,
+    /// Sorted by the log index they are reported at.
+    pub anomalies: Vec<Anomaly>,
+    /// Every kind, zero included.
+    pub anomaly_counts: BTreeMap<String, u64>,
+}
+
+impl ReportFragment {
+    /// As a JSON object, ready to merge into the report.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 impl Model {
-    pub fn ingest(&mut self, r: Record, _now_ms: i64) {
-        let id = r
-            .headers
-            .iter()
-            .find(|(k, _)| k == "ce_id")
-            .and_then(|(_, v)| v.as_deref())
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::to_owned);
-        match id {
-            Some(id) => *self.deliveries.entry(id).or_default() += 1,
-            None => self.poison += 1,
+    pub fn new(cfg: ModelConfig) -> Self {
+        Model {
+            log: ObservedLog::new(cfg.decode.clone()),
+            detectors: Detectors::new(cfg.detect.clone()),
+            anomalies: Vec::new(),
+            counts: AnomalyKind::ALL.iter().map(|&k| (k, 0)).collect(),
+            anomaly_at: BTreeSet::new(),
+            states: StateEngine::new(cfg.snapshot_every),
+            cfg,
         }
-        self.records.push(r);
     }
-    pub fn tick(&mut self, _now_ms: i64) {}
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.records.iter()
+
+    /// Append one record and run the lints on it. Returns its log index and how many anomalies
+    /// it raised.
+    pub fn ingest(&mut self, rec: &Record, now_ms: i64) -> Result<(LogIndex, usize), LogError> {
+        let idx = self.log.append(rec, now_ms)?;
+        let found = self.detectors.on_append(&self.log, idx, now_ms);
+        let n = found.len();
+        self.record_anomalies(found);
+        Ok((idx, n))
     }
-    pub fn positions(&self) -> HashMap<(String, i32), i64> {
-        crate::kafka::tap::positions(self.records.iter())
+
+    /// Run the time-based lints. Returns how many anomalies were raised.
+    pub fn tick(&mut self, now_ms: i64) -> usize {
+        let found = self.detectors.on_tick(&self.log, now_ms);
+        let n = found.len();
+        self.record_anomalies(found);
+        n
     }
-    pub fn has_event(&self, id: &str) -> bool {
-        self.deliveries.contains_key(id)
+
+    fn record_anomalies(&mut self, found: Vec<Anomaly>) {
+        for a in found {
+            let c = self.counts.entry(a.kind).or_insert(0);
+            *c += 1;
+            if let Some(&i) = a.log_indices.first() {
+                self.anomaly_at.insert(i);
+            }
+            if *c <= self.cfg.max_anomalies_per_kind as u64 {
+                self.anomalies.push(a);
+            }
+        }
     }
-    pub fn events_json(&self) -> serde_json::Value {
-        let unique = self.deliveries.len() as u64;
-        let total: u64 = self.deliveries.values().map(|n| u64::from(*n)).sum();
-        json!({"observed": self.records.len(), "unique": unique, "duplicate_deliveries": total - unique, "poison": self.poison})
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
     }
-    pub fn anomalies_json(&self) -> Vec<serde_json::Value> {
-        vec![]
+
+    pub fn log(&self) -> &ObservedLog {
+        &self.log
     }
-    pub fn anomaly_counts_json(&self) -> serde_json::Value {
-        json!({})
+
+    /// Anomalies in the order they were found (stored up to the per-kind limit).
+    pub fn anomalies(&self) -> &[Anomaly] {
+        &self.anomalies
+    }
+
+    /// Counts per kind, every kind present.
+    pub fn anomaly_counts(&self) -> &BTreeMap<AnomalyKind, u64> {
+        &self.counts
+    }
+
+    /// Log indices anomalies are reported at (for the cursor's next/previous anomaly).
+    pub fn anomaly_indices(&self) -> &BTreeSet<LogIndex> {
+        &self.anomaly_at
+    }
+
+    pub fn detectors(&self) -> &Detectors {
+        &self.detectors
+    }
+
+    pub fn detectors_mut(&mut self) -> &mut Detectors {
+        &mut self.detectors
+    }
+
+    /// An aggregate's state at a cursor, using the shared snapshot cache.
+    pub fn state_at(
+        &mut self,
+        fold: &dyn Fold,
+        aggregate_id: &str,
+        cursor: LogIndex,
+    ) -> Option<AggregateState> {
+        self.states.state_at(&self.log, fold, aggregate_id, cursor)
+    }
+
+    pub fn report(&self) -> ReportFragment {
+        let mut anomalies = self.anomalies.clone();
+        anomalies.sort_by_key(|a| (a.log_indices.first().copied(), a.kind));
+        ReportFragment {
+            events: self.log.stats().into(),
+            anomalies,
+            anomaly_counts: self
+                .counts
+                .iter()
+                .map(|(k, n)| (k.as_str().to_owned(), *n))
+                .collect(),
+        }
+    }
+
+    /// Rebuild a model offline from JSON Lines. Each record is ingested at `now` = its
+    /// timestamp (else the previous one); at the end the clock is advanced by `settle_ms`
+    /// so the time-based lints can conclude.
+    pub fn from_jsonl<R: BufRead>(
+        cfg: ModelConfig,
+        r: R,
+        settle_ms: i64,
+    ) -> Result<Model, ImportModelError> {
+        let mut m = Model::new(cfg);
+        let mut now = 0i64;
+        for (n, rec) in jsonl::read(r).enumerate() {
+            let rec = rec?;
+            now = now.max(rec.timestamp_ms.unwrap_or(now));
+            m.tick(now);
+            m.ingest(&rec, now)
+                .map_err(|source| ImportModelError::Log {
+                    record: n + 1,
+                    source,
+                })?;
+        }
+        m.tick(now.saturating_add(settle_ms));
+        Ok(m)
+    }
+}
+
+/// Rebuilding a model from a file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportModelError {
+    #[error(transparent)]
+    Import(#[from] jsonl::ImportError),
+    #[error("record {record}: {source}")]
+    Log {
+        record: usize,
+        #[source]
+        source: LogError,
+    },
+}
+
+/// Conveniences for callers that think in strings and raw records.
+impl Model {
+    /// Was an event with this id observed?
+    pub fn has_event(&self, event_id: &str) -> bool {
+        self.log
+            .sym(event_id)
+            .is_some_and(|s| self.log.has_event(s))
+    }
+
+    /// Every observed record, rebuilt byte for byte, in log order.
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        (0..self.log.len())
+            .filter_map(|i| LogIndex::try_from(i).ok().and_then(|i| self.log.record(i)))
+    }
+
+    /// The report's `events` counters.
+    pub fn event_counts(&self) -> EventCounts {
+        EventCounts::from(self.log.stats())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log::tests::Ev;
+    use super::*;
+
+    #[test]
+    fn report_shape() {
+        let mut m = Model::default();
+        let a = Ev {
+            id: "a",
+            version: Some(1),
+            ..Ev::default()
+        }
+        .rec();
+        m.ingest(&a, 0).unwrap();
+        m.ingest(&a, 1).unwrap();
+        m.ingest(&Record::new("orders", 0, 9).with_value(b"\xff".to_vec()), 2)
+            .unwrap();
+        m.tick(1_000_000);
+        let j = m.report().to_json();
+        assert_eq!(
+            j["events"],
+            serde_json::json!({"observed":3,"unique":1,"duplicate_deliveries":1,"poison":1})
+        );
+        assert_eq!(j["anomaly_counts"]["duplicate-delivery"], 1);
+        assert_eq!(j["anomaly_counts"]["poison-message"], 1);
+        assert_eq!(j["anomaly_counts"]["stuck-saga"], 1);
+        assert_eq!(j["anomaly_counts"]["lost-event"], 0);
+        let first = &j["anomalies"][0];
+        for key in [
+            "kind",
+            "event_id",
+            "correlation_id",
+            "topic",
+            "partition",
+            "offset",
+            "detail",
+        ] {
+            assert!(first.get(key).is_some(), "{key}");
+        }
+        assert_eq!(
+            m.anomaly_indices().iter().copied().collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+    }
+
+    #[test]
+    fn jsonl_rebuilds_the_same_model() {
+        let mut m = Model::default();
+        let mut recs = Vec::new();
+        for i in 0..20i64 {
+            let id = format!("e{}", i % 15);
+            let cause = (i > 0).then(|| format!("e{}", i - 1));
+            recs.push(
+                Ev {
+                    id: &id,
+                    cause: cause.as_deref(),
+                    offset: i,
+                    ts: 1_000 + i,
+                    version: Some(i + 1),
+                    ..Ev::default()
+                }
+                .rec(),
+            );
+        }
+        recs.push(Record::new("orders", 1, 0).with_value(vec![1, 2, 3]));
+        for r in &recs {
+            m.ingest(r, r.timestamp_ms.unwrap_or(0)).unwrap();
+        }
+        m.tick(1_019 + 100_000);
+        let mut buf = Vec::new();
+        jsonl::write(
+            (0..m.log().len() as u32)
+                .filter_map(|i| m.log().record(i))
+                .collect::<Vec<_>>()
+                .iter(),
+            &mut buf,
+        )
+        .unwrap();
+        let m2 = Model::from_jsonl(ModelConfig::default(), &buf[..], 100_000).unwrap();
+        assert_eq!(m.report(), m2.report());
+        assert!(m2.report().anomaly_counts["duplicate-delivery"] == 5);
+    }
+
+    use proptest::prelude::*;
+
+    fn header_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(vec![
+                "ce_specversion",
+                "ce_id",
+                "ce_type",
+                "ce_source",
+                "ce_subject",
+                "ce_time",
+                "ce_correlationid",
+                "ce_causationid",
+                "ce_aggregateversion",
+                "ce_sequence",
+                "ce_traceparent",
+                "content-type",
+                "id",
+                "eventType",
+                "traceparent",
+            ])
+            .prop_map(str::to_owned),
+            ".{0,6}",
+        ]
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..24),
+            "[0-9a-z.:{}\\[\\]\",/ -]{0,24}".prop_map(String::into_bytes),
+            proptest::sample::select(vec![
+                "1.0",
+                "1",
+                "-5",
+                "e1",
+                "e2",
+                "application/json",
+                "application/cloudevents+json",
+                "{\"id\":\"x\",\"data\":{}}",
+                "2026-01-01T00:00:00Z"
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+        ]
+    }
+
+    proptest! {
+        /// Whatever arrives, nothing panics and the raw record is kept byte for byte.
+        #[test]
+        fn arbitrary_records_never_panic(
+            recs in proptest::collection::vec((
+                proptest::sample::select(vec!["orders", "outbox.event.x", "a.commands", ""]),
+                -2i32..3, any::<i64>(), proptest::option::of(any::<i64>()),
+                proptest::option::of(bytes()),
+                proptest::collection::vec((header_name(), proptest::option::of(bytes())), 0..10),
+                proptest::option::of(bytes()),
+            ), 1..40),
+            ticks in proptest::collection::vec(any::<i64>(), 0..4),
+        ) {
+            let mut m = Model::default();
+            for (i, (topic, partition, offset, ts, key, headers, value)) in recs.into_iter().enumerate() {
+                let rec = Record { topic: topic.to_owned(), partition, offset, timestamp_ms: ts, key, headers, value };
+                let (idx, _) = m.ingest(&rec, i as i64).unwrap();
+                prop_assert_eq!(m.log().record(idx), Some(rec));
+                let _ = m.log().event(idx);
+                let _ = m.state_at(&timetravel::JsonMergeFold, "x", idx);
+            }
+            for t in ticks {
+                m.tick(t);
+            }
+            let _ = m.report().to_json();
+        }
     }
 }

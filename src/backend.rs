@@ -1,0 +1,367 @@
+//! The GUI's backend: a tokio runtime on its own thread that owns the broker,
+//! the demo and the tap. The GUI talks to it only through channels:
+//! commands in, updates out (bounded, `try_send`, drops counted), and the
+//! latest connection status in a `watch`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventscope_demo::faults::{Fault, FaultState, Faults};
+use eventscope_demo::kafka::KafkaSettings;
+use eventscope_demo::system::{DemoConfig, DemoSystem};
+use eventscope_demo::topics;
+use tokio::sync::{mpsc, watch};
+
+use crate::cli::Connection;
+use crate::headless::{data_dir, database_url, kafka_settings};
+use crate::kafka::broker::EmbeddedBroker;
+use crate::kafka::tap::{self, TapStatus, TopicSelection};
+use crate::model::record::Record;
+
+/// What the GUI asks for.
+#[derive(Debug, Clone)]
+pub enum BackendCommand {
+    PlaceOrders(u32),
+    SetTraffic {
+        running: bool,
+        per_second: f64,
+    },
+    SetFault {
+        fault: Fault,
+        enabled: bool,
+        value: f64,
+    },
+    Connect(Connection),
+}
+
+/// A sample for the charts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    pub at_ms: i64,
+    pub outbox_pending: i64,
+    pub consumer_lag: i64,
+    pub orders_placed: u64,
+}
+
+/// What the backend tells the GUI.
+#[derive(Debug, Clone)]
+pub enum Update {
+    Records(Vec<Record>),
+    Metrics(Metrics),
+    Faults(Vec<FaultState>),
+    /// Something went wrong in the background: shown as a notice, never swallowed.
+    Notice(String),
+}
+
+/// Latest connection state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectionStatus {
+    Connecting {
+        target: String,
+    },
+    Connected {
+        broker: String,
+        embedded: bool,
+        database: String,
+        following: usize,
+    },
+    Failed {
+        reason: String,
+    },
+    /// A recording opened from a file; no broker behind it.
+    Offline {
+        file: String,
+    },
+}
+
+/// The GUI's ends of the channels.
+pub struct BackendHandle {
+    pub commands_tx: mpsc::UnboundedSender<BackendCommand>,
+    pub updates_rx: mpsc::Receiver<Update>,
+    pub status_rx: watch::Receiver<ConnectionStatus>,
+    /// Update batches dropped because the GUI was behind.
+    pub dropped: Arc<AtomicU64>,
+}
+
+const UPDATE_CAPACITY: usize = 4096;
+const BATCH: usize = 512;
+
+/// Start the backend thread. `repaint` is called whenever there is news.
+pub fn spawn(
+    initial: Connection,
+    repaint: impl Fn() + Send + Sync + 'static,
+) -> std::io::Result<BackendHandle> {
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (updates_tx, updates_rx) = mpsc::channel(UPDATE_CAPACITY);
+    let (status_tx, status_rx) = watch::channel(ConnectionStatus::Connecting {
+        target: describe(&initial),
+    });
+    let dropped = Arc::new(AtomicU64::new(0));
+    let out = Outbox {
+        tx: updates_tx,
+        dropped: dropped.clone(),
+        repaint: Arc::new(repaint),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("eventscope-backend".into())
+        .spawn(move || {
+            runtime.block_on(run(initial, commands_rx, out, status_tx));
+        })?;
+    Ok(BackendHandle {
+        commands_tx,
+        updates_rx,
+        status_rx,
+        dropped,
+    })
+}
+
+fn describe(c: &Connection) -> String {
+    let broker = c
+        .brokers
+        .clone()
+        .unwrap_or_else(|| "embedded broker".into());
+    let db = c
+        .database
+        .as_deref()
+        .map(eventscope_demo::store::redact_url)
+        .unwrap_or_else(|| "SQLite".into());
+    format!("{broker}, {db}")
+}
+
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Update>,
+    dropped: Arc<AtomicU64>,
+    repaint: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Outbox {
+    fn send(&self, u: Update) {
+        if self.tx.try_send(u).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        (self.repaint)();
+    }
+}
+
+/// One connected session: demo + tap.
+struct Live {
+    system: DemoSystem,
+    settings: KafkaSettings,
+    _broker: Option<Arc<EmbeddedBroker>>,
+    stop_tx: watch::Sender<bool>,
+    tap_status: watch::Receiver<TapStatus>,
+    forward: tokio::task::JoinHandle<()>,
+}
+
+impl Live {
+    async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        self.forward.abort();
+        self.system.shutdown().await;
+    }
+}
+
+async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow::Result<Live> {
+    let conn = conn.clone();
+    let (settings, broker) =
+        tokio::time::timeout(Duration::from_secs(10), async { kafka_settings(&conn) })
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out starting the broker client"))??;
+    std::fs::create_dir_all(data_dir(&conn)).ok();
+    let url = database_url(&conn, "session");
+    let mut cfg = DemoConfig::new(settings.clone(), url);
+    cfg.seed = faults.seed();
+    let system = tokio::time::timeout(Duration::from_secs(15), DemoSystem::start(cfg, faults))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out connecting to {} (15 s)", settings.brokers))??;
+    let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
+    let (status_tx, tap_status) = watch::channel(TapStatus::Connecting);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(tap::run(
+        settings.clone(),
+        TopicSelection::AllNonInternal,
+        records_tx,
+        status_tx,
+        stop_rx,
+    ));
+    let fwd_out = out.clone();
+    // Batch records for the GUI; a full GUI queue drops batches (counted), never blocks the tap.
+    let forward = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let first = records_rx.recv().await;
+            let Some(first) = first else { break };
+            batch.push(first);
+            while batch.len() < BATCH {
+                match records_rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            fwd_out.send(Update::Records(std::mem::take(&mut batch)));
+        }
+    });
+    Ok(Live {
+        system,
+        settings,
+        _broker: broker,
+        stop_tx,
+        tap_status,
+        forward,
+    })
+}
+
+fn fault_states(f: &Faults) -> Vec<FaultState> {
+    Fault::ALL.iter().map(|x| f.state(*x)).collect()
+}
+
+async fn run(
+    initial: Connection,
+    mut commands_rx: mpsc::UnboundedReceiver<BackendCommand>,
+    out: Outbox,
+    status_tx: watch::Sender<ConnectionStatus>,
+) {
+    let faults = Arc::new(Faults::new(1));
+    let mut live: Option<Live> = None;
+    let mut pending_connect = Some(initial);
+    let mut traffic: Option<f64> = None;
+    let mut next_order = Instant::now();
+    let mut placed: u64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut last_metrics = Instant::now() - Duration::from_secs(10);
+    let mut last_faults = Vec::new();
+    loop {
+        if let Some(conn) = pending_connect.take() {
+            if let Some(l) = live.take() {
+                l.stop().await;
+            }
+            let _ = status_tx.send(ConnectionStatus::Connecting {
+                target: describe(&conn),
+            });
+            (out.repaint)();
+            match connect(&conn, faults.clone(), &out).await {
+                Ok(l) => {
+                    let _ = status_tx.send(ConnectionStatus::Connected {
+                        broker: if conn.brokers.is_some() {
+                            l.settings.brokers.clone()
+                        } else {
+                            format!("embedded {}", l.settings.brokers)
+                        },
+                        embedded: conn.brokers.is_none(),
+                        database: l.system.ctx.db.display_url.clone(),
+                        following: 0,
+                    });
+                    live = Some(l);
+                }
+                Err(e) => {
+                    let _ = status_tx.send(ConnectionStatus::Failed {
+                        reason: format!("{e:#}"),
+                    });
+                    out.send(Update::Notice(format!("connection failed: {e:#}")));
+                }
+            }
+            (out.repaint)();
+        }
+        tokio::select! {
+            cmd = commands_rx.recv() => {
+                let Some(cmd) = cmd else { break };
+                match cmd {
+                    BackendCommand::Connect(c) => pending_connect = Some(c),
+                    BackendCommand::SetFault { fault, enabled, value } => {
+                        faults.set(fault, enabled, value);
+                        out.send(Update::Faults(fault_states(&faults)));
+                    }
+                    BackendCommand::SetTraffic { running, per_second } => {
+                        traffic = running.then_some(per_second.clamp(0.1, 500.0));
+                    }
+                    BackendCommand::PlaceOrders(n) => {
+                        if let Some(l) = &live {
+                            for _ in 0..n {
+                                match l.system.place_order().await {
+                                    Ok(Ok(_)) => placed += 1,
+                                    Ok(Err(e)) => out.send(Update::Notice(format!("order rejected: {e}"))),
+                                    Err(e) => { out.send(Update::Notice(format!("placing an order: {e}"))); break; }
+                                }
+                            }
+                        } else {
+                            out.send(Update::Notice("not connected: cannot place orders".into()));
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        let Some(l) = &live else { continue };
+        if let Some(rate) = traffic {
+            let now = Instant::now();
+            let gap = Duration::from_secs_f64(1.0 / rate);
+            let mut n = 0;
+            while next_order <= now && n < 50 {
+                next_order += gap;
+                n += 1;
+                match l.system.place_order().await {
+                    Ok(Ok(_)) => placed += 1,
+                    Ok(Err(e)) => out.send(Update::Notice(format!("order rejected: {e}"))),
+                    Err(e) => out.send(Update::Notice(format!("placing an order: {e}"))),
+                }
+            }
+            if next_order < now {
+                next_order = now;
+            }
+        } else {
+            next_order = Instant::now();
+        }
+        for e in l.system.take_errors() {
+            out.send(Update::Notice(e));
+        }
+        let states = fault_states(&faults);
+        if states != last_faults {
+            last_faults = states.clone();
+            out.send(Update::Faults(states));
+        }
+        if let TapStatus::Following { partitions } = *l.tap_status.borrow() {
+            status_tx.send_if_modified(|s| match s {
+                ConnectionStatus::Connected { following, .. } if *following != partitions => {
+                    *following = partitions;
+                    true
+                }
+                _ => false,
+            });
+        }
+        if last_metrics.elapsed() >= Duration::from_secs(1) {
+            last_metrics = Instant::now();
+            let pending = l
+                .system
+                .ctx
+                .db
+                .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                .await
+                .unwrap_or(-1);
+            let s = l.settings.clone();
+            let lag = tokio::task::spawn_blocking(move || {
+                DemoSystem::groups()
+                    .iter()
+                    .map(|(g, t)| s.group_lag(g, t, Duration::from_secs(2)).unwrap_or(0))
+                    .sum::<i64>()
+            })
+            .await
+            .unwrap_or(0);
+            out.send(Update::Metrics(Metrics {
+                at_ms: chrono::Utc::now().timestamp_millis(),
+                outbox_pending: pending,
+                consumer_lag: lag,
+                orders_placed: placed,
+            }));
+        }
+    }
+    if let Some(l) = live.take() {
+        l.stop().await;
+    }
+    let _ = topics::ALL;
+}

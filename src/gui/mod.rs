@@ -1,0 +1,669 @@
+//! The desktop debugger (eframe/egui).
+//!
+//! The app owns the observer model and reads backend updates from channels
+//! with a time budget per frame; it never awaits and never touches sqlx or
+//! rdkafka. Views draw from the model plus their own small state and return
+//! intents; the app applies them at the end of the frame.
+
+mod charts;
+mod files;
+mod graph;
+mod inspect;
+mod lanes;
+mod panels;
+mod saga;
+mod table;
+mod widgets;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use eventscope_demo::faults::{Fault, FaultState};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{BackendCommand, BackendHandle, ConnectionStatus, Metrics, Update};
+use crate::cli::Connection;
+use crate::model::detect::AnomalyKind;
+use crate::model::log::{LogIndex, Sym};
+use crate::model::record::Record;
+use crate::model::timetravel::{Cursor, CursorCommand};
+use crate::model::Model;
+
+/// Preferences that persist between runs (never live data).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Prefs {
+    pub reveal_pii: bool,
+    pub extra_columns: Vec<String>,
+    pub traffic_rate: f64,
+    pub play_speed: f64,
+    pub bottom_tab: BottomTab,
+    pub trace_link_template: String,
+    pub show_faults: bool,
+    pub show_lints: bool,
+}
+
+impl Default for Prefs {
+    fn default() -> Self {
+        Prefs {
+            reveal_pii: false,
+            extra_columns: vec![],
+            traffic_rate: 5.0,
+            play_speed: 20.0,
+            bottom_tab: BottomTab::Chain,
+            trace_link_template: "http://localhost:16686/trace/{trace_id}".into(),
+            show_faults: true,
+            show_lints: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum BottomTab {
+    #[default]
+    Chain,
+    Lanes,
+    Sagas,
+    Charts,
+}
+
+/// What a view asks the app to do; applied at the end of the frame.
+#[derive(Debug, Clone)]
+pub enum Intent {
+    Cursor(CursorCommand),
+    /// Select a record; `move_cursor` also moves the time cursor onto it.
+    Select {
+        index: LogIndex,
+        move_cursor: bool,
+    },
+    Backend(BackendCommand),
+    SetLint(AnomalyKind, bool),
+    SetPlaying(bool),
+    SetFollow(bool),
+    Export,
+    Open,
+    OpenConnectionDialog,
+    Notice(String),
+}
+
+/// Table filter (all parts must match; empty parts match everything).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub topic: String,
+    pub event_type: String,
+    pub correlation: String,
+    pub header_text: String,
+}
+
+impl Filter {
+    fn is_empty(&self) -> bool {
+        self.topic.is_empty()
+            && self.event_type.is_empty()
+            && self.correlation.is_empty()
+            && self.header_text.is_empty()
+    }
+}
+
+/// Per-topic counts per second, for the events/s chart.
+#[derive(Default)]
+pub struct Rates {
+    pub per_topic: BTreeMap<String, BTreeMap<i64, u32>>,
+}
+
+pub struct Source {
+    backend: Option<BackendHandle>,
+}
+
+pub struct EventscopeApp {
+    source: Source,
+    pub model: Model,
+    pending: VecDeque<Record>,
+    pub cursor: Cursor,
+    pub follow_live: bool,
+    pub playing: bool,
+    play_accum: f64,
+    last_frame: Option<Instant>,
+    pub selected: Option<LogIndex>,
+    pub status: ConnectionStatus,
+    pub faults: Vec<FaultState>,
+    pub fault_values: HashMap<Fault, f64>,
+    pub traffic_running: bool,
+    pub prefs: Prefs,
+    pub filter: Filter,
+    filtered: Vec<LogIndex>,
+    filtered_upto: usize,
+    filtered_for: Filter,
+    pub notices: VecDeque<(String, Instant)>,
+    pub metrics: VecDeque<Metrics>,
+    pub rates: Rates,
+    pub dropped_batches: u64,
+    intents: Vec<Intent>,
+    conn_dialog: Option<panels::ConnectionDialog>,
+    path_prompt: Option<files::PathPrompt>,
+    graph: graph::ChainGraphView,
+    new_column: String,
+    scroll_to_selected: bool,
+    files: files::FileJobs,
+    /// Correlation ids in the order first seen (the saga list).
+    pub correlations: Vec<Sym>,
+    seen_correlations: HashSet<Sym>,
+}
+
+/// Budget for ingesting records per frame.
+const INGEST_BUDGET: Duration = Duration::from_millis(8);
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl EventscopeApp {
+    /// A live app: backend connected per `conn`.
+    pub fn live(
+        conn: Connection,
+        ctx: &egui::Context,
+        prefs: Prefs,
+    ) -> std::io::Result<EventscopeApp> {
+        let repaint_ctx = ctx.clone();
+        let backend = crate::backend::spawn(conn, move || repaint_ctx.request_repaint())?;
+        let status = backend.status_rx.borrow().clone();
+        Ok(Self::with_source(
+            Source {
+                backend: Some(backend),
+            },
+            status,
+            prefs,
+        ))
+    }
+
+    /// An offline app showing a recording.
+    pub fn offline(model: Model, label: String, prefs: Prefs) -> EventscopeApp {
+        let mut app = Self::with_source(
+            Source { backend: None },
+            ConnectionStatus::Offline {
+                file: label.clone(),
+            },
+            prefs,
+        );
+        app.load_recording(model, label);
+        app
+    }
+
+    fn with_source(source: Source, status: ConnectionStatus, prefs: Prefs) -> EventscopeApp {
+        EventscopeApp {
+            source,
+            model: Model::default(),
+            pending: VecDeque::new(),
+            cursor: Cursor::default(),
+            follow_live: true,
+            playing: false,
+            play_accum: 0.0,
+            last_frame: None,
+            selected: None,
+            status,
+            faults: Fault::ALL
+                .iter()
+                .map(|f| FaultState {
+                    fault: *f,
+                    enabled: false,
+                    value: f.default_value(),
+                    remaining: 0,
+                    fired: 0,
+                })
+                .collect(),
+            fault_values: Fault::ALL.iter().map(|f| (*f, f.default_value())).collect(),
+            traffic_running: false,
+            prefs,
+            filter: Filter::default(),
+            filtered: Vec::new(),
+            filtered_upto: 0,
+            filtered_for: Filter::default(),
+            notices: VecDeque::new(),
+            metrics: VecDeque::new(),
+            rates: Rates::default(),
+            dropped_batches: 0,
+            intents: Vec::new(),
+            conn_dialog: None,
+            path_prompt: None,
+            graph: graph::ChainGraphView::default(),
+            new_column: String::new(),
+            scroll_to_selected: false,
+            files: files::FileJobs::default(),
+            correlations: Vec::new(),
+            seen_correlations: HashSet::new(),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.source.backend.is_some()
+    }
+
+    /// Queue an intent (views call this through `&mut Vec<Intent>`; tests may call it directly).
+    pub fn push(&mut self, intent: Intent) {
+        self.intents.push(intent);
+    }
+
+    fn notice(&mut self, msg: impl Into<String>) {
+        let msg = msg.into();
+        tracing::info!(notice = %msg);
+        self.notices.push_back((msg, Instant::now()));
+        while self.notices.len() > 6 {
+            self.notices.pop_front();
+        }
+    }
+
+    /// Drain backend updates, then ingest with a time budget.
+    fn pump(&mut self) {
+        if let Some(b) = &mut self.source.backend {
+            let mut news = Vec::new();
+            while let Ok(u) = b.updates_rx.try_recv() {
+                news.push(u);
+            }
+            self.status = b.status_rx.borrow().clone();
+            self.dropped_batches = b.dropped.load(std::sync::atomic::Ordering::Relaxed);
+            for u in news {
+                match u {
+                    Update::Records(rs) => self.pending.extend(rs),
+                    Update::Metrics(m) => {
+                        self.metrics.push_back(m);
+                        while self.metrics.len() > 3600 {
+                            self.metrics.pop_front();
+                        }
+                    }
+                    Update::Faults(f) => self.faults = f,
+                    Update::Notice(n) => self.notice(n),
+                }
+            }
+        }
+        let start = Instant::now();
+        let now = now_ms();
+        let mut n = 0usize;
+        while let Some(r) = self.pending.pop_front() {
+            let sec = r.timestamp_ms.unwrap_or(now).div_euclid(1000);
+            *self
+                .rates
+                .per_topic
+                .entry(r.topic.clone())
+                .or_default()
+                .entry(sec)
+                .or_default() += 1;
+            match self.model.ingest(&r, now) {
+                Ok((idx, _)) => self.index_correlation(idx),
+                Err(e) => self.notice(format!("observer: {e}")),
+            }
+            n += 1;
+            if n % 256 == 0 && start.elapsed() > INGEST_BUDGET {
+                break;
+            }
+        }
+        self.model.tick(now);
+        if self.follow_live && !self.playing {
+            self.cursor.apply(
+                CursorCommand::ToEnd,
+                self.model.log(),
+                self.model.anomaly_indices(),
+            );
+        }
+    }
+
+    fn index_correlation(&mut self, idx: LogIndex) {
+        if let Some(c) = self.model.log().meta(idx).and_then(|m| m.correlation_id) {
+            if self.seen_correlations.insert(c) {
+                self.correlations.push(c);
+            }
+        }
+    }
+
+    /// Replace the live session with a recording (the backend stops).
+    pub fn load_recording(&mut self, model: Model, label: String) {
+        self.source = Source { backend: None };
+        self.status = ConnectionStatus::Offline {
+            file: label.clone(),
+        };
+        self.model = model;
+        self.pending.clear();
+        self.correlations.clear();
+        self.seen_correlations.clear();
+        for i in 0..self.model.log().len() {
+            if let Ok(i) = LogIndex::try_from(i) {
+                self.index_correlation(i);
+            }
+        }
+        self.filtered.clear();
+        self.filtered_upto = 0;
+        self.selected = None;
+        self.follow_live = false;
+        self.cursor = Cursor::default();
+        self.cursor.apply(
+            CursorCommand::ToEnd,
+            self.model.log(),
+            self.model.anomaly_indices(),
+        );
+        self.notice(format!(
+            "opened {label}: {} records",
+            self.model.log().len()
+        ));
+    }
+
+    /// Keep the filtered row list up to date incrementally.
+    fn refresh_filter(&mut self) {
+        if self.filter != self.filtered_for {
+            self.filtered.clear();
+            self.filtered_upto = 0;
+            self.filtered_for = self.filter.clone();
+        }
+        let log = self.model.log();
+        let len = log.len();
+        if self.filter.is_empty() {
+            self.filtered_upto = len;
+            return;
+        }
+        for i in self.filtered_upto..len {
+            let Ok(idx) = LogIndex::try_from(i) else {
+                break;
+            };
+            if table::matches(log, idx, &self.filter) {
+                self.filtered.push(idx);
+            }
+        }
+        self.filtered_upto = len;
+    }
+
+    /// The rows the table shows: all, or the filtered ones.
+    pub fn visible_rows(&self) -> RowsView<'_> {
+        if self.filter.is_empty() {
+            RowsView::All(self.model.log().len())
+        } else {
+            RowsView::Some(&self.filtered)
+        }
+    }
+
+    fn apply_intents(&mut self, ctx: &egui::Context) {
+        let intents = std::mem::take(&mut self.intents);
+        for i in intents {
+            match i {
+                Intent::Cursor(c) => {
+                    self.follow_live = false;
+                    self.cursor
+                        .apply(c, self.model.log(), self.model.anomaly_indices());
+                    if matches!(c, CursorCommand::NextAnomaly | CursorCommand::PrevAnomaly) {
+                        self.selected = self.cursor.pos();
+                        self.scroll_to_selected = true;
+                    }
+                }
+                Intent::Select { index, move_cursor } => {
+                    self.selected = Some(index);
+                    self.scroll_to_selected = true;
+                    if move_cursor {
+                        self.follow_live = false;
+                        self.cursor.apply(
+                            CursorCommand::JumpTo(index),
+                            self.model.log(),
+                            self.model.anomaly_indices(),
+                        );
+                    }
+                }
+                Intent::Backend(cmd) => {
+                    if let BackendCommand::SetTraffic { running, .. } = &cmd {
+                        self.traffic_running = *running;
+                    }
+                    if let BackendCommand::SetFault {
+                        fault,
+                        enabled,
+                        value,
+                    } = &cmd
+                    {
+                        if let Some(s) = self.faults.iter_mut().find(|s| s.fault == *fault) {
+                            s.enabled = *enabled;
+                            s.value = *value;
+                        }
+                    }
+                    match &self.source.backend {
+                        Some(b) => {
+                            if b.commands_tx.send(cmd).is_err() {
+                                self.notice("the backend has stopped");
+                            }
+                        }
+                        None => {
+                            self.notice("offline recording: connect to a broker to drive the demo")
+                        }
+                    }
+                }
+                Intent::SetLint(kind, on) => self.model.detectors_mut().set_enabled(kind, on),
+                Intent::SetPlaying(p) => {
+                    self.playing = p;
+                    if p {
+                        self.follow_live = false;
+                    }
+                }
+                Intent::SetFollow(f) => {
+                    self.follow_live = f;
+                    if f {
+                        self.playing = false;
+                    }
+                }
+                Intent::Export => files::export(self),
+                Intent::Open => files::open(self),
+                Intent::OpenConnectionDialog => {
+                    self.conn_dialog = Some(panels::ConnectionDialog::default())
+                }
+                Intent::Notice(n) => self.notice(n),
+            }
+        }
+        if self.playing {
+            ctx.request_repaint();
+        }
+    }
+
+    fn advance_play(&mut self) {
+        let now = Instant::now();
+        let dt = self
+            .last_frame
+            .map(|t| now - t)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.last_frame = Some(now);
+        if !self.playing {
+            self.play_accum = 0.0;
+            return;
+        }
+        self.play_accum += dt * self.prefs.play_speed;
+        let steps = self.play_accum.floor();
+        if steps >= 1.0 {
+            self.play_accum -= steps;
+            let before = self.cursor.pos();
+            self.cursor.apply(
+                CursorCommand::Step(steps as i64),
+                self.model.log(),
+                self.model.anomaly_indices(),
+            );
+            if self.cursor.pos() == before {
+                self.playing = false;
+            }
+        }
+    }
+
+    fn keyboard(&mut self, ctx: &egui::Context) {
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        let (left, right, space, n, p) = ctx.input(|i| {
+            (
+                i.key_pressed(egui::Key::ArrowLeft),
+                i.key_pressed(egui::Key::ArrowRight),
+                i.key_pressed(egui::Key::Space),
+                i.key_pressed(egui::Key::N),
+                i.key_pressed(egui::Key::P),
+            )
+        });
+        if left {
+            self.push(Intent::Cursor(CursorCommand::Step(-1)));
+        }
+        if right {
+            self.push(Intent::Cursor(CursorCommand::Step(1)));
+        }
+        if space {
+            let playing = self.playing;
+            self.push(Intent::SetPlaying(!playing));
+        }
+        if n {
+            self.push(Intent::Cursor(CursorCommand::NextAnomaly));
+        }
+        if p {
+            self.push(Intent::Cursor(CursorCommand::PrevAnomaly));
+        }
+    }
+
+    /// One frame of the whole UI (also what the kittest harness drives).
+    pub fn frame_ui(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.pump();
+        self.advance_play();
+        self.refresh_filter();
+        self.keyboard(&ctx);
+        let mut intents = Vec::new();
+        egui::Panel::top("top_bar").show(ui, |ui| panels::top_bar_ui(self, ui, &mut intents));
+        egui::Panel::bottom("status_bar").show(ui, |ui| panels::status_bar_ui(self, ui));
+        egui::Panel::left("left")
+            .resizable(true)
+            .default_size(330.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("left_scroll")
+                    .show(ui, |ui| {
+                        panels::faults_ui(self, ui, &mut intents);
+                        ui.separator();
+                        panels::lints_ui(self, ui, &mut intents);
+                    });
+            });
+        egui::Panel::right("right")
+            .resizable(true)
+            .default_size(400.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("right_scroll")
+                    .show(ui, |ui| {
+                        inspect::record_ui(self, ui, &mut intents);
+                        ui.separator();
+                        inspect::aggregate_ui(self, ui);
+                    });
+            });
+        egui::Panel::bottom("bottom")
+            .resizable(true)
+            .default_size(300.0)
+            .show(ui, |ui| self.bottom_ui(ui, &mut intents));
+        egui::CentralPanel::default().show(ui, |ui| {
+            let scroll = std::mem::take(&mut self.scroll_to_selected);
+            table::table_ui(self, ui, &mut intents, scroll);
+        });
+        if let Some(mut dialog) = self.conn_dialog.take() {
+            if dialog.ui(&ctx, &self.status, &mut intents) {
+                self.conn_dialog = Some(dialog);
+            }
+        }
+        if let Some(mut prompt) = self.path_prompt.take() {
+            if files::prompt_ui(self, &mut prompt, &ctx) {
+                self.path_prompt = Some(prompt);
+            }
+        }
+        files::poll(self, &ctx);
+        self.intents.extend(intents);
+        self.apply_intents(&ctx);
+        if !self.pending.is_empty() {
+            ctx.request_repaint();
+        }
+    }
+
+    fn bottom_ui(&mut self, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
+        ui.horizontal(|ui| {
+            for (tab, label) in [
+                (BottomTab::Chain, "Chain graph"),
+                (BottomTab::Lanes, "Partition lanes"),
+                (BottomTab::Sagas, "Sagas"),
+                (BottomTab::Charts, "Charts"),
+            ] {
+                ui.selectable_value(&mut self.prefs.bottom_tab, tab, label);
+            }
+        });
+        ui.separator();
+        match self.prefs.bottom_tab {
+            BottomTab::Chain => {
+                let mut g = std::mem::take(&mut self.graph);
+                g.ui(self, ui, intents);
+                self.graph = g;
+            }
+            BottomTab::Lanes => lanes::lanes_ui(self, ui, intents),
+            BottomTab::Sagas => saga::sagas_ui(self, ui, intents),
+            BottomTab::Charts => charts::charts_ui(self, ui),
+        }
+    }
+}
+
+/// Rows of the event table.
+pub enum RowsView<'a> {
+    All(usize),
+    Some(&'a [LogIndex]),
+}
+
+impl RowsView<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            RowsView::All(n) => *n,
+            RowsView::Some(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn get(&self, i: usize) -> Option<LogIndex> {
+        match self {
+            RowsView::All(n) => (i < *n).then(|| LogIndex::try_from(i).ok()).flatten(),
+            RowsView::Some(v) => v.get(i).copied(),
+        }
+    }
+    pub fn position(&self, idx: LogIndex) -> Option<usize> {
+        match self {
+            RowsView::All(n) => ((idx as usize) < *n).then_some(idx as usize),
+            RowsView::Some(v) => v.binary_search(&idx).ok(),
+        }
+    }
+}
+
+const PREFS_KEY: &str = "eventscope-prefs";
+
+/// The eframe wrapper: persistence of preferences only.
+pub struct EframeApp(pub EventscopeApp);
+
+impl eframe::App for EframeApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.0.frame_ui(ui);
+    }
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, PREFS_KEY, &self.0.prefs);
+    }
+}
+
+/// Open the window. `recording` opens a JSONL file instead of connecting.
+pub fn run(conn: Connection, recording: Option<(Model, String)>) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("eventscope")
+            .with_inner_size([1600.0, 1000.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "eventscope",
+        options,
+        Box::new(move |cc| {
+            let prefs: Prefs = cc
+                .storage
+                .and_then(|s| eframe::get_value(s, PREFS_KEY))
+                .unwrap_or_default();
+            let app = match recording {
+                Some((model, label)) => EventscopeApp::offline(model, label, prefs),
+                None => EventscopeApp::live(conn, &cc.egui_ctx, prefs)?,
+            };
+            Ok(Box::new(EframeApp(app)))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}

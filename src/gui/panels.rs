@@ -1,0 +1,452 @@
+//! Top bar, status bar, failure injection, lints, connection dialog.
+
+use eventscope_demo::faults::{Fault, FaultKind};
+
+use super::widgets;
+use super::{EventscopeApp, Intent};
+use crate::backend::{BackendCommand, ConnectionStatus};
+use crate::cli::Connection;
+use crate::model::detect::AnomalyKind;
+use crate::model::timetravel::CursorCommand;
+
+fn status_text(s: &ConnectionStatus) -> (egui::Color32, String) {
+    match s {
+        ConnectionStatus::Connecting { target } => (
+            egui::Color32::from_rgb(220, 180, 90),
+            format!("connecting to {target}..."),
+        ),
+        ConnectionStatus::Connected {
+            broker,
+            database,
+            following,
+            ..
+        } => (
+            egui::Color32::from_rgb(110, 200, 120),
+            format!("{broker} | {database} | {following} partitions"),
+        ),
+        ConnectionStatus::Failed { reason } => (widgets::ANOMALY, reason.clone()),
+        ConnectionStatus::Offline { file } => (
+            egui::Color32::from_rgb(150, 170, 200),
+            format!("offline recording {file}"),
+        ),
+    }
+}
+
+pub fn top_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
+    ui.horizontal_wrapped(|ui| {
+        ui.heading("eventscope");
+        let (color, text) = status_text(&app.status);
+        ui.colored_label(color, "●");
+        ui.label(text)
+            .on_hover_text("connection: broker, database, partitions followed");
+        if ui.button("Connect...").clicked() {
+            intents.push(Intent::OpenConnectionDialog);
+        }
+        ui.menu_button("File", |ui| {
+            if ui.button("Export session as JSONL...").clicked() {
+                intents.push(Intent::Export);
+                ui.close();
+            }
+            if ui.button("Open JSONL recording...").clicked() {
+                intents.push(Intent::Open);
+                ui.close();
+            }
+        });
+    });
+    ui.horizontal_wrapped(|ui| {
+        let live = app.is_live();
+        ui.add_enabled_ui(live, |ui| {
+            if ui.button("Place order").clicked() {
+                intents.push(Intent::Backend(BackendCommand::PlaceOrders(1)));
+            }
+            let label = if app.traffic_running {
+                "Stop traffic"
+            } else {
+                "Start traffic"
+            };
+            if ui.button(label).clicked() {
+                intents.push(Intent::Backend(BackendCommand::SetTraffic {
+                    running: !app.traffic_running,
+                    per_second: app.prefs.traffic_rate,
+                }));
+            }
+            let r = ui.add(
+                egui::Slider::new(&mut app.prefs.traffic_rate, 0.5..=200.0)
+                    .logarithmic(true)
+                    .suffix(" orders/s"),
+            );
+            if r.changed() && app.traffic_running {
+                intents.push(Intent::Backend(BackendCommand::SetTraffic {
+                    running: true,
+                    per_second: app.prefs.traffic_rate,
+                }));
+            }
+        });
+        ui.separator();
+        if ui
+            .button("< Step")
+            .on_hover_text("step back (Left)")
+            .clicked()
+        {
+            intents.push(Intent::Cursor(CursorCommand::Step(-1)));
+        }
+        let play = if app.playing { "Pause" } else { "Play" };
+        if ui
+            .button(play)
+            .on_hover_text("play / pause (Space)")
+            .clicked()
+        {
+            intents.push(Intent::SetPlaying(!app.playing));
+        }
+        if ui
+            .button("Step >")
+            .on_hover_text("step forward (Right)")
+            .clicked()
+        {
+            intents.push(Intent::Cursor(CursorCommand::Step(1)));
+        }
+        let mut follow = app.follow_live;
+        if ui.toggle_value(&mut follow, "Follow live").changed() {
+            intents.push(Intent::SetFollow(follow));
+        }
+        if ui
+            .button("< Anomaly")
+            .on_hover_text("previous anomaly (P)")
+            .clicked()
+        {
+            intents.push(Intent::Cursor(CursorCommand::PrevAnomaly));
+        }
+        if ui
+            .button("Anomaly >")
+            .on_hover_text("next anomaly (N)")
+            .clicked()
+        {
+            intents.push(Intent::Cursor(CursorCommand::NextAnomaly));
+        }
+        ui.add(
+            egui::Slider::new(&mut app.prefs.play_speed, 1.0..=2000.0)
+                .logarithmic(true)
+                .suffix(" rec/s"),
+        );
+        ui.separator();
+        let log = app.model.log();
+        match app.cursor.pos().and_then(|c| log.row(c).map(|r| (c, r))) {
+            Some((c, r)) => {
+                ui.monospace(format!(
+                    "cursor {} / {}  {}[{}]@{}  {}",
+                    c + 1,
+                    log.len(),
+                    log.resolve(r.topic),
+                    r.partition,
+                    r.offset,
+                    widgets::fmt_time(r.time_ms)
+                ));
+            }
+            None => {
+                ui.monospace("cursor -: no records yet");
+            }
+        }
+    });
+}
+
+pub fn status_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
+    ui.horizontal_wrapped(|ui| {
+        let s = app.model.log().stats();
+        ui.label(format!(
+            "observed {}  unique {}  duplicate deliveries {}  poison {}",
+            s.observed, s.unique, s.duplicate_deliveries, s.poison
+        ));
+        if let Some(p) = super::files::progress(app) {
+            ui.label(format!("| {p}"));
+        }
+        if !app.pending.is_empty() {
+            ui.label(format!("| ingesting {} more", app.pending.len()));
+        }
+        if app.dropped_batches > 0 {
+            ui.colored_label(
+                widgets::DUPLICATE,
+                format!(
+                    "| {} update batches dropped (GUI behind)",
+                    app.dropped_batches
+                ),
+            );
+        }
+        if app.is_live() {
+            ui.weak(
+                "| embedded broker keeps about 5 MiB per partition: eventscope keeps what it saw",
+            );
+        }
+    });
+    let recent: Vec<String> = app
+        .notices
+        .iter()
+        .filter(|(_, t)| t.elapsed().as_secs() < 20)
+        .map(|(n, _)| n.clone())
+        .collect();
+    for n in recent.iter().rev().take(2) {
+        ui.colored_label(widgets::DUPLICATE, n);
+    }
+}
+
+fn value_ui(ui: &mut egui::Ui, fault: Fault, value: &mut f64) -> bool {
+    match fault.kind() {
+        FaultKind::Switch => false,
+        FaultKind::Chance => ui
+            .add(
+                egui::DragValue::new(value)
+                    .range(0.01..=50.0)
+                    .speed(0.01)
+                    .max_decimals(2),
+            )
+            .on_hover_text("below 1: probability per decision; 1 or more: a count")
+            .changed(),
+        FaultKind::Count => ui
+            .add(
+                egui::DragValue::new(value)
+                    .range(1.0..=100.0)
+                    .speed(0.1)
+                    .max_decimals(0),
+            )
+            .changed(),
+        FaultKind::Seconds => ui
+            .add(
+                egui::DragValue::new(value)
+                    .range(1.0..=120.0)
+                    .speed(0.1)
+                    .max_decimals(0)
+                    .suffix(" s"),
+            )
+            .changed(),
+    }
+}
+
+pub fn faults_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
+    ui.heading("Failure injection");
+    if !app.is_live() {
+        ui.weak("offline recording: no demo to inject into");
+    }
+    for state in app.faults.clone() {
+        let fault = state.fault;
+        ui.horizontal(|ui| {
+            let mut on = state.enabled;
+            let value = app
+                .fault_values
+                .entry(fault)
+                .or_insert(fault.default_value());
+            let toggled = ui
+                .add_enabled(
+                    app.source.backend.is_some(),
+                    egui::Checkbox::new(&mut on, fault.name()),
+                )
+                .changed();
+            let changed = value_ui(ui, fault, value);
+            if toggled || (changed && state.enabled) {
+                intents.push(Intent::Backend(BackendCommand::SetFault {
+                    fault,
+                    enabled: on,
+                    value: *value,
+                }));
+            }
+            let status = if state.enabled {
+                match fault.kind() {
+                    FaultKind::Count if state.remaining > 0 => {
+                        format!("on, {} left", state.remaining)
+                    }
+                    _ => "on".to_owned(),
+                }
+            } else {
+                "off".to_owned()
+            };
+            ui.weak(format!("{status}, fired {}", state.fired));
+        });
+        ui.label(egui::RichText::new(fault.description()).small().weak());
+    }
+}
+
+pub fn lints_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
+    ui.heading("Lints");
+    let counts = app.model.anomaly_counts().clone();
+    for info in app.model.detectors().lints() {
+        ui.horizontal(|ui| {
+            let mut on = info.enabled;
+            if ui
+                .checkbox(&mut on, info.kind.as_str())
+                .on_hover_text(info.summary)
+                .changed()
+            {
+                intents.push(Intent::SetLint(info.kind, on));
+            }
+            let n = counts.get(&info.kind).copied().unwrap_or(0);
+            if n > 0 {
+                ui.colored_label(widgets::ANOMALY, n.to_string());
+            } else {
+                ui.weak("0");
+            }
+        });
+    }
+    ui.separator();
+    let anomalies = app.model.anomalies();
+    ui.label(format!("{} anomalies (newest first)", anomalies.len()));
+    egui::ScrollArea::vertical()
+        .id_salt("anomaly_list")
+        .max_height(320.0)
+        .show(ui, |ui| {
+            for a in anomalies.iter().rev().take(300) {
+                let Some(&idx) = a.log_indices.first() else {
+                    continue;
+                };
+                let text = format!(
+                    "{}  {}[{}]@{}  {}",
+                    a.kind.as_str(),
+                    a.topic,
+                    a.partition,
+                    a.offset,
+                    a.detail
+                );
+                if ui
+                    .add(egui::Button::new(egui::RichText::new(text).small()).wrap())
+                    .on_hover_text("move the cursor here and select the record")
+                    .clicked()
+                {
+                    intents.push(Intent::Select {
+                        index: idx,
+                        move_cursor: true,
+                    });
+                }
+            }
+        });
+    let _ = AnomalyKind::ALL;
+}
+
+/// Connect to another broker / database.
+#[derive(Default)]
+pub struct ConnectionDialog {
+    pub brokers: String,
+    pub database: String,
+    pub security_protocol: String,
+    pub sasl_mechanism: String,
+    pub username: String,
+    pub password: String,
+    pub extra: String,
+    pub submitted: bool,
+}
+
+impl ConnectionDialog {
+    /// The connection it describes, or why it is invalid.
+    pub fn connection(&self) -> Result<Connection, String> {
+        let mut c = Connection::default();
+        let b = self.brokers.trim();
+        if !b.is_empty() {
+            if b.split(',').any(|hp| {
+                hp.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+            }) {
+                return Err(format!("'{b}' is not host:port[,host:port]"));
+            }
+            c.brokers = Some(b.to_owned());
+        }
+        if !self.database.trim().is_empty() {
+            c.database = Some(self.database.trim().to_owned());
+        }
+        let mut kv = Vec::new();
+        if !self.security_protocol.trim().is_empty() {
+            kv.push((
+                "security.protocol".to_owned(),
+                self.security_protocol.trim().to_owned(),
+            ));
+        }
+        if !self.sasl_mechanism.trim().is_empty() {
+            kv.push((
+                "sasl.mechanism".to_owned(),
+                self.sasl_mechanism.trim().to_owned(),
+            ));
+        }
+        if !self.username.is_empty() {
+            kv.push(("sasl.username".to_owned(), self.username.clone()));
+            kv.push(("sasl.password".to_owned(), self.password.clone()));
+        }
+        for line in self.extra.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match line.split_once('=') {
+                Some((k, v)) => kv.push((k.trim().to_owned(), v.trim().to_owned())),
+                None => return Err(format!("'{line}' is not key=value")),
+            }
+        }
+        c.kafka_config = kv;
+        Ok(c)
+    }
+
+    /// Draw; false when closed.
+    pub fn ui(
+        &mut self,
+        ctx: &egui::Context,
+        status: &ConnectionStatus,
+        intents: &mut Vec<Intent>,
+    ) -> bool {
+        let mut open = true;
+        let mut close = false;
+        egui::Window::new("Connect")
+            .open(&mut open)
+            .collapsible(false)
+            .show(ctx, |ui| {
+                egui::Grid::new("conn_grid").num_columns(2).show(ui, |ui| {
+                    ui.label("Brokers");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut self.brokers)
+                            .hint_text("empty: embedded broker"),
+                    );
+                    ui.end_row();
+                    ui.label("Database URL");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut self.database)
+                            .hint_text("sqlite://... or postgres://..."),
+                    );
+                    ui.end_row();
+                    ui.label("security.protocol");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut self.security_protocol)
+                            .hint_text("PLAINTEXT, SASL_SSL, ..."),
+                    );
+                    ui.end_row();
+                    ui.label("sasl.mechanism");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut self.sasl_mechanism)
+                            .hint_text("SCRAM-SHA-512, PLAIN, ..."),
+                    );
+                    ui.end_row();
+                    ui.label("Username");
+                    ui.text_edit_singleline(&mut self.username);
+                    ui.end_row();
+                    ui.label("Password");
+                    ui.add(egui::TextEdit::singleline(&mut self.password).password(true));
+                    ui.end_row();
+                    ui.label("More (key=value per line)");
+                    ui.add(egui::TextEdit::multiline(&mut self.extra).desired_rows(2));
+                    ui.end_row();
+                });
+                let valid = self.connection();
+                if let Err(e) = &valid {
+                    ui.colored_label(widgets::ANOMALY, e);
+                }
+                if self.submitted {
+                    let (color, text) = status_text(status);
+                    ui.colored_label(color, text);
+                }
+                ui.horizontal(|ui| {
+                    if ui
+                        .add_enabled(valid.is_ok(), egui::Button::new("Connect"))
+                        .clicked()
+                    {
+                        if let Ok(c) = valid {
+                            intents.push(Intent::Backend(BackendCommand::Connect(c)));
+                            self.submitted = true;
+                        }
+                    }
+                    if ui.button("Close").clicked() {
+                        close = true;
+                    }
+                });
+            });
+        open && !close
+    }
+}

@@ -1,0 +1,267 @@
+//! The event table: virtualised (only visible rows are built), filterable.
+
+use egui_extras::{Column, TableBuilder};
+
+use super::widgets::{self, short};
+use super::{EventscopeApp, Filter, Intent};
+use crate::model::log::{LogIndex, ObservedLog};
+
+fn contains(hay: &str, needle: &str) -> bool {
+    needle.is_empty()
+        || hay
+            .to_ascii_lowercase()
+            .contains(&needle.to_ascii_lowercase())
+}
+
+/// Does the row at `idx` pass the filter?
+pub fn matches(log: &ObservedLog, idx: LogIndex, f: &Filter) -> bool {
+    let Some(row) = log.row(idx) else {
+        return false;
+    };
+    if !contains(log.resolve(row.topic), &f.topic) {
+        return false;
+    }
+    let meta = log.meta(idx);
+    if !f.event_type.is_empty() {
+        let t = meta
+            .and_then(|m| log.resolve_opt(m.event_type))
+            .unwrap_or("poison");
+        if !contains(t, &f.event_type) {
+            return false;
+        }
+    }
+    if !f.correlation.is_empty() {
+        let c = meta
+            .and_then(|m| log.resolve_opt(m.correlation_id))
+            .unwrap_or("");
+        if !contains(c, &f.correlation) {
+            return false;
+        }
+    }
+    if !f.header_text.is_empty() {
+        let Some(rec) = log.record(idx) else {
+            return false;
+        };
+        let hit = rec.headers.iter().any(|(k, v)| {
+            contains(k, &f.header_text)
+                || v.as_deref()
+                    .is_some_and(|v| contains(&String::from_utf8_lossy(v), &f.header_text))
+        });
+        if !hit {
+            return false;
+        }
+    }
+    true
+}
+
+pub fn table_ui(
+    app: &mut EventscopeApp,
+    ui: &mut egui::Ui,
+    intents: &mut Vec<Intent>,
+    scroll_to_selected: bool,
+) {
+    ui.horizontal(|ui| {
+        ui.label("Filter");
+        for (label, field) in [
+            ("topic", &mut app.filter.topic),
+            ("type", &mut app.filter.event_type),
+            ("correlation", &mut app.filter.correlation),
+            ("header text", &mut app.filter.header_text),
+        ] {
+            ui.add(
+                egui::TextEdit::singleline(field)
+                    .hint_text(label)
+                    .desired_width(110.0),
+            );
+        }
+        if ui.button("Clear").clicked() {
+            app.filter = Filter::default();
+        }
+        ui.separator();
+        ui.add(
+            egui::TextEdit::singleline(&mut app.new_column)
+                .hint_text("header name")
+                .desired_width(110.0),
+        );
+        if ui.button("Add column").clicked() && !app.new_column.trim().is_empty() {
+            let c = app.new_column.trim().to_owned();
+            if !app.prefs.extra_columns.contains(&c) {
+                app.prefs.extra_columns.push(c);
+            }
+            app.new_column.clear();
+        }
+        let mut remove = None;
+        for (i, c) in app.prefs.extra_columns.iter().enumerate() {
+            if ui
+                .small_button(format!("{c} x"))
+                .on_hover_text("remove this column")
+                .clicked()
+            {
+                remove = Some(i);
+            }
+        }
+        if let Some(i) = remove {
+            app.prefs.extra_columns.remove(i);
+        }
+    });
+    let rows = app.visible_rows();
+    let n = rows.len();
+    let cursor = app.cursor.pos();
+    let selected = app.selected;
+    let log = app.model.log();
+    let anomalies = app.model.anomaly_indices();
+    let extra = app.prefs.extra_columns.clone();
+    ui.label(format!("{n} of {} records", log.len()));
+    let row_h = 18.0;
+    let mut builder = TableBuilder::new(ui)
+        .striped(true)
+        .sense(egui::Sense::click())
+        .column(Column::exact(18.0))
+        .column(Column::initial(92.0))
+        .column(Column::initial(120.0))
+        .column(Column::exact(28.0))
+        .column(Column::initial(56.0))
+        .column(Column::initial(130.0))
+        .column(Column::initial(80.0))
+        .column(Column::initial(80.0))
+        .column(Column::initial(80.0));
+    for _ in &extra {
+        builder = builder.column(Column::initial(100.0));
+    }
+    builder = builder.column(Column::remainder());
+    if scroll_to_selected {
+        if let Some(pos) = selected.and_then(|s| rows.position(s)) {
+            builder = builder.scroll_to_row(pos, Some(egui::Align::Center));
+        }
+    }
+    builder
+        .header(20.0, |mut h| {
+            for title in [
+                "",
+                "time",
+                "topic",
+                "p",
+                "offset",
+                "type",
+                "key",
+                "correlation",
+                "causation",
+            ] {
+                h.col(|ui| {
+                    ui.strong(title);
+                });
+            }
+            for c in &extra {
+                h.col(|ui| {
+                    ui.strong(c);
+                });
+            }
+            h.col(|ui| {
+                ui.strong("");
+            });
+        })
+        .body(|body| {
+            body.rows(row_h, n, |mut row| {
+                let Some(idx) = rows.get(row.index()) else {
+                    return;
+                };
+                let Some(r) = log.row(idx) else { return };
+                let meta = log.meta(idx);
+                let after_cursor = cursor.is_some_and(|c| idx > c);
+                let is_anomaly = anomalies.contains(&idx);
+                let redelivery = meta.is_some_and(|m| !m.first_delivery);
+                row.set_selected(selected == Some(idx));
+                let weak = |ui: &egui::Ui, s: String| -> egui::RichText {
+                    let t = egui::RichText::new(s).monospace();
+                    if after_cursor {
+                        t.color(ui.visuals().weak_text_color())
+                    } else {
+                        t
+                    }
+                };
+                row.col(|ui| {
+                    if is_anomaly {
+                        ui.colored_label(widgets::ANOMALY, "!")
+                            .on_hover_text("an anomaly is reported at this record");
+                    } else if redelivery {
+                        ui.colored_label(widgets::DUPLICATE, "D")
+                            .on_hover_text("duplicate delivery of an event seen before");
+                    } else if r.is_poison() {
+                        ui.colored_label(widgets::ANOMALY, "P")
+                            .on_hover_text("undecodable record");
+                    }
+                });
+                row.col(|ui| {
+                    ui.label(weak(ui, widgets::fmt_time(r.time_ms)));
+                });
+                row.col(|ui| {
+                    ui.label(weak(ui, log.resolve(r.topic).to_owned()));
+                });
+                row.col(|ui| {
+                    ui.label(weak(ui, r.partition.to_string()));
+                });
+                row.col(|ui| {
+                    ui.label(weak(ui, r.offset.to_string()));
+                });
+                row.col(|ui| {
+                    ui.label(weak(ui, widgets::type_of(log, idx)));
+                });
+                let rec = if extra.is_empty() {
+                    None
+                } else {
+                    log.record(idx)
+                };
+                row.col(|ui| {
+                    let key = match &rec {
+                        Some(rec) => rec
+                            .key
+                            .as_deref()
+                            .map(|k| String::from_utf8_lossy(k).into_owned()),
+                        None => meta
+                            .and_then(|m| log.resolve_opt(m.aggregate_id))
+                            .map(str::to_owned),
+                    };
+                    ui.label(weak(ui, key.as_deref().map(short).unwrap_or_default()));
+                });
+                row.col(|ui| {
+                    let c = meta
+                        .and_then(|m| log.resolve_opt(m.correlation_id))
+                        .map(short)
+                        .unwrap_or_default();
+                    ui.label(weak(ui, c));
+                });
+                row.col(|ui| {
+                    let c = meta
+                        .and_then(|m| log.resolve_opt(m.causation_id))
+                        .map(short)
+                        .unwrap_or_default();
+                    ui.label(weak(ui, c));
+                });
+                for name in &extra {
+                    row.col(|ui| {
+                        let v = rec
+                            .as_ref()
+                            .and_then(|r| r.headers.iter().find(|(k, _)| k == name))
+                            .and_then(|(_, v)| v.as_deref())
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default();
+                        ui.label(weak(ui, v));
+                    });
+                }
+                row.col(|_| {});
+                let resp = row.response();
+                if resp.clicked() {
+                    intents.push(Intent::Select {
+                        index: idx,
+                        move_cursor: false,
+                    });
+                }
+                if resp.double_clicked() {
+                    intents.push(Intent::Select {
+                        index: idx,
+                        move_cursor: true,
+                    });
+                }
+            });
+        });
+}

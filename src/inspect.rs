@@ -1,0 +1,177 @@
+//! `eventscope inspect` and `eventscope import`: the observer on foreign topics
+//! or on a recording, without the demo.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use eventscope_demo::kafka::KafkaSettings;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use crate::cli::{Connection, ImportArgs, InspectArgs};
+use crate::kafka::tap::{self, TapStatus, TopicSelection};
+use crate::model::envelope::PlainJsonPaths;
+use crate::model::record::Record;
+use crate::model::{jsonl, Model, ModelConfig};
+
+fn write_report(report: &serde_json::Value, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    match path {
+        Some(p) => std::fs::write(p, text)
+            .with_context(|| format!("writing the report to {}", p.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+fn model_report(model: &Model, source: serde_json::Value) -> serde_json::Value {
+    let f = model.report();
+    json!({
+        "events": f.events,
+        "anomalies": f.anomalies,
+        "anomaly_counts": f.anomaly_counts,
+        "run": source,
+    })
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32> {
+    let Some(brokers) = conn.brokers.clone() else {
+        anyhow::bail!("inspect needs --brokers HOST:PORT (the Kafka to observe)");
+    };
+    let mut settings = KafkaSettings::new(brokers.clone());
+    settings.extra = conn.kafka_config.clone();
+    let mut cfg = ModelConfig::default();
+    if let Some(paths) = &args.json_paths {
+        cfg.decode.plain = paths
+            .parse::<PlainJsonPaths>()
+            .map_err(|e| anyhow::anyhow!("--json-paths: {e}"))?;
+    }
+    let probe = settings.clone();
+    tokio::task::spawn_blocking(move || probe.probe(Duration::from_secs(5))).await??;
+    let counts = {
+        let s = settings.clone();
+        tokio::task::spawn_blocking(move || s.partition_counts(Duration::from_secs(5))).await??
+    };
+    let topics: Vec<String> = if args.topics.is_empty() {
+        counts
+            .keys()
+            .filter(|t| !t.starts_with("__"))
+            .cloned()
+            .collect()
+    } else {
+        for t in &args.topics {
+            if !counts.contains_key(t) {
+                anyhow::bail!("topic '{t}' does not exist on {brokers}");
+            }
+        }
+        args.topics.clone()
+    };
+    let topic_refs: Vec<String> = topics.clone();
+    let highs = {
+        let s = settings.clone();
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = topic_refs.iter().map(String::as_str).collect();
+            s.high_watermarks(&refs, Duration::from_secs(5))
+        })
+        .await??
+    };
+    eprintln!(
+        "inspecting {} topic(s) on {brokers}: {} records to read",
+        topics.len(),
+        highs.values().sum::<i64>()
+    );
+    let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
+    let (status_tx, status_rx) = watch::channel(TapStatus::Connecting);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tap = tokio::spawn(tap::run(
+        settings,
+        TopicSelection::Named(topics.clone()),
+        records_tx,
+        status_tx,
+        stop_rx,
+    ));
+    let mut model = Model::new(cfg);
+    let mut export = match &args.export {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut seen: HashMap<(String, i32), i64> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut reached_end_at: Option<Instant> = None;
+    loop {
+        let caught_up = highs
+            .iter()
+            .all(|(tp, h)| seen.get(tp).copied().unwrap_or(0) >= *h);
+        if caught_up && reached_end_at.is_none() {
+            reached_end_at = Some(Instant::now());
+        }
+        if let Some(t) = reached_end_at {
+            if t.elapsed() >= Duration::from_secs(args.settle) {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "timed out before reaching the end of every partition; reporting what was read"
+            );
+            break;
+        }
+        if let TapStatus::Error { reason } = &*status_rx.borrow() {
+            eprintln!("tap: {reason}");
+        }
+        match tokio::time::timeout(Duration::from_millis(200), records_rx.recv()).await {
+            Ok(Some(r)) => {
+                let e = seen.entry((r.topic.clone(), r.partition)).or_insert(0);
+                *e = (*e).max(r.offset + 1);
+                if let Some(w) = &mut export {
+                    writeln!(w, "{}", jsonl::to_line(&r)?)?;
+                }
+                model.ingest(&r, now_ms())?;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                model.tick(now_ms());
+            }
+        }
+    }
+    model.tick(now_ms());
+    let _ = stop_tx.send(true);
+    let _ = tap.await;
+    if let Some(mut w) = export {
+        w.flush()?;
+    }
+    let report = model_report(&model, json!({"brokers": brokers, "topics": topics}));
+    write_report(&report, args.report.as_deref())?;
+    eprintln!(
+        "{} records, anomalies {}",
+        model.log().len(),
+        report["anomaly_counts"]
+    );
+    Ok(0)
+}
+
+pub fn load(path: &std::path::Path) -> anyhow::Result<Model> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Model::from_jsonl(ModelConfig::default(), std::io::BufReader::new(f), 60_000)
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+pub fn import(args: &ImportArgs) -> anyhow::Result<i32> {
+    let model = load(&args.file)?;
+    let report = model_report(&model, json!({"file": args.file.display().to_string()}));
+    write_report(&report, args.report.as_deref())?;
+    eprintln!(
+        "{} records, anomalies {}",
+        model.log().len(),
+        report["anomaly_counts"]
+    );
+    Ok(0)
+}

@@ -1,0 +1,833 @@
+//! The append-only observed log and its indexes. Pure data structure, no I/O.
+//!
+//! Every appended record gets a global, dense [`LogIndex`] (0, 1, 2, …). Rows are compact:
+//! strings (topic, type, source, ids, header names) are interned as 4-byte [`Sym`]s, the raw
+//! key/headers/value are packed into a chunked byte arena, and the payload is parsed only on
+//! demand ([`ObservedLog::event`], [`ObservedLog::payload`]). Undecodable records are kept as
+//! poison rows with their raw bytes.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::num::NonZeroU32;
+
+use hashbrown::HashTable;
+use serde::Serialize;
+use smallvec::SmallVec;
+
+use super::envelope::{
+    decode, decode_envelope, DecodeConfig, EnvelopeFormat, ObservedEvent, VersionKind,
+};
+use super::record::{is_command_topic, Record};
+
+/// Position of a record in the observed log (arrival order, dense from 0).
+pub type LogIndex = u32;
+
+/// A list of log indices; most lists are short, so up to four live inline.
+pub type IndexList = SmallVec<[LogIndex; 4]>;
+
+/// An interned string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sym(NonZeroU32);
+
+impl Sym {
+    fn slot(self) -> usize {
+        (self.0.get() - 1) as usize
+    }
+}
+
+/// A small, fast hasher for integer keys (FxHash). Not DoS-resistant; keys are our own symbols.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_i32(&mut self, i: i32) {
+        self.add(u64::from(i as u32));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.add(i as u64);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(FX_SEED);
+    }
+}
+
+/// `HashMap` with [`FxHasher`], for keys made of [`Sym`]s and integers.
+pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// String interner: one contiguous arena plus a hash table of symbol numbers.
+#[derive(Default)]
+pub struct Interner {
+    arena: String,
+    ends: Vec<usize>,
+    table: HashTable<Sym>,
+    hasher: RandomState,
+}
+
+impl Interner {
+    fn str_at<'a>(arena: &'a str, ends: &[usize], sym: Sym) -> &'a str {
+        let i = sym.slot();
+        let start = if i == 0 {
+            0
+        } else {
+            ends.get(i - 1).copied().unwrap_or(0)
+        };
+        let end = ends.get(i).copied().unwrap_or(start);
+        arena.get(start..end).unwrap_or("")
+    }
+
+    /// Intern `s`. `None` only if the interner is full (4 billion strings).
+    pub fn intern(&mut self, s: &str) -> Option<Sym> {
+        let hash = self.hasher.hash_one(s);
+        let Interner {
+            arena,
+            ends,
+            table,
+            hasher,
+        } = self;
+        if let Some(sym) = table.find(hash, |&sym| Self::str_at(arena, ends, sym) == s) {
+            return Some(*sym);
+        }
+        let n = u32::try_from(ends.len() + 1).ok()?;
+        let sym = Sym(NonZeroU32::new(n)?);
+        arena.push_str(s);
+        ends.push(arena.len());
+        table.insert_unique(hash, sym, |&sym| {
+            hasher.hash_one(Self::str_at(arena, ends, sym))
+        });
+        Some(sym)
+    }
+
+    /// The symbol of `s`, if it was interned.
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        let hash = self.hasher.hash_one(s);
+        self.table
+            .find(hash, |&sym| Self::str_at(&self.arena, &self.ends, sym) == s)
+            .copied()
+    }
+
+    /// The string of a symbol (empty for a symbol from another interner).
+    pub fn resolve(&self, sym: Sym) -> &str {
+        Self::str_at(&self.arena, &self.ends, sym)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+/// Where a blob lives in the [`ByteArena`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    chunk: u32,
+    start: u32,
+    len: u32,
+}
+
+/// Append-only byte storage in fixed-size chunks (no big reallocations, no per-row allocation).
+#[derive(Default)]
+struct ByteArena {
+    chunks: Vec<Vec<u8>>,
+    /// The chunk currently being filled.
+    current: Option<usize>,
+}
+
+const CHUNK: usize = 4 << 20;
+
+impl ByteArena {
+    fn push(&mut self, bytes: &[u8]) -> Option<Span> {
+        let len = u32::try_from(bytes.len()).ok()?;
+        if bytes.len() > CHUNK / 4 {
+            let chunk = u32::try_from(self.chunks.len()).ok()?;
+            self.chunks.push(bytes.to_vec());
+            return Some(Span {
+                chunk,
+                start: 0,
+                len,
+            });
+        }
+        let fits = self
+            .current
+            .and_then(|c| self.chunks.get(c))
+            .is_some_and(|c| c.capacity() - c.len() >= bytes.len());
+        if !fits {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+            self.current = Some(self.chunks.len() - 1);
+        }
+        let c = self.current?;
+        let chunk = self.chunks.get_mut(c)?;
+        let start = u32::try_from(chunk.len()).ok()?;
+        chunk.extend_from_slice(bytes);
+        Some(Span {
+            chunk: u32::try_from(c).ok()?,
+            start,
+            len,
+        })
+    }
+
+    fn get(&self, s: Span) -> Option<&[u8]> {
+        let start = s.start as usize;
+        self.chunks
+            .get(s.chunk as usize)?
+            .get(start..start + s.len as usize)
+    }
+
+    fn bytes_used(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum()
+    }
+}
+
+/// Decoded envelope facts of a row, as symbols. `None` = the envelope did not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventMeta {
+    pub event_id: Sym,
+    pub event_type: Option<Sym>,
+    pub source: Option<Sym>,
+    pub aggregate_id: Option<Sym>,
+    pub correlation_id: Option<Sym>,
+    pub causation_id: Option<Sym>,
+    pub trace_id: Option<Sym>,
+    order: i64,
+    order_kind: u8,
+    format: u8,
+    /// First time this event id was observed (later deliveries are redeliveries).
+    pub first_delivery: bool,
+    /// The record sits on a command topic.
+    pub is_command: bool,
+}
+
+impl EventMeta {
+    /// The aggregate version, else the sequence.
+    pub fn order_key(&self) -> Option<(VersionKind, i64)> {
+        match self.order_kind {
+            1 => Some((VersionKind::AggregateVersion, self.order)),
+            2 => Some((VersionKind::Sequence, self.order)),
+            _ => None,
+        }
+    }
+
+    pub fn format(&self) -> Option<EnvelopeFormat> {
+        EnvelopeFormat::from_u8(self.format)
+    }
+}
+
+/// What a row holds once decoding was attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    Event(EventMeta),
+    /// Undecodable; `error` is the interned [`super::envelope::DecodeError`] message.
+    Poison {
+        error: Sym,
+    },
+}
+
+/// One observed record, compact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub topic: Sym,
+    pub partition: i32,
+    pub offset: i64,
+    timestamp_ms: i64,
+    /// Time used to place the row on the time axis: broker timestamp, else event time,
+    /// else the observer's `now_ms` at append.
+    pub time_ms: i64,
+    blob: Span,
+    pub kind: RowKind,
+}
+
+const NO_TS: i64 = i64::MIN;
+const NONE_LEN: u32 = u32::MAX;
+
+impl Row {
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        (self.timestamp_ms != NO_TS).then_some(self.timestamp_ms)
+    }
+    pub fn meta(&self) -> Option<&EventMeta> {
+        match &self.kind {
+            RowKind::Event(m) => Some(m),
+            RowKind::Poison { .. } => None,
+        }
+    }
+    pub fn is_poison(&self) -> bool {
+        matches!(self.kind, RowKind::Poison { .. })
+    }
+}
+
+/// Counters for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LogStats {
+    /// Records appended (events + poison).
+    pub observed: u64,
+    /// Distinct event ids.
+    pub unique: u64,
+    /// Decoded records whose event id had been seen before.
+    pub duplicate_deliveries: u64,
+    /// Undecodable records.
+    pub poison: u64,
+}
+
+/// Appending failed; the log is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    #[error("the observed log is full ({0} records)")]
+    Full(usize),
+    #[error("record of {0} bytes is too large to store")]
+    TooLarge(usize),
+}
+
+/// The append-only observed log with its indexes.
+pub struct ObservedLog {
+    cfg: DecodeConfig,
+    strings: Interner,
+    bytes: ByteArena,
+    rows: Vec<Row>,
+    /// Running maximum of `time_ms` (monotone), for time search.
+    time_max: Vec<i64>,
+    by_event: FxMap<Sym, IndexList>,
+    by_correlation: FxMap<Sym, IndexList>,
+    by_causation: FxMap<Sym, IndexList>,
+    by_aggregate: FxMap<Sym, IndexList>,
+    by_trace: FxMap<Sym, IndexList>,
+    by_partition: FxMap<(Sym, i32), Vec<LogIndex>>,
+    stats: LogStats,
+    scratch: Vec<u8>,
+}
+
+impl Default for ObservedLog {
+    fn default() -> Self {
+        Self::new(DecodeConfig::default())
+    }
+}
+
+static EMPTY: [LogIndex; 0] = [];
+
+impl ObservedLog {
+    pub fn new(cfg: DecodeConfig) -> Self {
+        ObservedLog {
+            cfg,
+            strings: Interner::default(),
+            bytes: ByteArena::default(),
+            rows: Vec::new(),
+            time_max: Vec::new(),
+            by_event: FxMap::default(),
+            by_correlation: FxMap::default(),
+            by_causation: FxMap::default(),
+            by_aggregate: FxMap::default(),
+            by_trace: FxMap::default(),
+            by_partition: FxMap::default(),
+            stats: LogStats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn decode_config(&self) -> &DecodeConfig {
+        &self.cfg
+    }
+
+    /// Decode and append one record; O(1) amortised. Undecodable records become poison rows.
+    pub fn append(&mut self, rec: &Record, now_ms: i64) -> Result<LogIndex, LogError> {
+        let idx =
+            LogIndex::try_from(self.rows.len()).map_err(|_| LogError::Full(self.rows.len()))?;
+        if idx == LogIndex::MAX {
+            return Err(LogError::Full(self.rows.len()));
+        }
+        let too_large = || LogError::TooLarge(rec.approx_size());
+        let topic = self.strings.intern(&rec.topic).ok_or_else(too_large)?;
+        let blob = self.store_blob(rec).ok_or_else(too_large)?;
+        let decoded = decode_envelope(rec, &self.cfg);
+        let (kind, event_time) = match decoded {
+            Ok(ev) => {
+                let meta = self.intern_meta(&ev, rec).ok_or_else(too_large)?;
+                (RowKind::Event(meta), ev.time_ms)
+            }
+            Err(e) => {
+                let error = self.strings.intern(&e.to_string()).ok_or_else(too_large)?;
+                (RowKind::Poison { error }, None)
+            }
+        };
+        let time_ms = rec.timestamp_ms.or(event_time).unwrap_or(now_ms);
+        let row = Row {
+            topic,
+            partition: rec.partition,
+            offset: rec.offset,
+            timestamp_ms: rec.timestamp_ms.unwrap_or(NO_TS),
+            time_ms,
+            blob,
+            kind,
+        };
+        self.index_row(idx, &row);
+        let prev_max = self.time_max.last().copied().unwrap_or(i64::MIN);
+        self.time_max.push(prev_max.max(time_ms));
+        self.rows.push(row);
+        Ok(idx)
+    }
+
+    fn intern_meta(&mut self, ev: &ObservedEvent, rec: &Record) -> Option<EventMeta> {
+        let s = &mut self.strings;
+        let mut opt = |v: &Option<String>| -> Option<Option<Sym>> {
+            match v {
+                None => Some(None),
+                Some(v) => s.intern(v).map(Some),
+            }
+        };
+        let event_type = opt(&ev.event_type)?;
+        let source = opt(&ev.source)?;
+        let aggregate_id = opt(&ev.aggregate_id)?;
+        let correlation_id = opt(&ev.correlation_id)?;
+        let causation_id = opt(&ev.causation_id)?;
+        let trace_id = opt(&ev.trace_id)?;
+        let event_id = self.strings.intern(&ev.event_id)?;
+        let (order_kind, order) = match ev.order_key() {
+            Some((VersionKind::AggregateVersion, v)) => (1, v),
+            Some((VersionKind::Sequence, v)) => (2, v),
+            None => (0, 0),
+        };
+        Some(EventMeta {
+            event_id,
+            event_type,
+            source,
+            aggregate_id,
+            correlation_id,
+            causation_id,
+            trace_id,
+            order,
+            order_kind,
+            format: ev.format.as_u8(),
+            first_delivery: !self.by_event.contains_key(&event_id),
+            is_command: is_command_topic(&rec.topic),
+        })
+    }
+
+    fn index_row(&mut self, idx: LogIndex, row: &Row) {
+        self.stats.observed += 1;
+        self.by_partition
+            .entry((row.topic, row.partition))
+            .or_default()
+            .push(idx);
+        let RowKind::Event(m) = row.kind else {
+            self.stats.poison += 1;
+            return;
+        };
+        if m.first_delivery {
+            self.stats.unique += 1;
+        } else {
+            self.stats.duplicate_deliveries += 1;
+        }
+        self.by_event.entry(m.event_id).or_default().push(idx);
+        let add = |map: &mut FxMap<Sym, IndexList>, k: Option<Sym>| {
+            if let Some(k) = k {
+                map.entry(k).or_default().push(idx);
+            }
+        };
+        add(&mut self.by_correlation, m.correlation_id);
+        add(&mut self.by_causation, m.causation_id);
+        add(&mut self.by_aggregate, m.aggregate_id);
+        add(&mut self.by_trace, m.trace_id);
+    }
+
+    /// Pack key, headers and value: `[opt key][u32 n][n × (u32 name sym, opt value)][opt value]`,
+    /// where `opt` is a u32 length (`u32::MAX` = absent) followed by the bytes.
+    fn store_blob(&mut self, rec: &Record) -> Option<Span> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let ok = (|| {
+            put_opt(&mut buf, rec.key.as_deref())?;
+            buf.extend_from_slice(&u32::try_from(rec.headers.len()).ok()?.to_le_bytes());
+            for (name, value) in &rec.headers {
+                let sym = self.strings.intern(name)?;
+                buf.extend_from_slice(&sym.0.get().to_le_bytes());
+                put_opt(&mut buf, value.as_deref())?;
+            }
+            put_opt(&mut buf, rec.value.as_deref())
+        })();
+        let span = ok.and_then(|()| self.bytes.push(&buf));
+        self.scratch = buf;
+        span
+    }
+
+    // ---- access ----
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.stats
+    }
+
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    pub fn row(&self, idx: LogIndex) -> Option<&Row> {
+        self.rows.get(idx as usize)
+    }
+
+    pub fn meta(&self, idx: LogIndex) -> Option<&EventMeta> {
+        self.row(idx).and_then(Row::meta)
+    }
+
+    pub fn resolve(&self, sym: Sym) -> &str {
+        self.strings.resolve(sym)
+    }
+
+    pub fn resolve_opt(&self, sym: Option<Sym>) -> Option<&str> {
+        sym.map(|s| self.strings.resolve(s))
+    }
+
+    /// The symbol of a string if any row mentions it.
+    pub fn sym(&self, s: &str) -> Option<Sym> {
+        self.strings.get(s)
+    }
+
+    /// The decode error message of a poison row.
+    pub fn poison_error(&self, idx: LogIndex) -> Option<&str> {
+        match self.row(idx)?.kind {
+            RowKind::Poison { error } => Some(self.resolve(error)),
+            RowKind::Event(_) => None,
+        }
+    }
+
+    /// The raw record back, byte for byte.
+    pub fn record(&self, idx: LogIndex) -> Option<Record> {
+        let row = self.row(idx)?;
+        let mut r = Reader(self.bytes.get(row.blob)?);
+        let key = r.opt()?;
+        let n = r.u32()?;
+        let mut headers = Vec::with_capacity(n.min(1024) as usize);
+        for _ in 0..n {
+            let name = Sym(NonZeroU32::new(r.u32()?)?);
+            headers.push((self.resolve(name).to_owned(), r.opt()?));
+        }
+        let value = r.opt()?;
+        Some(Record {
+            topic: self.resolve(row.topic).to_owned(),
+            partition: row.partition,
+            offset: row.offset,
+            timestamp_ms: row.timestamp_ms(),
+            key,
+            headers,
+            value,
+        })
+    }
+
+    /// The decoded event, payload included (re-decoded from the raw bytes). `None` for poison.
+    pub fn event(&self, idx: LogIndex) -> Option<ObservedEvent> {
+        self.meta(idx)?;
+        decode(&self.record(idx)?, &self.cfg).ok()
+    }
+
+    /// Just the JSON payload of a row, parsed on demand.
+    pub fn payload(&self, idx: LogIndex) -> Option<serde_json::Value> {
+        self.event(idx).and_then(|e| e.payload)
+    }
+
+    fn list(map: &FxMap<Sym, IndexList>, key: Option<Sym>) -> &[LogIndex] {
+        key.and_then(|k| map.get(&k))
+            .map_or(&EMPTY[..], |v| v.as_slice())
+    }
+
+    /// Every delivery of an event id, in arrival order.
+    pub fn deliveries(&self, event_id: &str) -> &[LogIndex] {
+        Self::list(&self.by_event, self.sym(event_id))
+    }
+    pub fn deliveries_of(&self, event_id: Sym) -> &[LogIndex] {
+        Self::list(&self.by_event, Some(event_id))
+    }
+    /// Whether any row carries this event id.
+    pub fn has_event(&self, event_id: Sym) -> bool {
+        self.by_event.contains_key(&event_id)
+    }
+    /// The records of a correlation chain, in arrival order.
+    pub fn chain(&self, correlation_id: &str) -> &[LogIndex] {
+        Self::list(&self.by_correlation, self.sym(correlation_id))
+    }
+    pub fn chain_of(&self, correlation_id: Sym) -> &[LogIndex] {
+        Self::list(&self.by_correlation, Some(correlation_id))
+    }
+    /// The records caused by an event id (whose causation id is `event_id`).
+    pub fn children(&self, event_id: &str) -> &[LogIndex] {
+        Self::list(&self.by_causation, self.sym(event_id))
+    }
+    /// The records of an aggregate (subject / key), in arrival order.
+    pub fn aggregate(&self, aggregate_id: &str) -> &[LogIndex] {
+        Self::list(&self.by_aggregate, self.sym(aggregate_id))
+    }
+    pub fn aggregate_of(&self, aggregate_id: Sym) -> &[LogIndex] {
+        Self::list(&self.by_aggregate, Some(aggregate_id))
+    }
+    /// The records of one trace.
+    pub fn trace(&self, trace_id: &str) -> &[LogIndex] {
+        Self::list(&self.by_trace, self.sym(trace_id))
+    }
+    /// The records of one topic-partition in arrival order (offsets via [`Row::offset`]).
+    pub fn partition(&self, topic: &str, partition: i32) -> &[LogIndex] {
+        self.sym(topic)
+            .and_then(|t| self.by_partition.get(&(t, partition)))
+            .map_or(&EMPTY[..], Vec::as_slice)
+    }
+    /// All (topic, partition) pairs seen, sorted.
+    pub fn topic_partitions(&self) -> Vec<(String, i32)> {
+        let mut v: Vec<(String, i32)> = self
+            .by_partition
+            .keys()
+            .map(|(t, p)| (self.resolve(*t).to_owned(), *p))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether `idx` is the first delivery of its event id (false for poison).
+    pub fn is_first_delivery(&self, idx: LogIndex) -> bool {
+        self.meta(idx).is_some_and(|m| m.first_delivery)
+    }
+
+    /// The first row whose time is at or after `time_ms`.
+    pub fn first_at_or_after(&self, time_ms: i64) -> Option<LogIndex> {
+        let i = self.time_max.partition_point(|&t| t < time_ms);
+        LogIndex::try_from(i).ok().filter(|_| i < self.rows.len())
+    }
+
+    /// Rough heap bytes held (arena + rows); indexes not included.
+    pub fn approx_bytes(&self) -> usize {
+        self.bytes.bytes_used()
+            + self.rows.capacity() * std::mem::size_of::<Row>()
+            + self.time_max.capacity() * 8
+    }
+}
+
+fn put_opt(buf: &mut Vec<u8>, b: Option<&[u8]>) -> Option<()> {
+    match b {
+        None => buf.extend_from_slice(&NONE_LEN.to_le_bytes()),
+        Some(b) => {
+            let len = u32::try_from(b.len()).ok().filter(|&l| l != NONE_LEN)?;
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(b);
+        }
+    }
+    Some(())
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.take(4)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    }
+    fn opt(&mut self) -> Option<Option<Vec<u8>>> {
+        match self.u32()? {
+            NONE_LEN => Some(None),
+            n => Some(Some(self.take(n as usize)?.to_vec())),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A CloudEvents binary record for fixtures.
+    pub(crate) struct Ev<'a> {
+        pub topic: &'a str,
+        pub partition: i32,
+        pub offset: i64,
+        pub id: &'a str,
+        pub ty: &'a str,
+        pub agg: &'a str,
+        pub corr: Option<&'a str>,
+        pub cause: Option<&'a str>,
+        pub version: Option<i64>,
+        pub ts: i64,
+        pub payload: &'a str,
+    }
+
+    impl Default for Ev<'_> {
+        fn default() -> Self {
+            Ev {
+                topic: "orders",
+                partition: 0,
+                offset: 0,
+                id: "e",
+                ty: "OrderCreated",
+                agg: "order-1",
+                corr: Some("corr-1"),
+                cause: None,
+                version: None,
+                ts: 0,
+                payload: "{}",
+            }
+        }
+    }
+
+    impl Ev<'_> {
+        pub(crate) fn rec(&self) -> Record {
+            let mut r = Record::new(self.topic, self.partition, self.offset)
+                .with_key(self.agg)
+                .with_timestamp(self.ts)
+                .with_header("ce_specversion", "1.0")
+                .with_header("ce_id", self.id)
+                .with_header("ce_type", self.ty)
+                .with_header("ce_source", "/test")
+                .with_header("ce_subject", self.agg)
+                .with_header("content-type", "application/json")
+                .with_value(self.payload.as_bytes().to_vec());
+            if let Some(c) = self.corr {
+                r = r.with_header("ce_correlationid", c);
+            }
+            if let Some(c) = self.cause {
+                r = r.with_header("ce_causationid", c);
+            }
+            if let Some(v) = self.version {
+                r = r.with_header("ce_aggregateversion", &v.to_string());
+            }
+            r
+        }
+    }
+
+    #[test]
+    fn interner_roundtrip() {
+        let mut i = Interner::default();
+        let a = i.intern("alpha").unwrap();
+        let b = i.intern("").unwrap();
+        let c = i.intern("gamma").unwrap();
+        assert_eq!(i.intern("alpha"), Some(a));
+        assert_eq!(i.resolve(a), "alpha");
+        assert_eq!(i.resolve(b), "");
+        assert_eq!(i.resolve(c), "gamma");
+        assert_eq!(i.get("gamma"), Some(c));
+        assert_eq!(i.get("delta"), None);
+        for n in 0..10_000 {
+            i.intern(&format!("s{n}")).unwrap();
+        }
+        assert_eq!(i.resolve(i.get("s9999").unwrap()), "s9999");
+        assert_eq!(i.len(), 10_003);
+    }
+
+    #[test]
+    fn append_index_and_roundtrip() {
+        let mut log = ObservedLog::default();
+        let e1 = Ev {
+            id: "a",
+            version: Some(1),
+            ..Ev::default()
+        }
+        .rec();
+        let e2 = Ev {
+            id: "b",
+            cause: Some("a"),
+            topic: "payments.commands",
+            ty: "ProcessPayment",
+            partition: 2,
+            offset: 7,
+            ..Ev::default()
+        }
+        .rec();
+        let mut poison = Record::new("orders", 0, 1).with_value(vec![0xff, 0, 1]);
+        poison.headers.push(("weird".into(), None));
+        poison.headers.push(("bin".into(), Some(vec![0x80])));
+        let i1 = log.append(&e1, 10).unwrap();
+        let i2 = log.append(&e2, 11).unwrap();
+        let i3 = log.append(&poison, 12).unwrap();
+        let i4 = log.append(&e1, 13).unwrap();
+        assert_eq!((i1, i2, i3, i4), (0, 1, 2, 3));
+        assert_eq!(log.record(i1).as_ref(), Some(&e1));
+        assert_eq!(log.record(i2).as_ref(), Some(&e2));
+        assert_eq!(log.record(i3).as_ref(), Some(&poison));
+        assert!(log.poison_error(i3).is_some());
+        assert_eq!(log.deliveries("a"), &[0, 3]);
+        assert_eq!(log.chain("corr-1"), &[0, 1, 3]);
+        assert_eq!(log.children("a"), &[1]);
+        assert_eq!(log.aggregate("order-1"), &[0, 1, 3]);
+        assert_eq!(log.partition("orders", 0), &[0, 2, 3]);
+        assert_eq!(log.partition("payments.commands", 2), &[1]);
+        assert!(log.meta(1).unwrap().is_command);
+        assert!(log.is_first_delivery(0) && !log.is_first_delivery(3));
+        assert_eq!(
+            log.stats(),
+            LogStats {
+                observed: 4,
+                unique: 2,
+                duplicate_deliveries: 1,
+                poison: 1
+            }
+        );
+        assert_eq!(log.payload(0), Some(serde_json::json!({})));
+        assert_eq!(
+            log.meta(0).unwrap().order_key(),
+            Some((VersionKind::AggregateVersion, 1))
+        );
+    }
+
+    #[test]
+    fn time_search() {
+        let mut log = ObservedLog::default();
+        for (i, ts) in [100, 300, 200, 400].into_iter().enumerate() {
+            let id = format!("e{i}");
+            log.append(
+                &Ev {
+                    id: &id,
+                    ts,
+                    ..Ev::default()
+                }
+                .rec(),
+                0,
+            )
+            .unwrap();
+        }
+        assert_eq!(log.first_at_or_after(0), Some(0));
+        assert_eq!(log.first_at_or_after(150), Some(1));
+        assert_eq!(log.first_at_or_after(300), Some(1));
+        assert_eq!(log.first_at_or_after(301), Some(3));
+        assert_eq!(log.first_at_or_after(401), None);
+    }
+
+    #[test]
+    fn big_values_get_their_own_chunk() {
+        let mut log = ObservedLog::default();
+        let big = Record::new("t", 0, 0).with_value(vec![7u8; CHUNK]);
+        let i = log.append(&big, 0).unwrap();
+        let small = Record::new("t", 0, 1).with_value(b"x".to_vec());
+        let j = log.append(&small, 0).unwrap();
+        assert_eq!(log.record(i).as_ref(), Some(&big));
+        assert_eq!(log.record(j).as_ref(), Some(&small));
+    }
+}

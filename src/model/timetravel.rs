@@ -1,0 +1,560 @@
+//! Time travel: a cursor over the global log, an aggregate's state at the cursor (a [`Fold`] with
+//! snapshots every N applied events), and the JSON diff made by the last event.
+//!
+//! The cursor only changes through [`CursorCommand`]s ([`Cursor::apply`]).
+//! A fold sees each event id once (its first delivery), like an idempotent consumer.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::envelope::ObservedEvent;
+use super::log::{LogIndex, ObservedLog, Sym};
+
+// ---------------------------------------------------------------- cursor
+
+/// Where the user stands in the log: records `0..=pos` have "happened".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Cursor {
+    pos: Option<LogIndex>,
+}
+
+/// Ways to move the cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CursorCommand {
+    /// Move by `n` records (negative: back); clamped to the log.
+    Step(i64),
+    /// Go to a log index (clamped).
+    JumpTo(LogIndex),
+    /// Go to the first record at or after a time (ms); past the end: the last record.
+    JumpToTime(i64),
+    NextAnomaly,
+    PrevAnomaly,
+    ToStart,
+    ToEnd,
+}
+
+impl Cursor {
+    pub fn at(idx: LogIndex) -> Self {
+        Cursor { pos: Some(idx) }
+    }
+
+    /// The current log index; `None` while the log is empty.
+    pub fn pos(&self) -> Option<LogIndex> {
+        self.pos
+    }
+
+    /// Apply one command. `anomalies` are the log indices anomalies are reported at.
+    pub fn apply(&mut self, cmd: CursorCommand, log: &ObservedLog, anomalies: &BTreeSet<LogIndex>) {
+        let Some(last) = log.len().checked_sub(1) else {
+            self.pos = None;
+            return;
+        };
+        let last = LogIndex::try_from(last).unwrap_or(LogIndex::MAX);
+        let cur = self.pos.unwrap_or(0).min(last);
+        let new = match cmd {
+            CursorCommand::Step(n) => {
+                let target = i64::from(cur).saturating_add(n).clamp(0, i64::from(last));
+                LogIndex::try_from(target).unwrap_or(cur)
+            }
+            CursorCommand::JumpTo(i) => i.min(last),
+            CursorCommand::JumpToTime(t) => log.first_at_or_after(t).unwrap_or(last),
+            CursorCommand::NextAnomaly => anomalies
+                .range(cur.saturating_add(1)..)
+                .next()
+                .copied()
+                .filter(|&i| i <= last)
+                .unwrap_or(cur),
+            CursorCommand::PrevAnomaly => {
+                anomalies.range(..cur).next_back().copied().unwrap_or(cur)
+            }
+            CursorCommand::ToStart => 0,
+            CursorCommand::ToEnd => last,
+        };
+        self.pos = Some(new);
+    }
+}
+
+// ---------------------------------------------------------------- folds
+
+/// How an aggregate's events become its state. Must be pure and deterministic: snapshots are
+/// cached per fold name.
+pub trait Fold: Send + Sync {
+    /// Unique name; the snapshot cache is keyed by it.
+    fn name(&self) -> &str;
+    fn initial(&self) -> Value {
+        Value::Null
+    }
+    /// Whether a record of the aggregate takes part (decided from cheap row facts, no decoding).
+    fn accepts(&self, _topic: &str, _event_type: Option<&str>, _is_command: bool) -> bool {
+        true
+    }
+    fn apply(&self, state: Value, event: &ObservedEvent, payload: &Value) -> Value;
+}
+
+/// The default fold for foreign aggregates: deep object merge of the payloads, plus
+/// `_version` (the event's version/sequence, else previous + 1) and `_last_type`.
+/// Commands (`*.commands` topics) are skipped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonMergeFold;
+
+impl Fold for JsonMergeFold {
+    fn name(&self) -> &str {
+        "json-merge"
+    }
+    fn initial(&self) -> Value {
+        Value::Object(Map::new())
+    }
+    fn accepts(&self, _topic: &str, _event_type: Option<&str>, is_command: bool) -> bool {
+        !is_command
+    }
+    fn apply(&self, state: Value, event: &ObservedEvent, payload: &Value) -> Value {
+        let mut obj = match state {
+            Value::Object(o) => o,
+            _ => Map::new(),
+        };
+        let prev_version = obj.get("_version").and_then(Value::as_i64).unwrap_or(0);
+        match payload {
+            Value::Object(p) => merge_into(&mut obj, p),
+            Value::Null => {}
+            other => {
+                obj.insert("_payload".into(), other.clone());
+            }
+        }
+        let version = event
+            .order_key()
+            .map_or(prev_version.saturating_add(1), |(_, v)| v);
+        obj.insert("_version".into(), Value::from(version));
+        obj.insert(
+            "_last_type".into(),
+            event.event_type.clone().map_or(Value::Null, Value::String),
+        );
+        Value::Object(obj)
+    }
+}
+
+fn merge_into(dst: &mut Map<String, Value>, src: &Map<String, Value>) {
+    for (k, v) in src {
+        match (dst.get_mut(k), v) {
+            (Some(Value::Object(d)), Value::Object(s)) => merge_into(d, s),
+            _ => {
+                dst.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- diff
+
+/// One changed path (JSON Pointer) between two states. `None` = absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonChange {
+    pub path: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+}
+
+/// The changed leaves between two JSON values, as JSON Pointer paths in key order.
+pub fn json_diff(old: &Value, new: &Value) -> Vec<JsonChange> {
+    let mut out = Vec::new();
+    diff_at(&mut String::new(), Some(old), Some(new), &mut out);
+    out
+}
+
+fn diff_at(path: &mut String, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<JsonChange>) {
+    match (old, new) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                diff_at(path, a.get(k), b.get(k), out);
+                path.truncate(len);
+            }
+        }
+        (Some(Value::Array(a)), Some(Value::Array(b))) => {
+            for i in 0..a.len().max(b.len()) {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&i.to_string());
+                diff_at(path, a.get(i), b.get(i), out);
+                path.truncate(len);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(JsonChange {
+            path: path.clone(),
+            old: a.cloned(),
+            new: b.cloned(),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------- state at a cursor
+
+/// An aggregate's state at a cursor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateState {
+    pub state: Value,
+    /// Events applied so far.
+    pub applied: usize,
+    /// Log index of the last applied event.
+    pub last_index: Option<LogIndex>,
+    /// What the last applied event changed.
+    pub diff: Vec<JsonChange>,
+    /// Events folded to answer this query (the tail after the snapshot).
+    pub replayed: usize,
+}
+
+#[derive(Clone)]
+struct Snap {
+    /// How many entries of the aggregate's index list are folded in.
+    list_pos: usize,
+    applied: usize,
+    last_index: Option<LogIndex>,
+    state: Value,
+}
+
+/// Snapshot cache and fold driver.
+pub struct StateEngine {
+    snapshot_every: usize,
+    cache: HashMap<(String, Sym), Vec<Snap>>,
+}
+
+impl Default for StateEngine {
+    fn default() -> Self {
+        Self::new(100)
+    }
+}
+
+fn accepted(log: &ObservedLog, fold: &dyn Fold, idx: LogIndex) -> bool {
+    match (log.row(idx), log.meta(idx)) {
+        (Some(row), Some(m)) if m.first_delivery => fold.accepts(
+            log.resolve(row.topic),
+            log.resolve_opt(m.event_type),
+            m.is_command,
+        ),
+        _ => false,
+    }
+}
+
+fn apply_one(log: &ObservedLog, fold: &dyn Fold, idx: LogIndex, state: Value) -> Value {
+    match log.event(idx) {
+        Some(ev) => {
+            let payload = ev.payload.clone().unwrap_or(Value::Null);
+            fold.apply(state, &ev, &payload)
+        }
+        None => state,
+    }
+}
+
+impl StateEngine {
+    /// Snapshot every `n` applied events (at least 1).
+    pub fn new(snapshot_every: usize) -> Self {
+        StateEngine {
+            snapshot_every: snapshot_every.max(1),
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn snapshot_every(&self) -> usize {
+        self.snapshot_every
+    }
+
+    /// Number of snapshots held (all aggregates).
+    pub fn snapshot_count(&self) -> usize {
+        self.cache.values().map(Vec::len).sum()
+    }
+
+    pub fn clear(&mut self) {
+        self.cache.clear();
+    }
+
+    /// The state of `aggregate_id` with every record up to and including `cursor` applied:
+    /// the nearest snapshot plus a short tail. `None` if the aggregate was never seen.
+    pub fn state_at(
+        &mut self,
+        log: &ObservedLog,
+        fold: &dyn Fold,
+        aggregate_id: &str,
+        cursor: LogIndex,
+    ) -> Option<AggregateState> {
+        let agg = log.sym(aggregate_id)?;
+        let list = log.aggregate_of(agg);
+        if list.is_empty() {
+            return None;
+        }
+        let k = list.partition_point(|&i| i <= cursor);
+        // The last applied event must be in the tail so that its diff can be computed.
+        let last_pos = (0..k)
+            .rev()
+            .find(|&p| list.get(p).is_some_and(|&i| accepted(log, fold, i)));
+        let snaps = self
+            .cache
+            .entry((fold.name().to_owned(), agg))
+            .or_insert_with(|| {
+                vec![Snap {
+                    list_pos: 0,
+                    applied: 0,
+                    last_index: None,
+                    state: fold.initial(),
+                }]
+            });
+        let limit = last_pos.unwrap_or(0);
+        let si = snaps
+            .partition_point(|s| s.list_pos <= limit)
+            .saturating_sub(1);
+        let is_last_snap = si + 1 == snaps.len();
+        let start = snaps.get(si).cloned()?;
+        let mut state = start.state;
+        let mut applied = start.applied;
+        let mut last_index = start.last_index;
+        let mut diff = Vec::new();
+        let mut replayed = 0;
+        for p in start.list_pos..k {
+            let Some(&idx) = list.get(p) else { break };
+            if !accepted(log, fold, idx) {
+                continue;
+            }
+            let before = (Some(p) == last_pos).then(|| state.clone());
+            state = apply_one(log, fold, idx, state);
+            applied += 1;
+            replayed += 1;
+            last_index = Some(idx);
+            if let Some(b) = before {
+                diff = json_diff(&b, &state);
+            }
+            if is_last_snap && applied % self.snapshot_every == 0 {
+                snaps.push(Snap {
+                    list_pos: p + 1,
+                    applied,
+                    last_index,
+                    state: state.clone(),
+                });
+            }
+        }
+        Some(AggregateState {
+            state,
+            applied,
+            last_index,
+            diff,
+            replayed,
+        })
+    }
+}
+
+/// Full replay without snapshots (reference implementation, and for comparisons).
+pub fn replay(
+    log: &ObservedLog,
+    fold: &dyn Fold,
+    aggregate_id: &str,
+    cursor: LogIndex,
+) -> Option<AggregateState> {
+    let list = log.aggregate(aggregate_id);
+    if list.is_empty() {
+        return None;
+    }
+    let visible = list.partition_point(|&i| i <= cursor);
+    let last_pos = (0..visible)
+        .rev()
+        .find(|&p| list.get(p).is_some_and(|&i| accepted(log, fold, i)));
+    let mut state = fold.initial();
+    let mut prev = Value::Null;
+    let mut applied = 0;
+    let mut last_index = None;
+    for (p, &idx) in list.iter().enumerate().take(visible) {
+        if !accepted(log, fold, idx) {
+            continue;
+        }
+        if Some(p) == last_pos {
+            prev = state.clone();
+        }
+        state = apply_one(log, fold, idx, state);
+        applied += 1;
+        last_index = Some(idx);
+    }
+    let diff = if applied > 0 {
+        json_diff(&prev, &state)
+    } else {
+        Vec::new()
+    };
+    Some(AggregateState {
+        state,
+        applied,
+        last_index,
+        diff,
+        replayed: applied,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::log::tests::Ev;
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn cursor_commands() {
+        let mut log = ObservedLog::default();
+        for i in 0..10 {
+            let id = format!("e{i}");
+            log.append(
+                &Ev {
+                    id: &id,
+                    ts: 100 * i,
+                    ..Ev::default()
+                }
+                .rec(),
+                0,
+            )
+            .unwrap();
+        }
+        let anomalies: BTreeSet<LogIndex> = [2, 7].into();
+        let mut c = Cursor::default();
+        let mut go = |cmd| {
+            c.apply(cmd, &log, &anomalies);
+            c.pos()
+        };
+        assert_eq!(go(CursorCommand::Step(1)), Some(1));
+        assert_eq!(go(CursorCommand::Step(-5)), Some(0));
+        assert_eq!(go(CursorCommand::Step(i64::MAX)), Some(9));
+        assert_eq!(go(CursorCommand::PrevAnomaly), Some(7));
+        assert_eq!(go(CursorCommand::PrevAnomaly), Some(2));
+        assert_eq!(go(CursorCommand::PrevAnomaly), Some(2));
+        assert_eq!(go(CursorCommand::NextAnomaly), Some(7));
+        assert_eq!(go(CursorCommand::NextAnomaly), Some(7));
+        assert_eq!(go(CursorCommand::JumpTo(4)), Some(4));
+        assert_eq!(go(CursorCommand::JumpTo(400)), Some(9));
+        assert_eq!(go(CursorCommand::JumpToTime(250)), Some(3));
+        assert_eq!(go(CursorCommand::JumpToTime(99_999)), Some(9));
+        assert_eq!(go(CursorCommand::ToStart), Some(0));
+        assert_eq!(go(CursorCommand::ToEnd), Some(9));
+        let mut empty = Cursor::default();
+        empty.apply(CursorCommand::Step(1), &ObservedLog::default(), &anomalies);
+        assert_eq!(empty.pos(), None);
+    }
+
+    #[test]
+    fn merge_fold_and_diff() {
+        let mut log = ObservedLog::default();
+        let recs = [
+            Ev {
+                id: "a",
+                payload: r#"{"status":"new","items":[1],"addr":{"city":"X"}}"#,
+                version: Some(1),
+                ..Ev::default()
+            },
+            Ev {
+                id: "b",
+                topic: "orders.commands",
+                payload: r#"{"cmd":true}"#,
+                ..Ev::default()
+            },
+            Ev {
+                id: "c",
+                payload: r#"{"status":"paid","addr":{"zip":"9"}}"#,
+                ty: "OrderPaid",
+                version: Some(2),
+                ..Ev::default()
+            },
+        ];
+        for r in &recs {
+            log.append(&r.rec(), 0).unwrap();
+        }
+        log.append(&recs[0].rec(), 0).unwrap(); // redelivery is not applied again
+        let mut eng = StateEngine::new(1);
+        let s = eng.state_at(&log, &JsonMergeFold, "order-1", 3).unwrap();
+        assert_eq!(
+            s.state,
+            json!({"status":"paid","items":[1],"addr":{"city":"X","zip":"9"},"_version":2,"_last_type":"OrderPaid"})
+        );
+        assert_eq!(s.applied, 2);
+        assert_eq!(s.last_index, Some(2));
+        let paths: Vec<&str> = s.diff.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["/_last_type", "/_version", "/addr/zip", "/status"]);
+        assert_eq!(s.diff[2].old, None);
+        assert_eq!(s.diff[3].old, Some(json!("new")));
+        assert_eq!(Some(s), replay(&log, &JsonMergeFold, "order-1", 3));
+        assert!(eng.state_at(&log, &JsonMergeFold, "nope", 3).is_none());
+    }
+
+    #[test]
+    fn diff_escapes_and_arrays() {
+        let d = json_diff(&json!({"a/b":[1,2],"t~":1}), &json!({"a/b":[1],"t~":1}));
+        assert_eq!(
+            d,
+            vec![JsonChange {
+                path: "/a~1b/1".into(),
+                old: Some(json!(2)),
+                new: None
+            }]
+        );
+        assert_eq!(json_diff(&json!(1), &json!(2))[0].path, "");
+    }
+
+    fn build_log(ops: &[(u8, u8, u8, bool, bool)]) -> ObservedLog {
+        let mut log = ObservedLog::default();
+        let mut ids = Vec::new();
+        for (n, &(agg, key, val, redeliver, command)) in ops.iter().enumerate() {
+            let id = if redeliver && !ids.is_empty() {
+                ids[n % ids.len()]
+            } else {
+                n
+            };
+            ids.push(id);
+            let id_s = format!("e{id}");
+            let agg_s = format!("agg-{agg}");
+            let payload = format!(r#"{{"k{key}":{val},"nested":{{"n{}":{val}}}}}"#, key % 2);
+            let topic = if command { "x.commands" } else { "x" };
+            log.append(
+                &Ev {
+                    id: &id_s,
+                    agg: &agg_s,
+                    topic,
+                    payload: &payload,
+                    ..Ev::default()
+                }
+                .rec(),
+                0,
+            )
+            .unwrap();
+        }
+        log
+    }
+
+    proptest! {
+        #[test]
+        fn snapshot_plus_tail_equals_full_replay(
+            ops in proptest::collection::vec((0u8..3, 0u8..5, 0u8..100, proptest::bool::weighted(0.1), proptest::bool::weighted(0.1)), 1..200),
+            every in 1usize..12,
+            cursors in proptest::collection::vec(0u32..220, 1..30),
+        ) {
+            let log = build_log(&ops);
+            let mut eng = StateEngine::new(every);
+            for c in cursors {
+                for agg in ["agg-0", "agg-1", "agg-2"] {
+                    let fast = eng.state_at(&log, &JsonMergeFold, agg, c).map(|mut s| { s.replayed = 0; s });
+                    let full = replay(&log, &JsonMergeFold, agg, c).map(|mut s| { s.replayed = 0; s });
+                    prop_assert_eq!(fast, full);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn warm_queries_replay_a_short_tail() {
+        let ops: Vec<_> = (0..1000u32)
+            .map(|i| (0u8, (i % 5) as u8, (i % 97) as u8, false, false))
+            .collect();
+        let log = build_log(&ops);
+        let mut eng = StateEngine::new(50);
+        let cold = eng.state_at(&log, &JsonMergeFold, "agg-0", 999).unwrap();
+        assert_eq!(cold.replayed, 1000);
+        let warm = eng.state_at(&log, &JsonMergeFold, "agg-0", 777).unwrap();
+        assert!(warm.replayed <= 50, "{}", warm.replayed);
+        assert_eq!(warm.applied, 778);
+    }
+}
