@@ -37,7 +37,7 @@ pub struct Connection {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the demo order system (headless: to quiescence, then write a report).
+    /// Run the demo order system: in the window, or with --headless to quiescence and a report.
     Demo(DemoArgs),
     /// Run the embedded broker alone until Ctrl-C.
     Broker(BrokerArgs),

@@ -28,14 +28,20 @@ fn main() -> ExitCode {
         .init();
     // The window must own the main thread; the backend runs its own runtime.
     match cli.command {
-        None => return exit(eventscope::gui::run(cli.conn, None).map(|()| 0)),
+        None => return exit(eventscope::gui::run(cli.conn, None, Vec::new()).map(|()| 0)),
+        Some(Command::Demo(args)) if !args.headless => {
+            let startup = eventscope::gui::startup_commands(&args);
+            return exit(eventscope::gui::run(cli.conn, None, startup).map(|()| 0));
+        }
         Some(Command::Import(args)) if args.gui => {
             let model = match eventscope::inspect::load(&args.file) {
                 Ok(m) => m,
                 Err(e) => return exit(Err(e)),
             };
             let label = args.file.display().to_string();
-            return exit(eventscope::gui::run(cli.conn, Some((model, label))).map(|()| 0));
+            return exit(
+                eventscope::gui::run(cli.conn, Some((model, label)), Vec::new()).map(|()| 0),
+            );
         }
         Some(Command::Import(args)) => return exit(eventscope::inspect::import(&args)),
         _ => {}
@@ -46,11 +52,7 @@ fn main() -> ExitCode {
     };
     exit(runtime.block_on(async move {
         match cli.command {
-            Some(Command::Demo(args)) if args.headless => eventscope::headless::run(cli.conn, args).await,
-            Some(Command::Demo(_)) => {
-                eprintln!("eventscope: the interactive demo runs in the GUI: start `eventscope` without arguments");
-                Ok(2)
-            }
+            Some(Command::Demo(args)) => eventscope::headless::run(cli.conn, args).await,
             Some(Command::Broker(args)) => eventscope::broker_cmd::run(args).await,
             Some(Command::Inspect(args)) => eventscope::inspect::inspect(cli.conn, args).await,
             Some(Command::Import(_)) | None => Ok(0),

@@ -91,6 +91,8 @@ pub struct ChainGraphView {
     graph: Option<Graph<LogIndex, ()>>,
     nodes: HashMap<LogIndex, NodeIndex>,
     pub model: ChainModel,
+    /// Frames left to fit the graph to the panel; afterwards the user zooms and pans.
+    fit_frames: u8,
 }
 
 impl ChainGraphView {
@@ -119,6 +121,7 @@ impl ChainGraphView {
             self.model = chain_model(log, &corr, cursor);
             self.rebuild();
             self.key = Some(key);
+            self.fit_frames = 3;
             rebuilt = true;
         }
         ui.horizontal(|ui| {
@@ -127,7 +130,10 @@ impl ChainGraphView {
                 widgets::short(&corr),
                 self.model.nodes.len()
             ));
-            ui.weak("[Command]  Event  xN = delivered N times  red = failure / compensation");
+            ui.weak("[Command]  Event  xN = delivered N times  red = failure / compensation  (scroll/drag to zoom and pan)");
+            if ui.small_button("Fit").clicked() {
+                self.fit_frames = 3;
+            }
         });
         let Some(g) = &mut self.graph else { return };
         let sel_first = log
@@ -144,12 +150,14 @@ impl ChainGraphView {
             reset::<LayoutStateHierarchical>(ui, Some(GRAPH_ID.into()));
             let state = LayoutStateHierarchical {
                 orientation: LayoutHierarchicalOrientation::LeftRight,
-                row_dist: 170.0,
+                row_dist: 150.0,
                 col_dist: 50.0,
                 ..Default::default()
             };
             egui_graphs::set_layout_state(ui, state, Some(GRAPH_ID.into()));
         }
+        let fit = self.fit_frames > 0;
+        self.fit_frames = self.fit_frames.saturating_sub(1);
         let resp = GraphView::<LayoutStateHierarchical, LayoutHierarchical>::new()
             .with_id(Some(GRAPH_ID.into()))
             .with_interactions(
@@ -159,8 +167,8 @@ impl ChainGraphView {
             )
             .with_navigations(
                 &SettingsNavigation::new()
-                    .with_fit_to_screen_enabled(true)
-                    .with_zoom_and_pan_enabled(false),
+                    .with_fit_to_screen_enabled(fit)
+                    .with_zoom_and_pan_enabled(!fit),
             )
             .with_styles(&SettingsStyle::new().with_labels_always(true))
             .show(ui, g);
@@ -197,7 +205,7 @@ impl ChainGraphView {
         }
         for &(p, c) in &self.model.edges {
             if let (Some(&a), Some(&b)) = (ids.get(p), ids.get(c)) {
-                g.add_edge(a, b, ());
+                g.add_edge_with_label(a, b, (), String::new());
             }
         }
         self.graph = Some(g);

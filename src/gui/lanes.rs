@@ -32,16 +32,32 @@ pub fn lanes_ui(app: &EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent
                         .map(|r| (log.resolve(r.topic).to_owned(), r.partition))
                 })
                 .collect();
-            ui.label(format!(
-                "aggregate {} is on {} partition(s): {}",
-                widgets::short(a),
-                parts.len(),
-                parts
-                    .iter()
-                    .map(|(t, p)| format!("{t}[{p}]"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            let mut per_topic: std::collections::BTreeMap<&str, Vec<i32>> =
+                std::collections::BTreeMap::new();
+            for (t, p) in &parts {
+                per_topic.entry(t.as_str()).or_default().push(*p);
+            }
+            let spread: Vec<String> = per_topic
+                .iter()
+                .filter(|(_, ps)| ps.len() > 1)
+                .map(|(t, ps)| format!("{t} {ps:?}"))
+                .collect();
+            if spread.is_empty() {
+                ui.label(format!(
+                    "aggregate {}: one partition per topic on {} topic(s), so its records stay in order",
+                    widgets::short(a),
+                    per_topic.len()
+                ));
+            } else {
+                ui.colored_label(
+                    widgets::ANOMALY,
+                    format!(
+                        "aggregate {} is spread over several partitions of {}: its records can be reordered (wrong partition key?)",
+                        widgets::short(a),
+                        spread.join(", ")
+                    ),
+                );
+            }
         }
         None => {
             ui.weak("Select a record to outline its aggregate across the lanes.");
@@ -49,6 +65,18 @@ pub fn lanes_ui(app: &EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent
     }
     let mut lanes = log.topic_partitions();
     lanes.sort();
+    // Lanes holding the selected aggregate first.
+    if let Some(a) = selected_agg.map(|a| log.resolve(a)) {
+        let holds: std::collections::HashSet<(String, i32)> = log
+            .aggregate(a)
+            .iter()
+            .filter_map(|&i| {
+                log.row(i)
+                    .map(|r| (log.resolve(r.topic).to_owned(), r.partition))
+            })
+            .collect();
+        lanes.sort_by_key(|l| !holds.contains(l));
+    }
     egui::ScrollArea::vertical()
         .id_salt("lanes")
         .show(ui, |ui| {

@@ -416,6 +416,7 @@ impl EventscopeApp {
                             s.enabled = *enabled;
                             s.value = *value;
                         }
+                        self.fault_values.insert(*fault, *value);
                     }
                     match &self.source.backend {
                         Some(b) => {
@@ -523,6 +524,11 @@ impl EventscopeApp {
         let mut intents = Vec::new();
         egui::Panel::top("top_bar").show(ui, |ui| panels::top_bar_ui(self, ui, &mut intents));
         egui::Panel::bottom("status_bar").show(ui, |ui| panels::status_bar_ui(self, ui));
+        egui::Panel::bottom("bottom")
+            .resizable(true)
+            .default_size(320.0)
+            .min_size(200.0)
+            .show(ui, |ui| self.bottom_ui(ui, &mut intents));
         egui::Panel::left("left")
             .resizable(true)
             .default_size(330.0)
@@ -547,10 +553,6 @@ impl EventscopeApp {
                         inspect::aggregate_ui(self, ui);
                     });
             });
-        egui::Panel::bottom("bottom")
-            .resizable(true)
-            .default_size(300.0)
-            .show(ui, |ui| self.bottom_ui(ui, &mut intents));
         egui::CentralPanel::default().show(ui, |ui| {
             let scroll = std::mem::take(&mut self.scroll_to_selected);
             table::table_ui(self, ui, &mut intents, scroll);
@@ -643,7 +645,13 @@ impl eframe::App for EframeApp {
 }
 
 /// Open the window. `recording` opens a JSONL file instead of connecting.
-pub fn run(conn: Connection, recording: Option<(Model, String)>) -> anyhow::Result<()> {
+/// Open the window. `startup` is sent to the backend once it is connected
+/// (faults to turn on, orders to place), as if the user had pressed the buttons.
+pub fn run(
+    conn: Connection,
+    recording: Option<(Model, String)>,
+    startup: Vec<BackendCommand>,
+) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("eventscope")
@@ -662,8 +670,33 @@ pub fn run(conn: Connection, recording: Option<(Model, String)>) -> anyhow::Resu
                 Some((model, label)) => EventscopeApp::offline(model, label, prefs),
                 None => EventscopeApp::live(conn, &cc.egui_ctx, prefs)?,
             };
+            let mut app = app;
+            for cmd in startup {
+                app.push(Intent::Backend(cmd));
+            }
             Ok(Box::new(EframeApp(app)))
         }),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}
+
+/// What `eventscope demo` without `--headless` asks of the window at start:
+/// the faults of `--faults` turned on, then `--orders` orders placed.
+pub fn startup_commands(args: &crate::cli::DemoArgs) -> Vec<BackendCommand> {
+    let mut cmds: Vec<BackendCommand> = args
+        .faults
+        .0
+        .iter()
+        .map(|(fault, value)| BackendCommand::SetFault {
+            fault: *fault,
+            enabled: true,
+            value: *value,
+        })
+        .collect();
+    if args.orders > 0 {
+        cmds.push(BackendCommand::PlaceOrders(
+            u32::try_from(args.orders).unwrap_or(u32::MAX),
+        ));
+    }
+    cmds
 }

@@ -26,7 +26,6 @@ pub fn summarize(
 ) -> SagaSummary {
     let chain = log.chain_of(corr);
     let mut steps = Vec::new();
-    let mut t0 = None;
     let mut subject = String::new();
     let mut status = "running";
     let mut compensating = false;
@@ -36,7 +35,6 @@ pub fn summarize(
         }
         let Some(row) = log.row(idx) else { continue };
         let t = widgets::type_of(log, idx);
-        let start = *t0.get_or_insert(row.time_ms);
         if subject.is_empty() {
             subject = row
                 .meta()
@@ -53,7 +51,14 @@ pub fn summarize(
                 "completed"
             };
         }
-        steps.push((t, row.time_ms - start, comp, idx));
+        steps.push((t, row.time_ms, comp, idx));
+    }
+    // Records of one chain sit on several topics and partitions: the log order
+    // is arrival order, so order the steps by their own timestamps.
+    steps.sort_by_key(|s| (s.1, s.3));
+    let start = steps.first().map(|s| s.1).unwrap_or(0);
+    for s in &mut steps {
+        s.1 -= start;
     }
     if status == "running" && compensating {
         status = "compensating";

@@ -113,12 +113,14 @@ pub fn table_ui(
     let extra = app.prefs.extra_columns.clone();
     ui.label(format!("{n} of {} records", log.len()));
     let row_h = 18.0;
+    // One line per row: long values are cut with an ellipsis (full text in the inspector).
+    ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
     let mut builder = TableBuilder::new(ui)
         .striped(true)
         .sense(egui::Sense::click())
         .column(Column::exact(18.0))
-        .column(Column::initial(92.0))
-        .column(Column::initial(120.0))
+        .column(Column::initial(100.0).clip(true))
+        .column(Column::initial(140.0).clip(true))
         .column(Column::exact(28.0))
         .column(Column::initial(56.0))
         .column(Column::initial(130.0))
