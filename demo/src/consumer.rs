@@ -42,6 +42,13 @@ pub trait Handler: Send + Sync + 'static {
     fn honours_no_idempotency(&self) -> bool {
         true
     }
+    /// Whether a recognised redelivery makes this consumer send its stored
+    /// replies again (an idempotent receiver answering a repeated request: the
+    /// sender may have missed the first answer). The reply keeps its event id,
+    /// so observers see a duplicate delivery, never a second effect.
+    fn replies_again_on_redelivery(&self) -> bool {
+        true
+    }
     /// Apply the effect inside `tx`.
     fn handle<'a>(
         &'a self,
@@ -131,7 +138,19 @@ async fn attempt<H: Handler>(ctx: &Ctx, handler: &H, env: &Envelope) -> Result<(
     let first = mark_processed(&mut tx, handler.name(), &env.id).await?;
     let skip_check = handler.honours_no_idempotency() && ctx.faults.is_on(Fault::NoIdempotency);
     if !first && !skip_check {
-        tx.rollback().await?;
+        if handler.replies_again_on_redelivery() {
+            sqlx::query(
+                "UPDATE outbox SET published_at = NULL \
+                 WHERE service = $1 AND causation_id = $2 AND published_at IS NOT NULL",
+            )
+            .bind(handler.name())
+            .bind(&env.id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
         ctx.duplicates_skipped
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(());

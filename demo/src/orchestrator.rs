@@ -98,6 +98,10 @@ impl Handler for Orchestrator {
     fn honours_no_idempotency(&self) -> bool {
         false
     }
+    /// Replies go to the orchestrator; it never answers them again.
+    fn replies_again_on_redelivery(&self) -> bool {
+        false
+    }
     async fn handle(&self, _ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
         let order_id = msg.subject.as_str();
         let now = now_ms();

@@ -15,6 +15,10 @@ impl Handler for OrderView {
     fn topics(&self) -> Vec<&'static str> {
         vec![topics::ORDERS]
     }
+    /// A projection: it has nothing to answer.
+    fn replies_again_on_redelivery(&self) -> bool {
+        false
+    }
     async fn handle(&self, _ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
         let version = msg.aggregate_version.unwrap_or(0);
         let d = &msg.data;
