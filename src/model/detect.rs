@@ -540,9 +540,13 @@ struct Chain {
     terminal: bool,
     reported: bool,
     scheduled: bool,
+    /// Holds a command: a saga somebody orchestrates, not a plain event stream.
+    saga: bool,
 }
 
-/// A correlation chain with no terminal event, idle for longer than the timeout.
+/// A correlation chain that carries commands (an orchestrated saga) with no
+/// terminal event, idle for longer than the timeout. Chains of events only
+/// (choreography, foreign streams) have no known end and are not judged.
 pub struct StuckSaga {
     terminal_types: Vec<String>,
     timeout_ms: i64,
@@ -592,13 +596,15 @@ impl Detector for StuckSaga {
             terminal: false,
             reported: false,
             scheduled: false,
+            saga: false,
         });
+        c.saga |= m.is_command;
         if row.time_ms >= c.last_activity {
             c.last_activity = row.time_ms;
             c.last_idx = idx;
         }
         c.terminal |= is_terminal;
-        if !c.terminal && !c.scheduled {
+        if c.saga && !c.terminal && !c.scheduled {
             c.scheduled = true;
             self.due.push(Reverse((
                 c.last_activity.saturating_add(self.timeout_ms),
