@@ -166,9 +166,21 @@ impl Session {
         let (status_tx, _status_rx) = watch::channel(tap::TapStatus::Connecting);
         let (stop_tx, stop_rx) = watch::channel(false);
         let sel = TopicSelection::Named(topics::ALL.iter().map(|t| (*t).to_owned()).collect());
-        let tap_task = tokio::spawn(tap::run(
+        // On a broker of its own the observer reads everything; on a shared
+        // Kafka it starts at the current end, so the report is about this run.
+        let from = if broker.is_none() {
+            let (s, names) = (settings.clone(), topics::ALL);
+            tokio::task::spawn_blocking(move || s.high_watermarks(&names, Duration::from_secs(10)))
+                .await?
+                .context("reading the topics' end offsets")?
+        } else {
+            HashMap::new()
+        };
+        let positions = from.clone();
+        let tap_task = tokio::spawn(tap::run_from(
             settings.clone(),
             sel,
+            from,
             records_tx,
             status_tx,
             stop_rx,
@@ -179,7 +191,7 @@ impl Session {
             broker,
             model: Model::default(),
             faults,
-            positions: HashMap::new(),
+            positions,
             records_rx,
             stop_tx,
             tap_task,

@@ -2,15 +2,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use eventscope_demo::domain::{LineItem, OrderCommand, OrderStatus};
 use eventscope_demo::order_service::{self, Meta};
 use eventscope_demo::store::{Db, StoreError};
 
-async fn db() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}/t.sqlite", dir.path().display());
+async fn db() -> (common::TestEnv, Db) {
+    let (env, dir) = common::temp_dir();
+    let url = common::conn(dir.clone())
+        .database
+        .unwrap_or_else(|| format!("sqlite://{}/t.sqlite", dir.display()));
     let db = Db::connect(&url).await.expect("connect");
-    (dir, db)
+    (env, db)
 }
 
 fn place(id: &str) -> OrderCommand {

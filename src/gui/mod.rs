@@ -15,6 +15,8 @@ mod saga;
 mod table;
 mod widgets;
 
+pub use graph::{ChainModel, ChainNode};
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -231,6 +233,11 @@ impl EventscopeApp {
             correlations: Vec::new(),
             seen_correlations: HashSet::new(),
         }
+    }
+
+    /// The chain the "Chain graph" tab drew last (nodes and edges of the selected record's chain).
+    pub fn chain_graph(&self) -> &ChainModel {
+        &self.graph.model
     }
 
     pub fn is_live(&self) -> bool {

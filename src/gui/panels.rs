@@ -390,39 +390,51 @@ impl ConnectionDialog {
             .collapsible(false)
             .show(ctx, |ui| {
                 egui::Grid::new("conn_grid").num_columns(2).show(ui, |ui| {
-                    ui.label("Brokers");
-                    ui.add(
+                    // Each field is labelled by its row label (screen readers, kittest).
+                    let field = |ui: &mut egui::Ui, label: &str, edit: egui::TextEdit<'_>| {
+                        let l = ui.label(label);
+                        ui.add(edit).labelled_by(l.id);
+                        ui.end_row();
+                    };
+                    field(
+                        ui,
+                        "Brokers",
                         egui::TextEdit::singleline(&mut self.brokers)
                             .hint_text("empty: embedded broker"),
                     );
-                    ui.end_row();
-                    ui.label("Database URL");
-                    ui.add(
+                    field(
+                        ui,
+                        "Database URL",
                         egui::TextEdit::singleline(&mut self.database)
                             .hint_text("sqlite://... or postgres://..."),
                     );
-                    ui.end_row();
-                    ui.label("security.protocol");
-                    ui.add(
+                    field(
+                        ui,
+                        "security.protocol",
                         egui::TextEdit::singleline(&mut self.security_protocol)
                             .hint_text("PLAINTEXT, SASL_SSL, ..."),
                     );
-                    ui.end_row();
-                    ui.label("sasl.mechanism");
-                    ui.add(
+                    field(
+                        ui,
+                        "sasl.mechanism",
                         egui::TextEdit::singleline(&mut self.sasl_mechanism)
                             .hint_text("SCRAM-SHA-512, PLAIN, ..."),
                     );
-                    ui.end_row();
-                    ui.label("Username");
-                    ui.text_edit_singleline(&mut self.username);
-                    ui.end_row();
-                    ui.label("Password");
-                    ui.add(egui::TextEdit::singleline(&mut self.password).password(true));
-                    ui.end_row();
-                    ui.label("More (key=value per line)");
-                    ui.add(egui::TextEdit::multiline(&mut self.extra).desired_rows(2));
-                    ui.end_row();
+                    field(
+                        ui,
+                        "Username",
+                        egui::TextEdit::singleline(&mut self.username),
+                    );
+                    field(
+                        ui,
+                        "Password",
+                        egui::TextEdit::singleline(&mut self.password).password(true),
+                    );
+                    field(
+                        ui,
+                        "More (key=value per line)",
+                        egui::TextEdit::multiline(&mut self.extra).desired_rows(2),
+                    );
                 });
                 let valid = self.connection();
                 if let Err(e) = &valid {

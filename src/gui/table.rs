@@ -115,6 +115,9 @@ pub fn table_ui(
     let row_h = 18.0;
     // One line per row: long values are cut with an ellipsis (full text in the inspector).
     ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
+    // Selectable cell labels would take the click, and a click on a row's text would not select
+    // the row; the inspector has the full text to copy.
+    ui.style_mut().interaction.selectable_labels = false;
     let mut builder = TableBuilder::new(ui)
         .striped(true)
         .sense(egui::Sense::click())

@@ -94,6 +94,27 @@ pub async fn run(
     sel: TopicSelection,
     records_tx: mpsc::Sender<Record>,
     status_tx: watch::Sender<TapStatus>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    run_from(
+        settings,
+        sel,
+        HashMap::new(),
+        records_tx,
+        status_tx,
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`run`], but partitions listed in `from` start at that offset (for a
+/// run that should see only its own records on a broker with history).
+pub async fn run_from(
+    settings: KafkaSettings,
+    sel: TopicSelection,
+    from: HashMap<(String, i32), i64>,
+    records_tx: mpsc::Sender<Record>,
+    status_tx: watch::Sender<TapStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let consumer = create(&settings)?;
@@ -109,7 +130,11 @@ pub async fn run(
                     let mut tpl = TopicPartitionList::new();
                     for (t, p) in parts {
                         if assigned.insert((t.clone(), p)) {
-                            tpl.add_partition_offset(&t, p, Offset::Beginning)?;
+                            let start = match from.get(&(t.clone(), p)) {
+                                Some(&o) => Offset::Offset(o),
+                                None => Offset::Beginning,
+                            };
+                            tpl.add_partition_offset(&t, p, start)?;
                         }
                     }
                     if tpl.count() > 0 {

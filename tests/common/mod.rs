@@ -2,7 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventscope::cli::Connection;
@@ -20,17 +20,148 @@ pub async fn slot() -> SemaphorePermit<'static> {
     }
 }
 
-pub fn temp_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().to_path_buf();
-    (dir, path)
+/// Where a test runs: a temp dir for SQLite files, and, as the environment
+/// asks, a fresh PostgreSQL database (`EVENTSCOPE_TEST_DB=postgres`, server at
+/// `EVENTSCOPE_TEST_PG`, default `postgres://postgres@127.0.0.1:5432`) and a
+/// fresh tansu broker (`EVENTSCOPE_TEST_BROKER=tansu`, binary `tansu` on PATH
+/// or at `EVENTSCOPE_TANSU`). Dropped: the database and broker go too.
+pub struct TestEnv {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    pg_database: Option<String>,
+    tansu: Option<std::process::Child>,
 }
 
-pub fn conn(data_dir: PathBuf) -> Connection {
-    Connection {
-        data_dir: Some(data_dir),
-        ..Connection::default()
+static CONNECTIONS: Mutex<Vec<(PathBuf, Connection)>> = Mutex::new(Vec::new());
+
+pub fn pg_server() -> String {
+    std::env::var("EVENTSCOPE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn wants_postgres() -> bool {
+    std::env::var("EVENTSCOPE_TEST_DB").is_ok_and(|v| v == "postgres")
+}
+
+pub fn wants_tansu() -> bool {
+    std::env::var("EVENTSCOPE_TEST_BROKER").is_ok_and(|v| v == "tansu")
+}
+
+/// Run one SQL statement on the server's maintenance database with psql.
+fn psql(sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([
+            &format!("{}/postgres", pg_server()),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ])
+        .output()
+        .expect("psql runs (PostgreSQL client)");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A fresh tansu broker (memory storage) on a loopback port.
+pub fn start_tansu() -> (std::process::Child, String) {
+    let bin = std::env::var("EVENTSCOPE_TANSU").unwrap_or_else(|_| "tansu".into());
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(&bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start tansu ({bin}): {e}; .ci/test installs it"));
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tansu did not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+    (child, addr)
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Ok(mut c) = CONNECTIONS.lock() {
+            c.retain(|(p, _)| p != &self.path);
+        }
+        if let Some(mut t) = self.tansu.take() {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
+        if let Some(db) = self.pg_database.take() {
+            psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        }
+    }
+}
+
+pub fn temp_dir() -> (TestEnv, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_path_buf();
+    let mut conn = Connection {
+        data_dir: Some(path.clone()),
+        ..Connection::default()
+    };
+    let mut env = TestEnv {
+        _dir: dir,
+        path: path.clone(),
+        pg_database: None,
+        tansu: None,
+    };
+    if wants_postgres() {
+        let db = format!("es_test_{}", uuid::Uuid::new_v4().simple());
+        psql(&format!("CREATE DATABASE {db}"));
+        conn.database = Some(format!("{}/{db}", pg_server()));
+        env.pg_database = Some(db);
+    }
+    if wants_tansu() {
+        let (child, addr) = start_tansu();
+        conn.brokers = Some(addr);
+        env.tansu = Some(child);
+    }
+    CONNECTIONS
+        .lock()
+        .expect("connections")
+        .push((path.clone(), conn));
+    (env, path)
+}
+
+/// The connection for a test's data dir (database and broker as the environment asks).
+pub fn conn(data_dir: PathBuf) -> Connection {
+    CONNECTIONS
+        .lock()
+        .expect("connections")
+        .iter()
+        .find(|(p, _)| p == &data_dir)
+        .map(|(_, c)| c.clone())
+        .unwrap_or(Connection {
+            data_dir: Some(data_dir),
+            ..Connection::default()
+        })
 }
 
 /// Start a session with `faults` (a `--faults` spec) and the given seed.

@@ -1,0 +1,521 @@
+//! The desktop GUI driven through egui_kittest: the real `EventscopeApp` on the real backend
+//! (embedded librdkafka mock broker, SQLite in a temp dir, the demo), widgets found by role
+//! and label and clicked like a user would.
+//!
+//! The backend is asynchronous, so the tests step frames and sleep until what they wait for
+//! is shown (or fail after a deadline). egui_graphs repaints every frame, so frames are run
+//! with `run_steps`, never `run`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use egui::accesskit::{Action, ActionData, ActionRequest, Role};
+use egui_kittest::kittest::{NodeT, Queryable};
+use egui_kittest::Harness;
+use eventscope::backend::ConnectionStatus;
+use eventscope::cli::Connection;
+use eventscope::folds::fold_for;
+use eventscope::gui::{BottomTab, EventscopeApp, Prefs};
+use eventscope::model::detect::AnomalyKind;
+use eventscope::model::log::LogIndex;
+use eventscope_demo::faults::Fault;
+
+/// One GUI test at a time: each runs a broker, the demo and the tap on a 2-core machine.
+static GUI_LOCK: Mutex<()> = Mutex::new(());
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// A wrong broker address must show as failed within this.
+const FAIL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the log must stay the same length to count as settled.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// The app in a kittest harness. Fields drop in order: the app (and so the backend) first.
+struct Gui {
+    h: Harness<'static, EventscopeApp>,
+    _dir: tempfile::TempDir,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Gui {
+    /// A live app on the embedded stack, connected.
+    fn start(prefs: Prefs) -> Gui {
+        let lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = Connection {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Connection::default()
+        };
+        // The backend's repaint requests go to this context; the test steps frames itself.
+        let ctx = egui::Context::default();
+        let app = EventscopeApp::live(conn, &ctx, prefs).expect("the backend thread starts");
+        let h = Harness::builder()
+            .with_size([1600.0, 1000.0])
+            .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+        let mut gui = Gui {
+            h,
+            _dir: dir,
+            _lock: lock,
+        };
+        gui.wait_for(
+            "the embedded broker, SQLite and the demo to connect",
+            CONNECT_TIMEOUT,
+            |g| matches!(g.app().status, ConnectionStatus::Connected { .. }),
+        );
+        gui
+    }
+
+    fn app(&self) -> &EventscopeApp {
+        self.h.state()
+    }
+
+    /// Step frames (with real sleeps between them) until `cond` holds; panic after `timeout`.
+    fn wait_for(&mut self, what: &str, timeout: Duration, mut cond: impl FnMut(&Gui) -> bool) {
+        let start = Instant::now();
+        loop {
+            self.h.run_steps(1);
+            if cond(self) {
+                return;
+            }
+            if start.elapsed() > timeout {
+                let app = self.app();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n  status: {:?}\n  \
+                     records: {}\n  anomalies: {:?}\n  notices: {:?}",
+                    app.status,
+                    app.model.log().len(),
+                    app.model.anomaly_counts(),
+                    app.notices.iter().map(|(n, _)| n).collect::<Vec<_>>()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait until `cond` holds and then the log stops growing for a while (the demo is idle),
+    /// so that rows and lists no longer move under the pointer.
+    fn wait_settled(&mut self, what: &str, mut cond: impl FnMut(&Gui) -> bool) {
+        self.wait_for(what, TIMEOUT, &mut cond);
+        let mut len = self.app().model.log().len();
+        let mut since = Instant::now();
+        self.wait_for("the log to stop growing", TIMEOUT, |g| {
+            let now = g.app().model.log().len();
+            if now != len {
+                len = now;
+                since = Instant::now();
+            }
+            // The status bar says "ingesting N more" while records wait for the model.
+            since.elapsed() >= QUIET && g.h.query_by_label_contains("ingesting").is_none()
+        });
+    }
+
+    /// Scroll a widget into view, then click it (a pointer click at its centre).
+    fn click(&mut self, role: Role, label: &str) {
+        self.h.get_by_role_and_label(role, label).scroll_to_me();
+        self.h.run_steps(2);
+        self.h.get_by_role_and_label(role, label).click();
+        // One frame per queued event (the click lands in the last); one more to show its effect
+        // (intents are applied at the end of a frame, new windows appear in the next).
+        self.h.run_steps(2);
+    }
+
+    /// Bring a widget of the left panel (failure injection, lints, anomaly list) into view.
+    /// `scroll_to_me` only scrolls the innermost scroll area (the anomaly list), so the panel
+    /// itself is scrolled like a user does: the mouse wheel over the fault list.
+    fn scroll_left_panel_to(&mut self, role: Role, label: &str) {
+        self.h.get_by_role_and_label(role, label).scroll_to_me();
+        self.h.run_steps(2);
+        // The panel's content starts below the top bar; the bottom panel (its tab row at the
+        // top) covers everything below it.
+        let top = self
+            .h
+            .get_by_role_and_label(Role::Button, "Place order")
+            .rect()
+            .max
+            .y;
+        let bottom = self.h.get_by_label("Chain graph").rect().min.y - 8.0;
+        let over = egui::pos2(100.0, top + 40.0);
+        for _ in 0..200 {
+            let rect = self.h.get_by_role_and_label(role, label).rect();
+            let dy = if rect.max.y > bottom {
+                -40.0
+            } else if rect.min.y < top + 20.0 {
+                40.0
+            } else {
+                return;
+            };
+            self.h.event(egui::Event::PointerMoved(over));
+            self.h.event(egui::Event::MouseWheel {
+                unit: egui::MouseWheelUnit::Point,
+                delta: egui::vec2(0.0, dy),
+                phase: egui::TouchPhase::Move,
+                modifiers: egui::Modifiers::NONE,
+            });
+            self.h.run_steps(2);
+        }
+        panic!("could not scroll '{label}' into view");
+    }
+
+    /// Set the drag value that sits in the same row as the fault checkbox `fault`
+    /// (what a screen reader's "set value" does; the value stays off until the box is ticked).
+    fn set_fault_value(&mut self, fault: Fault, value: f64) {
+        let checkbox = self.h.get_by_role_and_label(Role::CheckBox, fault.name());
+        let row = checkbox.parent().expect("the fault checkbox sits in a row");
+        let spin = row
+            .children()
+            .find(|n| n.accesskit_node().role() == Role::SpinButton)
+            .unwrap_or_else(|| panic!("no drag value next to {}", fault.name()));
+        let (target_node, target_tree) = spin.accesskit_node().locate();
+        self.h
+            .event(egui::Event::AccessKitActionRequest(ActionRequest {
+                action: Action::SetValue,
+                target_node,
+                target_tree,
+                data: Some(ActionData::NumericValue(value)),
+            }));
+        self.h.run_steps(1);
+        assert_eq!(
+            self.app().fault_values.get(&fault).copied(),
+            Some(value),
+            "the {} drag value did not take {value}",
+            fault.name()
+        );
+    }
+
+    /// Tick a fault's checkbox and wait until the backend reports it on.
+    fn turn_on(&mut self, fault: Fault) {
+        self.click(Role::CheckBox, fault.name());
+        self.wait_for(&format!("{} to be on", fault.name()), TIMEOUT, |g| {
+            g.app().faults.iter().any(|s| s.fault == fault && s.enabled)
+        });
+    }
+
+    /// Log indices of records of type `event_type`.
+    fn indices_of(&self, event_type: &str) -> Vec<LogIndex> {
+        let log = self.app().model.log();
+        (0..log.len())
+            .filter_map(|i| LogIndex::try_from(i).ok())
+            .filter(|&i| {
+                log.meta(i)
+                    .and_then(|m| log.resolve_opt(m.event_type))
+                    .is_some_and(|t| t == event_type)
+            })
+            .collect()
+    }
+
+    fn has_type(&self, event_type: &str) -> bool {
+        !self.indices_of(event_type).is_empty()
+    }
+
+    /// Text of the first label whose text contains `needle`.
+    fn label_containing(&self, needle: &str) -> Option<String> {
+        self.h
+            .query_all_by_label_contains(needle)
+            .find(|n| n.accesskit_node().role() == Role::Label)
+            .and_then(|n| n.value())
+    }
+
+    /// The aggregate inspector's "N events applied; ..." line and its state JSON.
+    fn aggregate_shown(&self) -> (String, String) {
+        (
+            self.label_containing("events applied;")
+                .expect("the aggregate inspector shows how many events it applied"),
+            // Only the Order state has this key (payloads do not): the "State" block.
+            self.label_containing("\"cancel_reason\"")
+                .expect("the aggregate inspector shows the order state"),
+        )
+    }
+}
+
+fn prefs_with_tab(tab: BottomTab) -> Prefs {
+    Prefs {
+        bottom_tab: tab,
+        ..Prefs::default()
+    }
+}
+
+#[test]
+fn place_order_fills_the_event_table() {
+    let mut g = Gui::start(Prefs::default());
+    assert_eq!(g.app().model.log().len(), 0, "no order placed yet");
+    assert!(g.h.query_by_label("OrderCreated").is_none());
+
+    g.click(Role::Button, "Place order");
+    g.wait_for("an OrderCreated row in the event table", TIMEOUT, |g| {
+        !g.app().model.log().is_empty()
+            && g.h
+                .query_all_by_label("OrderCreated")
+                .any(|n| n.accesskit_node().role() == Role::Label)
+    });
+    let n = g.app().model.log().len();
+    assert!(n > 0);
+    assert!(g.has_type("OrderCreated"));
+    let count = format!("{n} of {n} records");
+    assert!(
+        g.h.query_by_label(&count).is_some(),
+        "the table says '{count}'"
+    );
+}
+
+#[test]
+fn duplicate_effect_is_listed_and_selects_its_record() {
+    let mut g = Gui::start(Prefs::default());
+    g.turn_on(Fault::NoIdempotency);
+    g.set_fault_value(Fault::DuplicatePublish, 0.9);
+    g.turn_on(Fault::DuplicatePublish);
+    let dp = g
+        .app()
+        .faults
+        .iter()
+        .find(|s| s.fault == Fault::DuplicatePublish)
+        .map(|s| s.value);
+    assert_eq!(dp, Some(0.9), "duplicate-publish runs at the value set");
+
+    for _ in 0..5 {
+        g.click(Role::Button, "Place order");
+    }
+    g.wait_settled("a duplicate-effect anomaly in the lints panel", |g| {
+        g.app()
+            .model
+            .anomaly_counts()
+            .get(&AnomalyKind::DuplicateEffect)
+            .is_some_and(|&n| n > 0)
+            && g.h
+                .query_all_by_label_contains("duplicate-effect  ")
+                .any(|n| n.accesskit_node().role() == Role::Button)
+    });
+
+    // The entry as listed, and the anomaly it stands for.
+    let entry =
+        g.h.query_all_by_label_contains("duplicate-effect  ")
+            .find(|n| n.accesskit_node().role() == Role::Button)
+            .and_then(|n| n.accesskit_node().label())
+            .expect("a duplicate-effect entry");
+    let anomaly = g
+        .app()
+        .model
+        .anomalies()
+        .iter()
+        .find(|a| {
+            a.kind == AnomalyKind::DuplicateEffect
+                && entry.contains(&format!("{}[{}]@{}", a.topic, a.partition, a.offset))
+                && entry.contains(&a.detail)
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no anomaly matches the entry '{entry}'"));
+    let idx = anomaly.log_indices[0];
+    assert_ne!(g.app().selected, Some(idx));
+
+    g.scroll_left_panel_to(Role::Button, &entry);
+    g.h.get_by_role_and_label(Role::Button, &entry).click();
+    g.h.run_steps(1);
+    assert_eq!(
+        g.app().selected,
+        Some(idx),
+        "the anomaly's record is selected"
+    );
+    assert_eq!(g.app().cursor.pos(), Some(idx), "the cursor moved there");
+    assert!(
+        !g.app().follow_live,
+        "jumping to an anomaly stops following"
+    );
+    g.h.run_steps(2);
+    assert!(
+        g.label_containing(&format!("duplicate-effect: {}", anomaly.detail))
+            .is_some(),
+        "the record inspector names the anomaly"
+    );
+}
+
+#[test]
+fn stepping_changes_the_aggregate_inspector() {
+    let mut g = Gui::start(Prefs::default());
+    g.click(Role::Button, "Place order");
+    g.wait_settled("the order to complete", |g| g.has_type("OrderCompleted"));
+
+    // Select the order's first event in the table.
+    let created = g.indices_of("OrderCreated");
+    assert_eq!(created.len(), 1, "one order placed");
+    let created = created[0];
+    g.click(Role::Label, "OrderCreated");
+    assert_eq!(
+        g.app().selected,
+        Some(created),
+        "clicking the row selects it"
+    );
+
+    // Step back to it.
+    let len = g.app().model.log().len();
+    for _ in 0..len {
+        if g.app().cursor.pos() == Some(created) {
+            break;
+        }
+        g.click(Role::Button, "< Step");
+    }
+    assert_eq!(
+        g.app().cursor.pos(),
+        Some(created),
+        "stepped back to OrderCreated"
+    );
+    let at_created = g.aggregate_shown();
+    assert!(
+        at_created.0.starts_with("1 events applied"),
+        "{at_created:?}"
+    );
+    assert!(at_created.1.contains("\"pending\""), "{at_created:?}");
+
+    // Step forward with the Right key until the inspector changes.
+    let mut steps = 0;
+    while g.aggregate_shown() == at_created {
+        assert!(
+            steps < len,
+            "stepping forward never changed the aggregate inspector"
+        );
+        g.h.key_press(egui::Key::ArrowRight);
+        g.h.run_steps(1);
+        steps += 1;
+    }
+    let later = g.app().cursor.pos().expect("a cursor");
+    assert_eq!(
+        later,
+        created + steps as LogIndex,
+        "one record per key press"
+    );
+    let shown_later = g.aggregate_shown();
+    assert_ne!(shown_later.1, at_created.1, "the shown state changed");
+
+    // The model agrees: the state at the two cursor positions differs.
+    let agg = {
+        let log = g.app().model.log();
+        log.meta(created)
+            .and_then(|m| log.resolve_opt(m.aggregate_id))
+            .expect("OrderCreated names its order")
+            .to_owned()
+    };
+    let app = g.h.state_mut();
+    let fold = fold_for(app.model.log(), &agg);
+    let s1 = app.model.state_at(fold, &agg, created).expect("state");
+    let s2 = app.model.state_at(fold, &agg, later).expect("state");
+    assert_ne!(s1.state, s2.state);
+    assert_eq!(s1.applied + 1, s2.applied);
+
+    // And back with the button: the inspector shows the first state again.
+    for _ in 0..steps {
+        g.click(Role::Button, "< Step");
+    }
+    assert_eq!(g.app().cursor.pos(), Some(created));
+    assert_eq!(g.aggregate_shown(), at_created);
+
+    // Forward again with the other button: the later state again.
+    for _ in 0..steps {
+        g.click(Role::Button, "Step >");
+    }
+    assert_eq!(g.app().cursor.pos(), Some(later));
+    assert_eq!(g.aggregate_shown(), shown_later);
+}
+
+#[test]
+fn chain_graph_of_a_compensated_order_holds_its_compensations() {
+    let mut g = Gui::start(prefs_with_tab(BottomTab::Sagas));
+    g.set_fault_value(Fault::PaymentDecline, 1.0);
+    g.turn_on(Fault::PaymentDecline);
+    g.click(Role::Button, "Place order");
+    g.wait_settled("the order to be declined and cancelled", |g| {
+        g.has_type("PaymentDeclined") && g.has_type("OrderCancelled")
+    });
+
+    let declined = g.indices_of("PaymentDeclined")[0];
+    g.click(Role::Label, "PaymentDeclined");
+    assert_eq!(
+        g.app().selected,
+        Some(declined),
+        "clicking the row selects it"
+    );
+
+    g.click(Role::Button, "Chain graph");
+    assert_eq!(g.app().prefs.bottom_tab, BottomTab::Chain);
+    g.h.run_steps(3);
+
+    let chain = g.app().chain_graph().clone();
+    let log = g.app().model.log();
+    let corr = log
+        .meta(declined)
+        .and_then(|m| m.correlation_id)
+        .expect("PaymentDeclined has a correlation id");
+    for n in &chain.nodes {
+        assert_eq!(
+            log.meta(n.index).and_then(|m| m.correlation_id),
+            Some(corr),
+            "{} is not of the chain",
+            n.event_type
+        );
+    }
+    let compensations: Vec<&str> = chain
+        .nodes
+        .iter()
+        .filter(|n| n.compensation)
+        .map(|n| n.event_type.as_str())
+        .collect();
+    for t in ["PaymentDeclined", "OrderCancelled"] {
+        assert!(
+            compensations.contains(&t),
+            "{t} is not flagged compensation: {compensations:?} of {:?}",
+            chain
+                .nodes
+                .iter()
+                .map(|n| &n.event_type)
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(chain
+        .nodes
+        .iter()
+        .any(|n| !n.compensation && n.event_type == "OrderCreated"));
+    assert!(!chain.edges.is_empty(), "causation links the chain");
+    let header = format!("{} events up to the cursor", chain.nodes.len());
+    assert!(
+        g.label_containing(&header).is_some(),
+        "the graph tab says '{header}'"
+    );
+}
+
+#[test]
+fn bad_broker_address_shows_the_failure() {
+    let mut g = Gui::start(Prefs::default());
+    g.click(Role::Button, "Connect...");
+    g.click(Role::TextInput, "Brokers");
+    g.h.get_by_role_and_label(Role::TextInput, "Brokers")
+        .type_text("127.0.0.1:1");
+    g.h.run_steps(1);
+    assert_eq!(
+        g.h.get_by_role_and_label(Role::TextInput, "Brokers")
+            .value()
+            .as_deref(),
+        Some("127.0.0.1:1")
+    );
+
+    g.click(Role::Button, "Connect");
+    // Shown means: the status is Failed and its reason is a label on screen (the top bar; the
+    // dialog repeats it).
+    g.wait_for("the failure to be shown", FAIL_TIMEOUT, |g| {
+        let ConnectionStatus::Failed { reason } = &g.app().status else {
+            return false;
+        };
+        g.h.query_all_by_label(reason)
+            .any(|n| n.accesskit_node().role() == Role::Label)
+    });
+    let ConnectionStatus::Failed { reason } = g.app().status.clone() else {
+        unreachable!("waited for Failed")
+    };
+    assert!(
+        reason.contains("127.0.0.1:1"),
+        "the reason names the broker: {reason}"
+    );
+    assert!(
+        g.label_containing(&format!("connection failed: {reason}"))
+            .is_some(),
+        "the status bar has the notice"
+    );
+}
