@@ -234,7 +234,9 @@ async fn broker_outage_grows_the_backlog_which_then_drains() {
             errors = s.system.take_errors();
         }
         assert!(
-            errors.iter().any(|e| e.contains("needs the embedded broker")),
+            errors
+                .iter()
+                .any(|e| e.contains("needs the embedded broker")),
             "{errors:?}"
         );
         return;
@@ -294,4 +296,44 @@ async fn poison_records_go_to_the_dlq_and_consumers_go_on() {
         assert!(original.ends_with(".commands"));
     }
     assert_eq!(fin.facts.orders_completed, 30, "consumers went on");
+}
+
+/// Two relays side by side (Postgres: `FOR UPDATE SKIP LOCKED`) publish every
+/// row exactly once and keep each order's events in order. SQLite has no row
+/// locks: one relay per database there (this test runs in the Postgres pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_publish_every_row_once_in_order() {
+    if !common::wants_postgres() {
+        eprintln!(
+            "two relays need PostgreSQL: run with EVENTSCOPE_TEST_DB=postgres (.ci/test does)"
+        );
+        return;
+    }
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let mut s = common::session(dir, "", 7).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let second = tokio::spawn(eventscope_demo::relay::run(s.system.ctx.clone(), stop_rx));
+    s.place_orders(60, false).await.expect("orders");
+    let open = s
+        .settle(60, Duration::from_secs(90), false)
+        .await
+        .expect("settle");
+    assert!(open.is_empty(), "not quiescent: {open:?}");
+    let _ = stop_tx.send(true);
+    let _ = second.await;
+    let db = &s.system.ctx.db;
+    let twice = db
+        .count("SELECT COUNT(*) FROM outbox WHERE publish_count <> 1")
+        .await
+        .expect("count");
+    assert_eq!(twice, 0, "rows published other than once");
+    let fin = s.finish().await.expect("finish");
+    assert_eq!(fin.model.event_counts().duplicate_deliveries, 0);
+    let counts = fin.model.anomaly_counts();
+    assert!(
+        counts.values().all(|n| *n == 0),
+        "anomalies with two relays: {counts:?}"
+    );
+    assert_eq!(fin.facts.orders_completed, 60);
 }

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::consumer::Exit;
 use crate::envelope::Envelope;
 use crate::faults::Fault;
-use crate::store::{now_ms, StoreError};
+use crate::store::{now_ms, Backend, StoreError, Tx};
 use crate::system::Ctx;
 
 #[derive(Debug, Clone)]
@@ -28,15 +28,24 @@ struct Pending {
     envelope: Envelope,
 }
 
-async fn fetch_batch(ctx: &Ctx, limit: i64) -> Result<Vec<Pending>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, topic, msg_key, event_id, event_type, source, subject, correlation_id, \
-         causation_id, aggregate_version, event_time, payload \
-         FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(&ctx.db.pool)
-    .await?;
+/// The columns a relay reads; `{claim}` is empty on SQLite (one writer) and
+/// `FOR UPDATE SKIP LOCKED` on Postgres, where relays may run side by side.
+/// A row is only taken when no earlier row of its key is still unpublished,
+/// so a second relay never overtakes the first within one aggregate.
+const CLAIM_SQL: &str = "SELECT id, topic, msg_key, event_id, event_type, source, subject, correlation_id, \
+     causation_id, aggregate_version, event_time, payload \
+     FROM outbox o WHERE published_at IS NULL \
+     AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.msg_key = o.msg_key AND e.published_at IS NULL AND e.id < o.id) \
+     ORDER BY id LIMIT $1";
+
+/// Claim a batch. On Postgres the rows stay locked by `tx` until it commits
+/// (after marking) or is dropped (a crash): no other relay takes them meanwhile.
+async fn claim_batch(ctx: &Ctx, tx: &mut Tx, limit: i64) -> Result<Vec<Pending>, StoreError> {
+    let sql = match ctx.db.backend {
+        Backend::Postgres => format!("{CLAIM_SQL} FOR UPDATE SKIP LOCKED"),
+        Backend::Sqlite => CLAIM_SQL.to_owned(),
+    };
+    let rows = sqlx::query(&sql).bind(limit).fetch_all(&mut **tx).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let payload: String = r.try_get("payload")?;
@@ -67,8 +76,18 @@ fn in_list(n: usize, first: usize) -> String {
         .join(", ")
 }
 
-async fn mark(ctx: &Ctx, attempted: &[i64], published: &[i64]) -> Result<(), StoreError> {
-    let mut tx = ctx.db.begin().await?;
+/// Count the attempts and mark the acknowledged rows, in the claim's
+/// transaction when there is one (Postgres), else in a new one.
+async fn mark(
+    ctx: &Ctx,
+    claim: Option<Tx>,
+    attempted: &[i64],
+    published: &[i64],
+) -> Result<(), StoreError> {
+    let mut tx = match claim {
+        Some(tx) => tx,
+        None => ctx.db.begin().await?,
+    };
     if !attempted.is_empty() {
         let sql = format!(
             "UPDATE outbox SET publish_count = publish_count + 1 WHERE id IN ({})",
@@ -114,21 +133,33 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         if *shutdown.borrow() {
             return Ok(Exit::Shutdown);
         }
-        let batch = match fetch_batch(&ctx, ctx.config.relay_batch).await {
-            Ok(b) => b,
+        let claimed = async {
+            let mut tx = ctx.db.begin().await?;
+            let batch = claim_batch(&ctx, &mut tx, ctx.config.relay_batch).await?;
+            Ok::<_, StoreError>((tx, batch))
+        }
+        .await;
+        let (tx, batch) = match claimed {
+            // SQLite has one writer: do not hold it while the broker answers.
+            Ok((tx, b)) if !b.is_empty() && ctx.db.backend == Backend::Sqlite => {
+                drop(tx);
+                (Some(None), b)
+            }
+            Ok((tx, b)) if !b.is_empty() => (Some(Some(tx)), b),
+            Ok(_) => (None, Vec::new()),
             Err(e) => {
                 tracing::warn!(error = %e, "relay cannot read the outbox");
                 ctx.report_error(format!("relay: {e}"));
-                Vec::new()
+                (None, Vec::new())
             }
         };
-        if batch.is_empty() {
+        let Some(tx) = tx else {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(Exit::Shutdown),
                 _ = tokio::time::sleep(ctx.config.relay_interval) => {}
             }
             continue;
-        }
+        };
         let wrong_key = ctx.faults.is_on(Fault::WrongPartitionKey);
         let mut deliveries = Vec::with_capacity(batch.len());
         for row in &batch {
@@ -188,7 +219,7 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
             })
             .map(|r| r.id)
             .collect();
-        if let Err(e) = mark(&ctx, &attempted, &published).await {
+        if let Err(e) = mark(&ctx, tx, &attempted, &published).await {
             tracing::warn!(error = %e, "relay cannot mark rows published; they will be sent again");
             ctx.report_error(format!("relay: {e}"));
         }
