@@ -27,6 +27,10 @@ pub struct Connection {
     /// Extra librdkafka client property, repeatable (e.g. security.protocol=SASL_SSL).
     #[arg(long = "kafka-config", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub kafka_config: Vec<(String, String)>,
+    /// A file of librdkafka client properties (key=value lines, # comments),
+    /// e.g. for SASL_SSL with SCRAM; --kafka-config pairs override it.
+    #[arg(long = "kafka-config-file", global = true, value_name = "FILE")]
+    pub kafka_config_file: Option<PathBuf>,
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: a SQLite file in the data dir.
     #[arg(long, global = true, value_name = "URL")]
     pub database: Option<String>,
@@ -123,5 +127,60 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
         _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
+impl Connection {
+    /// Client properties: the config file's, then `--kafka-config` pairs.
+    pub fn client_properties(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        if let Some(path) = &self.kafka_config_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the Kafka config file {}: {e}", path.display())
+            })?;
+            out = parse_properties(&text)
+                .map_err(|(line, why)| anyhow::anyhow!("{} line {line}: {why}", path.display()))?;
+        }
+        out.extend(self.kafka_config.iter().cloned());
+        Ok(out)
+    }
+}
+
+/// `key=value` lines; blank lines and lines starting with `#` or `!` are skipped.
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.push((k.trim().to_owned(), v.trim().to_owned()))
+            }
+            _ => return Err((n + 1, format!("expected key=value, got {line:?}"))),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_files() {
+        let p = parse_properties(
+            "# SASL\nsecurity.protocol=SASL_SSL\n\nsasl.mechanism = SCRAM-SHA-512\nsasl.password=a=b\n",
+        );
+        assert_eq!(
+            p,
+            Ok(vec![
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("sasl.mechanism".into(), "SCRAM-SHA-512".into()),
+                ("sasl.password".into(), "a=b".into()),
+            ])
+        );
+        assert_eq!(parse_properties("a=1\nnonsense\n").map_err(|e| e.0), Err(2));
     }
 }

@@ -28,13 +28,13 @@ pub fn kafka_settings(
     match &conn.brokers {
         Some(b) => {
             let mut s = KafkaSettings::new(b.clone());
-            s.extra = conn.kafka_config.clone();
+            s.extra = conn.client_properties()?;
             Ok((s, None))
         }
         None => {
             let broker = Arc::new(EmbeddedBroker::start(1)?);
             let mut s = broker.settings();
-            s.extra = conn.kafka_config.clone();
+            s.extra = conn.client_properties()?;
             Ok((s, Some(broker)))
         }
     }

@@ -45,7 +45,7 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         anyhow::bail!("inspect needs --brokers HOST:PORT (the Kafka to observe)");
     };
     let mut settings = KafkaSettings::new(brokers.clone());
-    settings.extra = conn.kafka_config.clone();
+    settings.extra = conn.client_properties()?;
     let mut cfg = ModelConfig::default();
     if let Some(paths) = &args.json_paths {
         cfg.decode.plain = paths

@@ -134,3 +134,29 @@ async fn broker_command_serves_kafka_and_creates_topics_with_n_partitions() {
         "advertised through the proxy"
     );
 }
+
+#[test]
+fn a_bad_kafka_config_file_is_one_clear_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("nope.properties");
+    let out = Command::new(BIN)
+        .args(["inspect", "--brokers", "127.0.0.1:1", "--kafka-config-file"])
+        .arg(&missing)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read the Kafka config file"), "{err}");
+
+    let bad = dir.path().join("bad.properties");
+    std::fs::write(&bad, "security.protocol=SASL_SSL\nsasl.password\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["inspect", "--brokers", "127.0.0.1:1", "--kafka-config-file"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
