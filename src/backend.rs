@@ -177,6 +177,8 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     let url = database_url(&conn, "session");
     let mut cfg = DemoConfig::new(settings.clone(), url);
     cfg.seed = faults.seed();
+    cfg.relay = conn.relay.into();
+    cfg.otlp = conn.otlp();
     let system = tokio::time::timeout(Duration::from_secs(15), DemoSystem::start(cfg, faults))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting to {} (15 s)", settings.brokers))??;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use eventscope_demo::faults::FaultSpec;
+use eventscope_demo::telemetry::{OtlpProtocol, OtlpSettings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,6 +17,23 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub conn: Connection,
+}
+
+/// The outbox relay's mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RelayArg {
+    #[default]
+    Poll,
+    Cdc,
+}
+
+impl From<RelayArg> for eventscope_demo::system::RelayMode {
+    fn from(r: RelayArg) -> Self {
+        match r {
+            RelayArg::Poll => eventscope_demo::system::RelayMode::Poll,
+            RelayArg::Cdc => eventscope_demo::system::RelayMode::Cdc,
+        }
+    }
 }
 
 /// Where the broker and database are. Without `--brokers`, an embedded broker runs in-process.
@@ -34,9 +52,20 @@ pub struct Connection {
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: a SQLite file in the data dir.
     #[arg(long, global = true, value_name = "URL")]
     pub database: Option<String>,
+    /// How the demo's outbox rows reach Kafka: poll the table, or CDC from
+    /// PostgreSQL logical decoding (needs --database postgres://… and wal_level=logical).
+    #[arg(long, global = true, value_enum, default_value_t = RelayArg::Poll)]
+    pub relay: RelayArg,
     /// Directory for SQLite files and recordings. Default: the platform data dir.
     #[arg(long = "data-dir", global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Export the demo's OpenTelemetry spans to this OTLP collector (base URL, e.g.
+    /// http://127.0.0.1:4318 for HTTP, http://127.0.0.1:4317 for gRPC). Default: no export.
+    #[arg(long = "otlp-endpoint", global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport: http (HTTP/protobuf, spans POSTed to URL/v1/traces) or grpc.
+    #[arg(long = "otlp-protocol", global = true, value_name = "PROTOCOL", default_value_t = OtlpProtocol::HttpProtobuf)]
+    pub otlp_protocol: OtlpProtocol,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +160,13 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 impl Connection {
+    /// Where to export spans, if anywhere.
+    pub fn otlp(&self) -> Option<OtlpSettings> {
+        self.otlp_endpoint
+            .as_deref()
+            .map(|e| OtlpSettings::new(e, self.otlp_protocol))
+    }
+
     /// Client properties: the config file's, then `--kafka-config` pairs.
     pub fn client_properties(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut out = Vec::new();

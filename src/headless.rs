@@ -11,6 +11,7 @@ use eventscope_demo::faults::{Fault, Faults};
 use eventscope_demo::kafka::KafkaSettings;
 use eventscope_demo::report::{self as dbreport, DbFacts};
 use eventscope_demo::system::{DemoConfig, DemoSystem};
+use eventscope_demo::telemetry::ExportReport;
 use eventscope_demo::topics;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -140,6 +141,8 @@ pub struct Finished {
     pub model: Model,
     pub restarts: u64,
     pub duplicates_skipped: u64,
+    /// What the OTLP export did (after the final flush); None when off.
+    pub tracing: Option<ExportReport>,
 }
 
 fn now_ms() -> i64 {
@@ -158,6 +161,8 @@ impl Session {
         let url = database_url(conn, "demo");
         let mut cfg = DemoConfig::new(settings.clone(), url);
         cfg.seed = faults.seed();
+        cfg.relay = conn.relay.into();
+        cfg.otlp = conn.otlp();
         config(&mut cfg);
         let system = DemoSystem::start(cfg, faults.clone())
             .await
@@ -296,7 +301,9 @@ impl Session {
             mut tap_task,
             ..
         } = self;
+        let export = system.ctx.clone();
         system.shutdown().await;
+        let tracing = export.telemetry.export_report();
         let _ = (&mut tap_task).await;
         while let Ok(r) = records_rx.try_recv() {
             if let Err(e) = model.ingest(&r, now_ms()) {
@@ -310,6 +317,7 @@ impl Session {
             model,
             restarts,
             duplicates_skipped,
+            tracing,
         })
     }
 }
@@ -368,6 +376,13 @@ pub async fn execute(
     }
     let started = s.started;
     let f = s.finish().await?;
+    if let Some(t) = &f.tracing {
+        eprintln!(
+            "[{:>6.1}s] {}",
+            started.elapsed().as_secs_f64(),
+            t.summary()
+        );
+    }
     let report = build_report(
         args,
         &f,
@@ -400,6 +415,22 @@ fn summary(r: &serde_json::Value) -> String {
         "orders {}, events {}, invariants {}, anomalies {}",
         r["orders"], r["events"], r["invariants"], r["anomaly_counts"]
     )
+}
+
+/// The report's view of the OTLP export.
+fn tracing_json(t: Option<&ExportReport>) -> serde_json::Value {
+    match t {
+        None => json!({"export": "off"}),
+        Some(t) => json!({
+            "export": if t.failed() { "failed" } else { "ok" },
+            "endpoint": t.endpoint,
+            "protocol": t.protocol.to_string(),
+            "exported_spans": t.exported_spans,
+            "failed_spans": t.failed_spans,
+            "failed_batches": t.failed_batches,
+            "last_error": t.last_error,
+        }),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -470,6 +501,7 @@ fn build_report(
             "partitions": args.partitions,
             "quiescent": quiescent,
             "duration_ms": took.as_millis() as u64,
+            "tracing": tracing_json(fin.tracing.as_ref()),
         },
     })
 }

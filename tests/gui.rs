@@ -519,3 +519,80 @@ fn bad_broker_address_shows_the_failure() {
         "the status bar has the notice"
     );
 }
+
+#[test]
+fn the_inspector_shows_the_trace_id_and_filters_the_table_to_its_trace() {
+    let mut g = Gui::start(Prefs::default());
+    g.click(Role::Button, "Place order");
+    g.click(Role::Button, "Place order");
+    g.wait_settled("both orders to complete", |g| {
+        g.indices_of("OrderCompleted").len() == 2
+    });
+    let created = g.indices_of("OrderCreated")[0];
+    let (trace, in_trace, total) = {
+        let log = g.app().model.log();
+        let trace = log
+            .meta(created)
+            .and_then(|m| log.resolve_opt(m.trace_id))
+            .expect("the demo's records carry trace context")
+            .to_owned();
+        let n = log.trace(&trace).len();
+        (trace, n, log.len())
+    };
+    assert!(
+        in_trace > 1 && in_trace < total,
+        "one order's trace: {in_trace} of {total}"
+    );
+    g.h.state_mut().selected = Some(created);
+    g.h.run_steps(2);
+    assert!(
+        g.h.query_all_by_label(&trace)
+            .any(|n| n.accesskit_node().role() == Role::Label),
+        "the inspector shows the trace id"
+    );
+    let link = format!("http://localhost:16686/trace/{trace}");
+    // "open" opens the trace in the tracing UI (the default link template: Jaeger).
+    g.h.get_by_label("open").click();
+    g.h.run_steps(1);
+    assert!(
+        g.h.output()
+            .platform_output
+            .commands
+            .iter()
+            .any(|c| matches!(
+                c,
+                egui::OutputCommand::OpenUrl(u) if u.url == link
+            )),
+        "open goes to {link}: {:?}",
+        g.h.output().platform_output.commands
+    );
+    assert_eq!(
+        g.h.get_by_role_and_label(Role::TextInput, "trace link")
+            .value()
+            .as_deref(),
+        Some("http://localhost:16686/trace/{trace_id}"),
+        "the link template is editable"
+    );
+
+    g.h.get_by_role_and_label(Role::Button, "copy link")
+        .scroll_to_me();
+    g.h.run_steps(2);
+    g.h.get_by_role_and_label(Role::Button, "copy link").click();
+    g.h.run_steps(1);
+    assert!(
+        g.h.output()
+            .platform_output
+            .commands
+            .contains(&egui::OutputCommand::CopyText(link)),
+        "copy link puts the trace's link on the clipboard"
+    );
+
+    g.click(Role::Button, "Filter the table to this trace");
+    assert_eq!(g.app().filter.trace, trace);
+    g.h.run_steps(2);
+    let shown = format!("{in_trace} of {total} records");
+    assert!(
+        g.h.query_by_label(&shown).is_some(),
+        "the table says '{shown}'"
+    );
+}

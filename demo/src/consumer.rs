@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -19,6 +20,7 @@ use crate::envelope::Envelope;
 use crate::faults::Fault;
 use crate::store::{mark_processed, StoreError, Tx};
 use crate::system::Ctx;
+use crate::telemetry::{self, attr, Message as TracedMessage, Operation, Trace};
 use crate::topics;
 
 /// How a task ended.
@@ -49,12 +51,14 @@ pub trait Handler: Send + Sync + 'static {
     fn replies_again_on_redelivery(&self) -> bool {
         true
     }
-    /// Apply the effect inside `tx`.
+    /// Apply the effect inside `tx`. `trace` is the consumer's span for this
+    /// message: the outbox rows written for it are its children.
     fn handle<'a>(
         &'a self,
         ctx: &'a Ctx,
         tx: &'a mut Tx,
         msg: &'a Envelope,
+        trace: &'a Trace,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 }
 
@@ -64,6 +68,56 @@ fn decode(m: &BorrowedMessage<'_>) -> Result<Envelope, String> {
         headers.and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
     };
     Envelope::from_parts(lookup, m.payload()).map_err(|e| e.to_string())
+}
+
+/// The producer's trace context: the W3C header, else the CloudEvents extension.
+fn traceparent(m: &BorrowedMessage<'_>) -> Option<String> {
+    let headers = m.headers()?;
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|x| x.key == name)
+            .and_then(|x| x.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    };
+    find(telemetry::TRACEPARENT_HEADER).or_else(|| find(crate::envelope::TRACEPARENT))
+}
+
+/// The consumer's span for `m`: a child of the context the producer sent.
+fn process_span(ctx: &Ctx, group: &str, m: &BorrowedMessage<'_>, env: Option<&Envelope>) -> Trace {
+    let key = m.key().map(String::from_utf8_lossy);
+    let parent = telemetry::remote_parent(traceparent(m).as_deref());
+    let mut extra = vec![
+        KeyValue::new(attr::HOP, "consume"),
+        KeyValue::new(attr::CONSUMER_GROUP, group.to_owned()),
+        KeyValue::new(attr::KAFKA_CONSUMER_GROUP, group.to_owned()),
+    ];
+    if let Some(env) = env {
+        extra.extend([
+            KeyValue::new(attr::CE_ID, env.id.clone()),
+            KeyValue::new(attr::CE_TYPE, env.event_type.clone()),
+            KeyValue::new(attr::CE_SOURCE, env.source.clone()),
+            KeyValue::new(attr::CE_SUBJECT, env.subject.clone()),
+            KeyValue::new(attr::ORDER_ID, env.subject.clone()),
+        ]);
+        if let Some(c) = &env.correlation_id {
+            extra.push(KeyValue::new(attr::CORRELATION_ID, c.clone()));
+        }
+    }
+    Trace::messaging(
+        &ctx.telemetry.tracer(group),
+        &parent,
+        Operation::Process,
+        &TracedMessage {
+            topic: m.topic(),
+            key: key.as_deref(),
+            message_id: env.map(|e| e.id.as_str()),
+            partition: Some(m.partition()),
+            offset: Some(m.offset()),
+        },
+        extra,
+    )
 }
 
 /// Run one consumer until shutdown or an injected crash.
@@ -88,9 +142,17 @@ pub async fn run<H: Handler>(
             }
         };
         match decode(&m) {
-            Err(why) => dead_letter(&ctx, handler.name(), &m, &why).await,
+            Err(why) => {
+                let span = process_span(&ctx, handler.name(), &m, None);
+                span.fail(format!("undecodable, sent to {}: {why}", topics::DLQ));
+                dead_letter(&ctx, handler.name(), &m, &why).await;
+                span.end();
+            }
             Ok(env) => {
-                if !process(&ctx, handler.as_ref(), &env, &mut shutdown).await {
+                let span = process_span(&ctx, handler.name(), &m, Some(&env));
+                let done = process(&ctx, handler.as_ref(), &env, &span, &mut shutdown).await;
+                span.end();
+                if !done {
                     return Ok(Exit::Shutdown);
                 }
                 if ctx.faults.hits(
@@ -111,18 +173,24 @@ async fn process<H: Handler>(
     ctx: &Ctx,
     handler: &H,
     env: &Envelope,
+    trace: &Trace,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut backoff = Duration::from_millis(20);
     loop {
-        match attempt(ctx, handler, env).await {
+        match attempt(ctx, handler, env, trace).await {
             Ok(()) => return true,
             Err(e) if e.is_transient() => {
                 tracing::debug!(consumer = handler.name(), error = %e, "transient, retrying");
+                trace.add_event("transient store error; retrying", vec![]);
             }
             Err(e) => {
                 tracing::error!(consumer = handler.name(), event = %env.id, error = %e, "cannot apply; retrying");
                 ctx.report_error(format!("{}: {e}", handler.name()));
+                trace.add_event(
+                    "cannot apply; retrying",
+                    vec![KeyValue::new("exception.message", e.to_string())],
+                );
             }
         }
         tokio::select! {
@@ -133,7 +201,12 @@ async fn process<H: Handler>(
     }
 }
 
-async fn attempt<H: Handler>(ctx: &Ctx, handler: &H, env: &Envelope) -> Result<(), StoreError> {
+async fn attempt<H: Handler>(
+    ctx: &Ctx,
+    handler: &H,
+    env: &Envelope,
+    trace: &Trace,
+) -> Result<(), StoreError> {
     let mut tx = ctx.db.begin().await?;
     let first = mark_processed(&mut tx, handler.name(), &env.id).await?;
     let skip_check = handler.honours_no_idempotency() && ctx.faults.is_on(Fault::NoIdempotency);
@@ -153,9 +226,10 @@ async fn attempt<H: Handler>(ctx: &Ctx, handler: &H, env: &Envelope) -> Result<(
         }
         ctx.duplicates_skipped
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        trace.set_attributes(vec![KeyValue::new(attr::DUPLICATE, true)]);
         return Ok(());
     }
-    handler.handle(ctx, &mut tx, env).await?;
+    handler.handle(ctx, &mut tx, env, trace).await?;
     tx.commit().await?;
     Ok(())
 }

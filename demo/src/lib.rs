@@ -6,6 +6,7 @@
 //! consumers (`processed_events` written in the same transaction as the effect),
 //! a CQRS read model, CloudEvents envelopes and runtime failure injection.
 
+pub mod cdc;
 pub mod consumer;
 pub mod domain;
 pub mod envelope;
@@ -21,6 +22,7 @@ pub mod saga;
 pub mod services;
 pub mod store;
 pub mod system;
+pub mod telemetry;
 pub mod topics;
 
 pub use faults::{Fault, Faults};

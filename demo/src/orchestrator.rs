@@ -1,5 +1,7 @@
 //! The saga orchestrator: durable saga state, commands through the outbox.
 
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 use sqlx::Row;
 
 use crate::consumer::Handler;
@@ -7,9 +9,10 @@ use crate::domain::LineItem;
 use crate::envelope::{now_rfc3339, Envelope};
 use crate::faults::Fault;
 use crate::ids;
-use crate::saga::{self, SagaAction, SagaInput, SagaState};
+use crate::saga::{self, SagaAction, SagaInput, SagaPhase, SagaState};
 use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
 use crate::system::Ctx;
+use crate::telemetry::{attr, Trace};
 use crate::topics;
 
 pub const NAME: &str = "saga-orchestrator";
@@ -39,12 +42,60 @@ async fn load(tx: &mut Tx, order_id: &str) -> Result<Option<Stored>, StoreError>
     }
 }
 
+/// The span of one saga transition: a step forward, a compensation, or the end.
+fn step_span(
+    parent: &Trace,
+    from: Option<&SagaState>,
+    to: &SagaState,
+    cause: &Envelope,
+    actions: &[SagaAction],
+) -> Trace {
+    let compensating = matches!(
+        to.phase,
+        SagaPhase::Compensating { .. } | SagaPhase::CancellingOrder | SagaPhase::Compensated
+    );
+    let command = actions.iter().find_map(|a| match a {
+        SagaAction::Send(c) => Some(c.type_name()),
+        SagaAction::Finished => None,
+    });
+    let name = match (from, command) {
+        (None, _) => "saga start".to_owned(),
+        (_, Some(c)) if compensating => format!("saga compensate {c}"),
+        (_, Some(c)) => format!("saga step {c}"),
+        (_, None) => format!("saga {}", to.phase.name()),
+    };
+    let mut attributes = vec![
+        KeyValue::new(
+            attr::HOP,
+            if compensating {
+                "saga compensation"
+            } else {
+                "saga step"
+            },
+        ),
+        KeyValue::new(attr::ORDER_ID, to.order_id.clone()),
+        KeyValue::new(attr::SAGA_PHASE, to.phase.name()),
+        KeyValue::new(attr::SAGA_INPUT, cause.event_type.clone()),
+    ];
+    if let Some(from) = from {
+        attributes.push(KeyValue::new(
+            "eventscope.saga.phase_before",
+            from.phase.name(),
+        ));
+    }
+    if let Some(f) = &to.failure {
+        attributes.push(KeyValue::new("eventscope.saga.failure", f.clone()));
+    }
+    parent.child(name, SpanKind::Internal, attributes)
+}
+
 async fn perform(
     tx: &mut Tx,
     s: &SagaState,
     correlation_id: &str,
     cause: &Envelope,
     actions: &[SagaAction],
+    trace: &Trace,
 ) -> Result<(), StoreError> {
     for a in actions {
         if let SagaAction::Send(cmd) = a {
@@ -72,6 +123,7 @@ async fn perform(
                     topic: cmd.topic().to_owned(),
                     envelope,
                 },
+                trace,
             )
             .await?;
         }
@@ -102,7 +154,13 @@ impl Handler for Orchestrator {
     fn replies_again_on_redelivery(&self) -> bool {
         false
     }
-    async fn handle(&self, _ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+    async fn handle(
+        &self,
+        _ctx: &Ctx,
+        tx: &mut Tx,
+        msg: &Envelope,
+        trace: &Trace,
+    ) -> Result<(), StoreError> {
         let order_id = msg.subject.as_str();
         let now = now_ms();
         if msg.event_type == "OrderCreated" {
@@ -136,7 +194,10 @@ impl Handler for Orchestrator {
             .bind(now)
             .execute(&mut **tx)
             .await?;
-            return perform(tx, &state, &correlation_id, msg, &actions).await;
+            let span = step_span(trace, None, &state, msg, &actions);
+            let done = perform(tx, &state, &correlation_id, msg, &actions, &span).await;
+            span.end();
+            return done;
         }
         let Some(input) = SagaInput::from_event(&msg.event_type, &msg.data) else {
             return Ok(());
@@ -162,7 +223,10 @@ impl Handler for Orchestrator {
             .bind(order_id)
             .execute(&mut **tx)
             .await?;
-        perform(tx, &state, &stored.correlation_id, msg, &actions).await
+        let span = step_span(trace, Some(&stored.state), &state, msg, &actions);
+        let done = perform(tx, &state, &stored.correlation_id, msg, &actions, &span).await;
+        span.end();
+        done
     }
 }
 

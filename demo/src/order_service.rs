@@ -10,16 +10,19 @@ use crate::envelope::{now_rfc3339, Envelope};
 use crate::ids;
 use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
 use crate::system::Ctx;
+use crate::telemetry::Trace;
 use crate::topics;
 
 pub const SOURCE: &str = "/eventscope-demo/order-service";
 pub const NAME: &str = "order-service";
 
-/// Correlation and causation of the events a command produces.
+/// Correlation, causation and trace context of the events a command produces.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
+    /// The span handling the command; the outbox writes are its children.
+    pub trace: Trace,
 }
 
 /// Where the state came from: the snapshot version it started at, and the tail length.
@@ -151,6 +154,7 @@ pub async fn execute_in(
                 topic: topics::ORDERS.to_owned(),
                 envelope,
             },
+            &meta.trace,
         )
         .await?;
         if snapshot_every > 0 && version % snapshot_every == 0 {
@@ -207,7 +211,13 @@ impl Handler for OrderCommands {
     fn topics(&self) -> Vec<&'static str> {
         vec![topics::ORDER_COMMANDS]
     }
-    async fn handle(&self, ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+    async fn handle(
+        &self,
+        ctx: &Ctx,
+        tx: &mut Tx,
+        msg: &Envelope,
+        trace: &Trace,
+    ) -> Result<(), StoreError> {
         let command = match msg.event_type.as_str() {
             "ApproveOrder" => OrderCommand::ApproveOrder,
             "CancelOrder" => OrderCommand::CancelOrder {
@@ -226,6 +236,7 @@ impl Handler for OrderCommands {
         let meta = Meta {
             correlation_id: msg.correlation_id.clone(),
             causation_id: Some(msg.id.clone()),
+            trace: trace.clone(),
         };
         if let Err(e) =
             execute_in(tx, &msg.subject, command, &meta, ctx.config.snapshot_every).await?

@@ -4,6 +4,7 @@ use crate::consumer::Handler;
 use crate::envelope::Envelope;
 use crate::store::{now_ms, StoreError, Tx};
 use crate::system::Ctx;
+use crate::telemetry::Trace;
 use crate::topics;
 
 pub struct OrderView;
@@ -19,7 +20,13 @@ impl Handler for OrderView {
     fn replies_again_on_redelivery(&self) -> bool {
         false
     }
-    async fn handle(&self, _ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+    async fn handle(
+        &self,
+        _ctx: &Ctx,
+        tx: &mut Tx,
+        msg: &Envelope,
+        _trace: &Trace,
+    ) -> Result<(), StoreError> {
         let version = msg.aggregate_version.unwrap_or(0);
         let d = &msg.data;
         let status = match msg.event_type.as_str() {

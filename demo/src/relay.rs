@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::Row;
@@ -19,6 +20,10 @@ use crate::envelope::Envelope;
 use crate::faults::Fault;
 use crate::store::{now_ms, Backend, StoreError, Tx};
 use crate::system::Ctx;
+use crate::telemetry::{self, attr, Operation, Trace};
+
+/// The polling relay's service name (its spans' `service.name`).
+pub const RELAY: &str = "outbox-relay";
 
 #[derive(Debug, Clone)]
 struct Pending {
@@ -26,6 +31,8 @@ struct Pending {
     topic: String,
     key: String,
     envelope: Envelope,
+    /// The context of the span that wrote the row.
+    traceparent: Option<String>,
 }
 
 /// The columns a relay reads; `{claim}` is empty on SQLite (one writer) and
@@ -33,7 +40,7 @@ struct Pending {
 /// A row is only taken when no earlier row of its key is still unpublished,
 /// so a second relay never overtakes the first within one aggregate.
 const CLAIM_SQL: &str = "SELECT id, topic, msg_key, event_id, event_type, source, subject, correlation_id, \
-     causation_id, aggregate_version, event_time, payload \
+     causation_id, aggregate_version, event_time, payload, traceparent \
      FROM outbox o WHERE published_at IS NULL \
      AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.msg_key = o.msg_key AND e.published_at IS NULL AND e.id < o.id) \
      ORDER BY id LIMIT $1";
@@ -64,6 +71,7 @@ async fn claim_batch(ctx: &Ctx, tx: &mut Tx, limit: i64) -> Result<Vec<Pending>,
                 aggregate_version: r.try_get("aggregate_version")?,
                 data: serde_json::from_str(&payload)?,
             },
+            traceparent: r.try_get("traceparent")?,
         });
     }
     Ok(out)
@@ -114,13 +122,74 @@ async fn mark(
     Ok(())
 }
 
-fn headers(env: &Envelope) -> OwnedHeaders {
+pub(crate) fn headers(env: &Envelope) -> OwnedHeaders {
     env.headers().iter().fold(OwnedHeaders::new(), |h, (k, v)| {
         h.insert(Header {
             key: k,
             value: Some(v.as_str()),
         })
     })
+}
+
+/// The CloudEvents headers plus the trace context, as the CloudEvents
+/// `ce_traceparent` extension and as the plain W3C `traceparent` header.
+pub(crate) fn traced_headers(env: &Envelope, traceparent: Option<&str>) -> OwnedHeaders {
+    let h = headers(env);
+    match traceparent {
+        None => h,
+        Some(tp) => h
+            .insert(Header {
+                key: crate::envelope::TRACEPARENT,
+                value: Some(tp),
+            })
+            .insert(Header {
+                key: telemetry::TRACEPARENT_HEADER,
+                value: Some(tp),
+            }),
+    }
+}
+
+/// The relay's span for publishing one outbox row: a child of the context
+/// stored with the row. Returns it with the context the record carries: the
+/// row's (the span that wrote it; consumers continue from there), or for a row
+/// written without one, the relay span's own.
+pub(crate) fn publish_span(
+    ctx: &Ctx,
+    relay: &str,
+    topic: &str,
+    key: &str,
+    env: &Envelope,
+    stored: Option<&str>,
+) -> (Trace, Option<String>) {
+    let parent = telemetry::remote_parent(stored);
+    let span = Trace::messaging(
+        &ctx.telemetry.tracer(relay),
+        &parent,
+        Operation::Send,
+        &telemetry::Message {
+            topic,
+            key: Some(key),
+            message_id: Some(&env.id),
+            partition: None,
+            offset: None,
+        },
+        vec![
+            KeyValue::new(attr::HOP, "relay publish"),
+            KeyValue::new(attr::CE_TYPE, env.event_type.clone()),
+            KeyValue::new(attr::ORDER_ID, env.subject.clone()),
+        ],
+    );
+    let carried = telemetry::traceparent_of(&parent).or_else(|| span.traceparent());
+    (span, carried)
+}
+
+/// Close a publish span with where the record landed, or why it did not.
+pub(crate) fn end_publish_span(span: &Trace, result: &Result<(i32, i64), String>) {
+    match result {
+        Ok((p, o)) => span.set_attributes(telemetry::partition_attributes(Some(*p), Some(*o))),
+        Err(e) => span.fail(format!("delivery failed: {e}")),
+    }
+    span.end();
 }
 
 /// Run the relay until shutdown or an injected crash.
@@ -162,30 +231,42 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         };
         let wrong_key = ctx.faults.is_on(Fault::WrongPartitionKey);
         let mut deliveries = Vec::with_capacity(batch.len());
+        let mut spans = Vec::with_capacity(batch.len());
         for row in &batch {
             let key = if wrong_key {
                 &row.envelope.id
             } else {
                 &row.key
             };
+            let (span, traceparent) = publish_span(
+                &ctx,
+                RELAY,
+                &row.topic,
+                key,
+                &row.envelope,
+                row.traceparent.as_deref(),
+            );
+            spans.push(span);
             let payload = serde_json::to_vec(&row.envelope.data)?;
             let rec = FutureRecord::to(&row.topic)
                 .key(key.as_bytes())
                 .payload(&payload)
-                .headers(headers(&row.envelope));
+                .headers(traced_headers(&row.envelope, traceparent.as_deref()));
             deliveries.push(producer.send_result(rec).map_err(|(e, _)| e));
         }
         let mut acked = Vec::with_capacity(batch.len());
         let mut failure = None;
-        for (row, d) in batch.iter().zip(deliveries) {
-            let result = match d {
+        for ((row, d), span) in batch.iter().zip(deliveries).zip(&spans) {
+            let landed = match d {
                 Ok(fut) => match fut.await {
-                    Ok(Ok(_)) => Ok(()),
+                    Ok(Ok(d)) => Ok((d.partition, d.offset)),
                     Ok(Err((e, _))) => Err(e.to_string()),
                     Err(_) => Err("delivery cancelled".to_owned()),
                 },
                 Err(e) => Err(e.to_string()),
             };
+            end_publish_span(span, &landed);
+            let result = landed.map(|_| ());
             match result {
                 Ok(()) if failure.is_none() => acked.push(row),
                 Ok(()) => {}

@@ -10,6 +10,7 @@ use crate::faults::Fault;
 use crate::ids;
 use crate::store::{insert_outbox, now_ms, OutboxRow, StoreError, Tx};
 use crate::system::Ctx;
+use crate::telemetry::Trace;
 use crate::topics;
 
 /// Build and queue the reply event to `cmd`; `n` tells repeated effects apart.
@@ -23,6 +24,7 @@ async fn reply(
     event_type: &str,
     n: i64,
     data: serde_json::Value,
+    trace: &Trace,
 ) -> Result<(), StoreError> {
     let correlation_id = if ctx
         .faults
@@ -51,6 +53,7 @@ async fn reply(
             topic: topic.to_owned(),
             envelope,
         },
+        trace,
     )
     .await
 }
@@ -80,7 +83,13 @@ impl Handler for Payment {
     fn topics(&self) -> Vec<&'static str> {
         vec![topics::PAYMENT_COMMANDS]
     }
-    async fn handle(&self, ctx: &Ctx, tx: &mut Tx, cmd: &Envelope) -> Result<(), StoreError> {
+    async fn handle(
+        &self,
+        ctx: &Ctx,
+        tx: &mut Tx,
+        cmd: &Envelope,
+        trace: &Trace,
+    ) -> Result<(), StoreError> {
         let n = prior_effects(tx, "payments", &cmd.id).await?;
         let order = cmd.subject.clone();
         let (kind, reply_type, data) = match cmd.event_type.as_str() {
@@ -131,6 +140,7 @@ impl Handler for Payment {
             reply_type,
             n,
             data,
+            trace,
         )
         .await
     }
@@ -152,7 +162,13 @@ impl Handler for Inventory {
     fn topics(&self) -> Vec<&'static str> {
         vec![topics::INVENTORY_COMMANDS]
     }
-    async fn handle(&self, ctx: &Ctx, tx: &mut Tx, cmd: &Envelope) -> Result<(), StoreError> {
+    async fn handle(
+        &self,
+        ctx: &Ctx,
+        tx: &mut Tx,
+        cmd: &Envelope,
+        trace: &Trace,
+    ) -> Result<(), StoreError> {
         let n = prior_effects(tx, "stock_movements", &cmd.id).await?;
         let order = cmd.subject.clone();
         let items = items(cmd);
@@ -197,6 +213,7 @@ impl Handler for Inventory {
                     "StockRejected",
                     n,
                     data,
+                    trace,
                 )
                 .await;
             }
@@ -228,6 +245,7 @@ impl Handler for Inventory {
             reply_type,
             n,
             data,
+            trace,
         )
         .await
     }
@@ -242,7 +260,13 @@ impl Handler for Shipping {
     fn topics(&self) -> Vec<&'static str> {
         vec![topics::SHIPPING_COMMANDS]
     }
-    async fn handle(&self, ctx: &Ctx, tx: &mut Tx, cmd: &Envelope) -> Result<(), StoreError> {
+    async fn handle(
+        &self,
+        ctx: &Ctx,
+        tx: &mut Tx,
+        cmd: &Envelope,
+        trace: &Trace,
+    ) -> Result<(), StoreError> {
         let n = prior_effects(tx, "shipments", &cmd.id).await?;
         let order = cmd.subject.clone();
         let shipment_id = ids::derive(&[&order, "shipment"]);
@@ -286,6 +310,7 @@ impl Handler for Shipping {
             reply_type,
             n,
             data,
+            trace,
         )
         .await
     }

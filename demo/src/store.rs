@@ -10,6 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::envelope::Envelope;
+use crate::telemetry::Trace;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -201,13 +202,30 @@ pub struct OutboxRow {
     pub envelope: Envelope,
 }
 
-/// Append an outbox row inside the caller's transaction.
-pub async fn insert_outbox(tx: &mut Tx, row: &OutboxRow) -> Result<(), StoreError> {
+/// Append an outbox row inside the caller's transaction, in an `outbox write`
+/// span under `trace`; that span's context is stored with the row, and the
+/// relay sends it with the record.
+pub async fn insert_outbox(tx: &mut Tx, row: &OutboxRow, trace: &Trace) -> Result<(), StoreError> {
+    let e = &row.envelope;
+    let span = trace.outbox_write(&row.topic, &e.subject, &e.id, &e.event_type);
+    let result = insert_outbox_row(tx, row, span.traceparent()).await;
+    if let Err(err) = &result {
+        span.fail(err.to_string());
+    }
+    span.end();
+    result
+}
+
+async fn insert_outbox_row(
+    tx: &mut Tx,
+    row: &OutboxRow,
+    traceparent: Option<String>,
+) -> Result<(), StoreError> {
     let e = &row.envelope;
     sqlx::query(
         "INSERT INTO outbox (event_id, service, topic, msg_key, event_type, source, subject, \
-         correlation_id, causation_id, aggregate_version, event_time, payload, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         correlation_id, causation_id, aggregate_version, event_time, payload, created_at, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&e.id)
     .bind(row.service)
@@ -222,6 +240,7 @@ pub async fn insert_outbox(tx: &mut Tx, row: &OutboxRow) -> Result<(), StoreErro
     .bind(&e.time)
     .bind(serde_json::to_string(&e.data)?)
     .bind(now_ms())
+    .bind(traceparent)
     .execute(&mut **tx)
     .await?;
     Ok(())

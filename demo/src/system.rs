@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
@@ -19,6 +21,7 @@ use crate::order_service::{self, Meta, OrderCommands};
 use crate::read_model::OrderView;
 use crate::services::{Inventory, Payment, Shipping};
 use crate::store::{Db, StoreError};
+use crate::telemetry::{attr, ExportReport, OtlpSettings, Telemetry, TelemetryError};
 use crate::{ids, relay, topics};
 
 /// Products of the demo shop: id, unit price in cents.
@@ -45,6 +48,19 @@ pub struct DemoConfig {
     pub relay_delivery_timeout: Duration,
     /// Starting stock of each product.
     pub initial_stock: i64,
+    /// How outbox rows reach Kafka.
+    pub relay: RelayMode,
+    /// Where to export spans (OpenTelemetry OTLP); None: trace context only.
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// The outbox relay: polling the table (default, any database) or CDC from
+/// PostgreSQL logical decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelayMode {
+    #[default]
+    Poll,
+    Cdc,
 }
 
 impl DemoConfig {
@@ -59,6 +75,8 @@ impl DemoConfig {
             relay_batch: 500,
             relay_delivery_timeout: Duration::from_secs(3),
             initial_stock: 1_000_000,
+            relay: RelayMode::Poll,
+            otlp: None,
         }
     }
 }
@@ -71,6 +89,10 @@ pub enum DemoError {
     Kafka(#[from] KafkaSetupError),
     #[error("Kafka client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Cdc(#[from] crate::cdc::CdcError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
 }
 
 /// What every task shares. Read-only but for the error sink.
@@ -84,6 +106,8 @@ pub struct Ctx {
     restarts: AtomicU64,
     /// Redeliveries a consumer recognised in `processed_events` and skipped.
     pub duplicates_skipped: AtomicU64,
+    /// Tracers of the services and the OTLP export.
+    pub telemetry: Telemetry,
 }
 
 impl Ctx {
@@ -157,6 +181,9 @@ impl DemoSystem {
     /// Connect, migrate, seed stock, create topics and start every task.
     pub async fn start(config: DemoConfig, faults: Arc<Faults>) -> Result<DemoSystem, DemoError> {
         let db = Db::connect(&config.database_url).await?;
+        if config.relay == RelayMode::Cdc {
+            crate::cdc::ensure_slot(&db).await?;
+        }
         for (product, _) in PRODUCTS {
             sqlx::query("INSERT INTO stock (product_id, quantity, initial_quantity) VALUES ($1, $2, $2) ON CONFLICT (product_id) DO NOTHING")
                 .bind(product)
@@ -176,6 +203,9 @@ impl DemoSystem {
         kafka.ensure_topics(&topics::ALL, config.partitions).await?;
         let dlq_producer = kafka.producer(Duration::from_secs(10))?;
         let already = db.count("SELECT COUNT(*) FROM sagas").await?;
+        let mut services: Vec<&'static str> = Self::groups().iter().map(|(g, _)| *g).collect();
+        services.extend([relay::RELAY, crate::cdc::RELAY]);
+        let telemetry = Telemetry::new(&services, config.otlp.as_ref())?;
         let ctx = Arc::new(Ctx {
             db,
             kafka,
@@ -185,15 +215,24 @@ impl DemoSystem {
             errors: Mutex::new(Vec::new()),
             restarts: AtomicU64::new(0),
             duplicates_skipped: AtomicU64::new(0),
+            telemetry,
         });
         let (shutdown_tx, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tasks.spawn(supervise(
-            "outbox-relay",
-            ctx.clone(),
-            rx.clone(),
-            relay::run,
-        ));
+        match ctx.config.relay {
+            RelayMode::Poll => tasks.spawn(supervise(
+                "outbox-relay",
+                ctx.clone(),
+                rx.clone(),
+                relay::run,
+            )),
+            RelayMode::Cdc => tasks.spawn(supervise(
+                "cdc-relay",
+                ctx.clone(),
+                rx.clone(),
+                crate::cdc::run,
+            )),
+        };
         spawn_consumer(&mut tasks, &ctx, &rx, Orchestrator);
         spawn_consumer(&mut tasks, &ctx, &rx, Payment);
         spawn_consumer(&mut tasks, &ctx, &rx, Inventory);
@@ -252,19 +291,37 @@ impl DemoSystem {
     pub async fn place_order(&self) -> Result<Result<String, OrderError>, StoreError> {
         let n = self.next_order.fetch_add(1, Ordering::SeqCst);
         let (order_id, cmd) = Self::order_command(self.ctx.config.seed, n);
+        let correlation_id = ids::derive(&[&order_id, "correlation"]);
+        // The root of the order's trace: every later hop descends from it.
+        let trace = self.ctx.telemetry.trace_for(order_service::NAME).child(
+            "place order",
+            SpanKind::Server,
+            vec![
+                KeyValue::new(attr::HOP, "order placed"),
+                KeyValue::new(attr::ORDER_ID, order_id.clone()),
+                KeyValue::new(attr::CORRELATION_ID, correlation_id.clone()),
+            ],
+        );
         let meta = Meta {
-            correlation_id: Some(ids::derive(&[&order_id, "correlation"])),
+            correlation_id: Some(correlation_id),
             causation_id: None,
+            trace: trace.clone(),
         };
-        Ok(order_service::execute(
+        let result = order_service::execute(
             &self.ctx.db,
             &order_id,
             cmd,
             &meta,
             self.ctx.config.snapshot_every,
         )
-        .await?
-        .map(|_| order_id))
+        .await;
+        match &result {
+            Err(e) => trace.fail(e.to_string()),
+            Ok(Err(e)) => trace.fail(e.to_string()),
+            Ok(Ok(_)) => {}
+        }
+        trace.end();
+        Ok(result?.map(|_| order_id))
     }
 
     pub fn faults(&self) -> &Arc<Faults> {
@@ -273,11 +330,19 @@ impl DemoSystem {
 
     /// Errors reported by background tasks since the last call.
     pub fn take_errors(&self) -> Vec<String> {
-        self.ctx
+        let mut errors = self
+            .ctx
             .errors
             .lock()
             .map(|mut v| std::mem::take(&mut *v))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        errors.extend(self.ctx.telemetry.take_failure_notice());
+        errors
+    }
+
+    /// What the OTLP export did so far; None when export is off.
+    pub fn export_report(&self) -> Option<ExportReport> {
+        self.ctx.telemetry.export_report()
     }
 
     pub fn restarts(&self) -> u64 {
@@ -292,6 +357,8 @@ impl DemoSystem {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown_tx.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // Export what the tasks left queued; bounded when the collector is down.
+        self.ctx.telemetry.shutdown().await;
     }
 }
 

@@ -26,6 +26,17 @@ fn hex_dump(bytes: &[u8]) -> String {
     out
 }
 
+/// The trace link of the Jaeger UI on this machine.
+pub const DEFAULT_TRACE_LINK: &str = "http://localhost:16686/trace/{trace_id}";
+
+/// The link to a trace: the template with `{trace_id}` replaced (an empty
+/// template falls back to Jaeger's).
+pub fn trace_link(template: &str, trace_id: &str) -> String {
+    let t = template.trim();
+    let t = if t.is_empty() { DEFAULT_TRACE_LINK } else { t };
+    t.replace("{trace_id}", trace_id)
+}
+
 pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
     ui.heading("Record");
     let Some(idx) = app.selected else {
@@ -106,20 +117,63 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
                     ui.label("trace id");
                     ui.horizontal(|ui| {
                         ui.monospace(trace);
-                        let link = app.prefs.trace_link_template.replace("{trace_id}", trace);
-                        if ui.small_button("copy link").on_hover_text(&link).clicked() {
-                            ui.ctx().copy_text(link);
+                        if ui
+                            .small_button("copy id")
+                            .on_hover_text("copy the trace id")
+                            .clicked()
+                        {
+                            ui.ctx().copy_text(trace.to_owned());
                         }
+                        let link = trace_link(&app.prefs.trace_link_template, trace);
+                        if ui.small_button("copy link").on_hover_text(&link).clicked() {
+                            ui.ctx().copy_text(link.clone());
+                        }
+                        ui.hyperlink_to("open", &link)
+                            .on_hover_text("open the trace in your tracing UI");
                     });
+                    ui.end_row();
+                    ui.label("records in the trace");
+                    ui.monospace(log.trace(trace).len().to_string());
                     ui.end_row();
                 }
             }
         });
     if let Some(m) = row.meta() {
-        if let Some(c) = log.resolve_opt(m.correlation_id) {
-            if ui.small_button("Filter the table to this chain").clicked() {
-                app.filter.correlation = c.to_owned();
+        ui.horizontal(|ui| {
+            if let Some(c) = log.resolve_opt(m.correlation_id) {
+                if ui.small_button("Filter the table to this chain").clicked() {
+                    app.filter.correlation = c.to_owned();
+                }
             }
+            if let Some(t) = log.resolve_opt(m.trace_id) {
+                if ui
+                    .small_button("Filter the table to this trace")
+                    .on_hover_text("show only the records of this trace id")
+                    .clicked()
+                {
+                    app.filter.trace = t.to_owned();
+                }
+            }
+        });
+        if m.trace_id.is_some() {
+            ui.horizontal(|ui| {
+                let l = ui.label("trace link");
+                ui.add(
+                    egui::TextEdit::singleline(&mut app.prefs.trace_link_template)
+                        .hint_text(DEFAULT_TRACE_LINK)
+                        .desired_width(260.0),
+                )
+                .labelled_by(l.id)
+                .on_hover_text("where \"open\" and \"copy link\" go; {trace_id} is replaced");
+                if app.prefs.trace_link_template != DEFAULT_TRACE_LINK
+                    && ui
+                        .small_button("Jaeger")
+                        .on_hover_text("reset to the default")
+                        .clicked()
+                {
+                    app.prefs.trace_link_template = DEFAULT_TRACE_LINK.to_owned();
+                }
+            });
         }
     }
     for a in app
@@ -209,7 +263,17 @@ pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
     };
     let fold = fold_for(app.model.log(), &agg);
     let name = fold.name().to_owned();
-    let Some(state) = app.model.state_at(fold, &agg, cursor) else {
+    // One fold per (aggregate, cursor, log length), not one per frame.
+    let key = (agg.clone(), cursor, app.model.log().len());
+    let state = match &app.aggregate_cache {
+        Some((k, st)) if *k == key => st.clone(),
+        _ => {
+            let st = app.model.state_at(fold, &agg, cursor);
+            app.aggregate_cache = Some((key, st.clone()));
+            st
+        }
+    };
+    let Some(state) = state else {
         ui.weak("no event of this aggregate yet");
         return;
     };

@@ -53,7 +53,7 @@ impl Default for Prefs {
             traffic_rate: 5.0,
             play_speed: 20.0,
             bottom_tab: BottomTab::Chain,
-            trace_link_template: "http://localhost:16686/trace/{trace_id}".into(),
+            trace_link_template: inspect::DEFAULT_TRACE_LINK.into(),
             show_faults: true,
             show_lints: true,
         }
@@ -94,6 +94,8 @@ pub struct Filter {
     pub topic: String,
     pub event_type: String,
     pub correlation: String,
+    /// W3C trace id (from `traceparent` / `ce_traceparent`).
+    pub trace: String,
     pub header_text: String,
 }
 
@@ -102,6 +104,7 @@ impl Filter {
         self.topic.is_empty()
             && self.event_type.is_empty()
             && self.correlation.is_empty()
+            && self.trace.is_empty()
             && self.header_text.is_empty()
     }
 }
@@ -126,6 +129,11 @@ pub struct EventscopeApp {
     play_accum: f64,
     last_frame: Option<Instant>,
     pub selected: Option<LogIndex>,
+    /// The aggregate inspector's last fold: ((aggregate, cursor, log length), state).
+    pub aggregate_cache: Option<(
+        (String, LogIndex, usize),
+        Option<crate::model::timetravel::AggregateState>,
+    )>,
     pub status: ConnectionStatus,
     pub faults: Vec<FaultState>,
     pub fault_values: HashMap<Fault, f64>,
@@ -201,6 +209,7 @@ impl EventscopeApp {
             play_accum: 0.0,
             last_frame: None,
             selected: None,
+            aggregate_cache: None,
             status,
             faults: Fault::ALL
                 .iter()
@@ -302,7 +311,11 @@ impl EventscopeApp {
                 break;
             }
         }
-        self.model.tick(now);
+        // Time-based lints wait while a backlog is being read: a cause on a
+        // partition not read yet is late, not missing.
+        if self.pending.is_empty() {
+            self.model.tick(now);
+        }
         if self.follow_live && !self.playing {
             self.cursor.apply(
                 CursorCommand::ToEnd,
@@ -327,6 +340,7 @@ impl EventscopeApp {
             file: label.clone(),
         };
         self.model = model;
+        self.aggregate_cache = None;
         self.pending.clear();
         self.correlations.clear();
         self.seen_correlations.clear();

@@ -328,6 +328,9 @@ pub struct ConnectionDialog {
     pub username: String,
     pub password: String,
     pub extra: String,
+    /// Where to export the demo's spans (empty: no export).
+    pub otlp_endpoint: String,
+    pub otlp_grpc: bool,
     pub submitted: bool,
 }
 
@@ -373,6 +376,18 @@ impl ConnectionDialog {
             }
         }
         c.kafka_config = kv;
+        let otlp = self.otlp_endpoint.trim();
+        if !otlp.is_empty() {
+            if !(otlp.starts_with("http://") || otlp.starts_with("https://")) {
+                return Err(format!("OTLP endpoint '{otlp}' is not an http(s):// URL"));
+            }
+            c.otlp_endpoint = Some(otlp.to_owned());
+            c.otlp_protocol = if self.otlp_grpc {
+                eventscope_demo::telemetry::OtlpProtocol::Grpc
+            } else {
+                eventscope_demo::telemetry::OtlpProtocol::HttpProtobuf
+            };
+        }
         Ok(c)
     }
 
@@ -435,6 +450,15 @@ impl ConnectionDialog {
                         "More (key=value per line)",
                         egui::TextEdit::multiline(&mut self.extra).desired_rows(2),
                     );
+                    field(
+                        ui,
+                        "OTLP endpoint",
+                        egui::TextEdit::singleline(&mut self.otlp_endpoint)
+                            .hint_text("empty: no export; http://127.0.0.1:4318"),
+                    );
+                    ui.label("");
+                    ui.checkbox(&mut self.otlp_grpc, "OTLP over gRPC (else HTTP/protobuf)");
+                    ui.end_row();
                 });
                 let valid = self.connection();
                 if let Err(e) = &valid {

@@ -38,6 +38,12 @@ pub fn matches(log: &ObservedLog, idx: LogIndex, f: &Filter) -> bool {
             return false;
         }
     }
+    if !f.trace.is_empty() {
+        let t = meta.and_then(|m| log.resolve_opt(m.trace_id)).unwrap_or("");
+        if !contains(t, &f.trace) {
+            return false;
+        }
+    }
     if !f.header_text.is_empty() {
         let Some(rec) = log.record(idx) else {
             return false;
@@ -66,6 +72,7 @@ pub fn table_ui(
             ("topic", &mut app.filter.topic),
             ("type", &mut app.filter.event_type),
             ("correlation", &mut app.filter.correlation),
+            ("trace id", &mut app.filter.trace),
             ("header text", &mut app.filter.header_text),
         ] {
             ui.add(

@@ -114,6 +114,10 @@ impl Drop for TestEnv {
             let _ = t.wait();
         }
         if let Some(db) = self.pg_database.take() {
+            // The CDC relay's replication slot pins the database: drop it first.
+            psql(&format!(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{db}'"
+            ));
             psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
         }
     }

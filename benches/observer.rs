@@ -1,0 +1,733 @@
+//! Observer benchmarks that print figures (not timed tests).
+//!
+//! a. decode + index rate of CloudEvents binary-mode records;
+//! b. against kcat: reading the same records back from the embedded broker;
+//! c. process memory after the records are ingested;
+//! d. time travel: state at a cursor (snapshots) against a full replay.
+//!
+//! `cargo bench --bench observer`; `EVENTSCOPE_BENCH_N=20000 cargo bench --bench observer`
+//! for a quick smoke run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{
+    children_cpu, mib, percentiles_ms, process_cpu, rss_kib, secs, thread_cpu, Gen, HOT_ACCOUNT,
+};
+use eventscope::folds::{fold_for, OrderFold};
+use eventscope::kafka::broker::EmbeddedBroker;
+use eventscope::kafka::tap::{self, TapStatus, TopicSelection};
+use eventscope::model::envelope::{decode_envelope, DecodeConfig};
+use eventscope::model::log::{LogIndex, ObservedLog};
+use eventscope::model::record::Record;
+use eventscope::model::timetravel::{self, Fold};
+use eventscope::model::Model;
+use eventscope_demo::kafka::{BrokerControl, KafkaSettings};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext};
+use tokio::sync::{mpsc, watch};
+
+const BATCH: usize = 10_000;
+/// 1.5 GB, in MiB (10^9 bytes; 1.5 GiB would be 1536 MiB).
+const RSS_BUDGET_MIB: f64 = 1.5e9 / (1024.0 * 1024.0);
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / secs(d)
+}
+
+fn mb_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / secs(d)
+}
+
+fn main() {
+    let n = common::scale();
+    println!("eventscope observer benchmarks, {n} records (EVENTSCOPE_BENCH_N scales this)");
+    println!(
+        "records: CloudEvents 1.0 binary mode, demo-shaped sagas (9 records on 8 topics, 3 partitions each),"
+    );
+    println!(
+        "  headers ce_specversion ce_id ce_type ce_source ce_time ce_subject content-type ce_correlationid"
+    );
+    println!(
+        "  ce_causationid ce_aggregateversion (events) ce_traceparent; key = aggregate id; JSON value 470-530 B"
+    );
+    println!("machine: {} (at the start)", common::load());
+    let mut summary: Vec<String> = Vec::new();
+
+    let (a_lines, model) = bench_ingest(n);
+    summary.extend(a_lines);
+    summary.extend(bench_memory(&model));
+    drop(model);
+    summary.extend(bench_decode_index(n));
+    summary.extend(bench_time_travel(n));
+    summary.extend(bench_order_fold(n));
+    summary.extend(bench_kcat(n));
+
+    println!();
+    println!("==== summary ====");
+    println!("command: {}", common::command("observer"));
+    println!("machine: {} (at the end)", common::load());
+    for l in &summary {
+        println!("{l}");
+    }
+}
+
+// ---------------------------------------------------------------- a. ingest
+
+/// Model::ingest (decode + index + the seven lints) of `n` records; generation not timed.
+fn bench_ingest(n: usize) -> (Vec<String>, Model) {
+    println!();
+    println!("== a. decode + index + lints (Model::ingest) ==");
+    let (rss0, _) = rss_kib();
+    let mut gen = Gen::new();
+    let mut model = Model::default();
+    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+    let mut spent = Duration::ZERO;
+    let mut cpu = Duration::ZERO;
+    let mut bytes = 0u64;
+    let mut left = n;
+    let mut now = 0i64;
+    while left > 0 {
+        batch.clear();
+        batch.extend(gen.by_ref().take(left.min(BATCH)));
+        bytes += batch.iter().map(|r| r.approx_size() as u64).sum::<u64>();
+        let (t, c) = (Instant::now(), thread_cpu());
+        for r in &batch {
+            now = r.timestamp_ms.unwrap_or(now);
+            model.ingest(r, now).expect("ingest");
+        }
+        model.tick(now);
+        spent += t.elapsed();
+        cpu += thread_cpu() - c;
+        left -= batch.len();
+    }
+    drop(batch);
+    let stats = model.log().stats();
+    let anomalies: u64 = model.anomaly_counts().values().sum();
+    println!(
+        "ingested {} records ({} unique, {} poison), {:.1} MB of key+headers+value, avg {:.0} B/record",
+        stats.observed,
+        stats.unique,
+        stats.poison,
+        bytes as f64 / 1e6,
+        bytes as f64 / n as f64
+    );
+    println!("anomalies raised: {anomalies} (the synthetic sagas are clean)");
+    let line = format!(
+        "a. Model::ingest (decode+index+lints): {n} records in {:.2} s = {:.0} records/s, {:.1} MB/s (thread CPU {:.2} s = {:.0} records per CPU-s)",
+        secs(spent),
+        rate(n, spent),
+        mb_s(bytes, spent),
+        secs(cpu),
+        rate(n, cpu)
+    );
+    println!("{line}");
+    let (rss1, _) = rss_kib();
+    println!(
+        "(RSS grew {:.0} MiB during this step)",
+        mib(rss1.saturating_sub(rss0))
+    );
+    (vec![line], model)
+}
+
+/// Envelope decode alone, then ObservedLog::append (decode + index, no lints).
+fn bench_decode_index(n: usize) -> Vec<String> {
+    println!();
+    println!("== a'. decode only (envelope::decode_envelope) and decode + index (ObservedLog::append, no lints) ==");
+    let cfg = DecodeConfig::default();
+    let mut gen = Gen::new();
+    let mut log = ObservedLog::new(cfg.clone());
+    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+    let (mut t_decode, mut t_append) = (Duration::ZERO, Duration::ZERO);
+    let (mut c_decode, mut c_append) = (Duration::ZERO, Duration::ZERO);
+    let mut bytes = 0u64;
+    let mut ok = 0usize;
+    let mut left = n;
+    while left > 0 {
+        batch.clear();
+        batch.extend(gen.by_ref().take(left.min(BATCH)));
+        bytes += batch.iter().map(|r| r.approx_size() as u64).sum::<u64>();
+        let (t, c) = (Instant::now(), thread_cpu());
+        for r in &batch {
+            ok += usize::from(std::hint::black_box(decode_envelope(r, &cfg)).is_ok());
+        }
+        t_decode += t.elapsed();
+        c_decode += thread_cpu() - c;
+        let (t, c) = (Instant::now(), thread_cpu());
+        for r in &batch {
+            let now = r.timestamp_ms.unwrap_or(0);
+            log.append(r, now).expect("append");
+        }
+        t_append += t.elapsed();
+        c_append += thread_cpu() - c;
+        left -= batch.len();
+    }
+    assert_eq!(ok, n, "every record decodes");
+    let l1 = format!(
+        "a. decode_envelope only: {:.0} records/s, {:.1} MB/s ({:.0} records per CPU-s)",
+        rate(n, t_decode),
+        mb_s(bytes, t_decode),
+        rate(n, c_decode)
+    );
+    let l2 = format!(
+        "a. ObservedLog::append (decode+index, no lints): {:.0} records/s, {:.1} MB/s ({:.0} records per CPU-s)",
+        rate(n, t_append),
+        mb_s(bytes, t_append),
+        rate(n, c_append)
+    );
+    println!("{l1}");
+    println!("{l2}");
+    vec![l1, l2]
+}
+
+// ---------------------------------------------------------------- c. memory
+
+fn bench_memory(model: &Model) -> Vec<String> {
+    println!();
+    println!("== c. memory after ingest ==");
+    let (rss, hwm) = rss_kib();
+    let approx = model.log().approx_bytes() as f64 / (1024.0 * 1024.0);
+    println!(
+        "model holds {} records; ObservedLog::approx_bytes (arena + rows, no indexes) = {approx:.0} MiB",
+        model.log().len()
+    );
+    let verdict = |v: f64| {
+        if v <= RSS_BUDGET_MIB {
+            "within"
+        } else {
+            "OVER"
+        }
+    };
+    let line = format!(
+        "c. after {} records: VmRSS {:.0} MiB, VmHWM {:.0} MiB; budget 1.5 GB = {:.0} MiB: RSS {}, peak {}",
+        model.log().len(),
+        mib(rss),
+        mib(hwm),
+        RSS_BUDGET_MIB,
+        verdict(mib(rss)),
+        verdict(mib(hwm))
+    );
+    println!("{line}");
+    vec![line]
+}
+
+// ---------------------------------------------------------------- d. time travel
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn bench_time_travel(n: usize) -> Vec<String> {
+    println!();
+    println!("== d. time travel: state at a cursor vs full replay ==");
+    let gen = Gen::new().with_hot_account(10);
+    let t = Instant::now();
+    let mut model = common::build_model(gen, n);
+    println!(
+        "built a {}-record model with one hot aggregate ({HOT_ACCOUNT}, every 10th record) in {:.1} s",
+        model.log().len(),
+        secs(t.elapsed())
+    );
+    let fold = fold_for(model.log(), HOT_ACCOUNT);
+    let list: Vec<LogIndex> = model.log().aggregate(HOT_ACCOUNT).to_vec();
+    let events = list.len();
+    let cursor = *list.last().expect("hot aggregate has events");
+    println!(
+        "aggregate {HOT_ACCOUNT}: {events} events, fold `{}`, snapshot every {} events, cursor at log index {cursor} (its last event)",
+        fold.name(),
+        model.config().snapshot_every
+    );
+
+    let mut replays = Vec::new();
+    let mut reference = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let s = timetravel::replay(model.log(), fold, HOT_ACCOUNT, cursor).expect("replay");
+        replays.push(t.elapsed());
+        reference = Some(s);
+    }
+    let reference = reference.expect("replayed");
+    let replay = median(replays.clone());
+    println!(
+        "full replay from the start: {:.1} ms (median of 3: {:?} ms), {} events folded",
+        replay.as_secs_f64() * 1e3,
+        replays
+            .iter()
+            .map(|d| (d.as_secs_f64() * 1e4).round() / 10.0)
+            .collect::<Vec<_>>(),
+        reference.replayed
+    );
+
+    let t = Instant::now();
+    let cold_state = model.state_at(fold, HOT_ACCOUNT, cursor).expect("state_at");
+    let cold = t.elapsed();
+    assert_eq!(cold_state.state, reference.state, "snapshot path = replay");
+    println!(
+        "state_at, cold cache (first query: folds everything and takes the snapshots): {:.1} ms",
+        cold.as_secs_f64() * 1e3
+    );
+
+    let mut warm_same = Vec::new();
+    let mut last = None;
+    for _ in 0..21 {
+        let t = Instant::now();
+        let s = model.state_at(fold, HOT_ACCOUNT, cursor).expect("state_at");
+        warm_same.push(t.elapsed());
+        last = Some(s);
+    }
+    let last = last.expect("queried");
+    assert_eq!(last.state, reference.state);
+    assert_eq!(last.diff, reference.diff);
+    let warm = median(warm_same);
+    println!(
+        "state_at, warm (snapshot + tail of {} events): {:.3} ms (median of 21)",
+        last.replayed,
+        warm.as_secs_f64() * 1e3
+    );
+
+    // Random cursors over the aggregate's whole history (the user scrubbing the time line).
+    let mut x = 0x1234_5678u64;
+    let mut scrub = Vec::new();
+    for _ in 0..200 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let pos = (x >> 33) as usize % events;
+        let c = list[pos];
+        let t = Instant::now();
+        let s = model.state_at(fold, HOT_ACCOUNT, c);
+        scrub.push(t.elapsed());
+        assert!(s.is_some());
+    }
+    let [p50, p95, p99, max] = percentiles_ms(&scrub);
+    println!(
+        "state_at, warm, 200 random cursors: p50 {p50:.3} ms, p95 {p95:.3} ms, p99 {p99:.3} ms, max {max:.3} ms"
+    );
+    let line = format!(
+        "d. {events}-event aggregate ({} fold), cursor at its last event: state_at {:.3} ms (warm; cold first query {:.0} ms) vs full replay {:.1} ms: replay/state_at = {:.0}x",
+        fold.name(),
+        warm.as_secs_f64() * 1e3,
+        cold.as_secs_f64() * 1e3,
+        replay.as_secs_f64() * 1e3,
+        secs(replay) / secs(warm)
+    );
+    println!("{line}");
+    vec![line]
+}
+
+/// The demo's Order fold on one long order (OrderCreated + notes). Its state grows with
+/// every note and the fold round-trips the whole state through serde per event, so a replay
+/// is quadratic in the number of events: measured on small sizes only.
+fn bench_order_fold(n: usize) -> Vec<String> {
+    println!();
+    println!(
+        "== d'. the demo's Order fold on one long order (OrderCreated + OrderNoteAdded x k) =="
+    );
+    let mut out = Vec::new();
+    for k in [1_000usize, 10_000].map(|k| k.min(n.max(100))) {
+        let mut model = Model::default();
+        let order = "order-long";
+        for i in 0..k {
+            let (ty, data) = if i == 0 {
+                (
+                    "OrderCreated",
+                    serde_json::json!({
+                        "order_id": order, "customer_email": "a@example.com",
+                        "shipping_address": "1 Main St", "total_cents": 500,
+                        "items": [{"product_id": "p1", "quantity": 1, "unit_price_cents": 500}],
+                    }),
+                )
+            } else {
+                (
+                    "OrderNoteAdded",
+                    serde_json::json!({"order_id": order, "text": format!("note {i}: customer called about the delivery window")}),
+                )
+            };
+            let id = format!("ev-{i}");
+            let rec = Record::new("orders", 0, i as i64)
+                .with_timestamp(common::T0_MS + i as i64)
+                .with_key(order)
+                .with_header("ce_specversion", "1.0")
+                .with_header("ce_id", &id)
+                .with_header("ce_type", ty)
+                .with_header("ce_source", "urn:eventscope-demo:order-service")
+                .with_header("ce_subject", order)
+                .with_header("content-type", "application/json")
+                .with_header("ce_correlationid", "corr-long")
+                .with_header("ce_aggregateversion", &(i + 1).to_string())
+                .with_value(serde_json::to_vec(&data).expect("json"));
+            model
+                .ingest(&rec, common::T0_MS + i as i64)
+                .expect("ingest");
+        }
+        let fold = fold_for(model.log(), order);
+        assert_eq!(fold.name(), OrderFold.name());
+        let cursor = *model.log().aggregate(order).last().expect("events");
+        let t = Instant::now();
+        let reference = timetravel::replay(model.log(), fold, order, cursor).expect("replay");
+        let replay = t.elapsed();
+        let t = Instant::now();
+        let _ = model.state_at(fold, order, cursor);
+        let cold = t.elapsed();
+        let mut warm = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let s = model.state_at(fold, order, cursor).expect("state_at");
+            warm.push(t.elapsed());
+            assert_eq!(s.state, reference.state);
+        }
+        let warm = median(warm);
+        let line = format!(
+            "d. {k}-event order (demo Order fold): state_at {:.2} ms (warm; cold {:.0} ms) vs full replay {:.0} ms: replay/state_at = {:.0}x",
+            warm.as_secs_f64() * 1e3,
+            cold.as_secs_f64() * 1e3,
+            replay.as_secs_f64() * 1e3,
+            secs(replay) / secs(warm)
+        );
+        println!("{line}");
+        out.push(line);
+    }
+    out
+}
+
+// ---------------------------------------------------------------- b. against kcat
+
+struct CountingContext {
+    failed: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for CountingContext {}
+
+impl ProducerContext for CountingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = r {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut f) = self.first_error.lock() {
+                f.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+const TOPIC: &str = "bench.events";
+
+fn produce(bootstrap: &str, n: usize, partitions: i32) -> (Duration, u64) {
+    let ctx = CountingContext {
+        failed: AtomicU64::new(0),
+        first_error: std::sync::Mutex::new(None),
+    };
+    let producer: BaseProducer<CountingContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "2097151")
+        .set("compression.type", "none")
+        .set("acks", "1")
+        .set("log_level", "3")
+        .create_with_context(ctx)
+        .expect("producer");
+    // The tap ingests with the wall clock as `now` (like `eventscope inspect`). Timestamps start
+    // an hour ahead so that the stuck-saga lint (60 s idle) stays quiet while the backlog is
+    // read partition by partition; the data is clean.
+    let mut gen = Gen::new().starting_at(chrono::Utc::now().timestamp_millis() + 3_600_000);
+    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+    let mut spent = Duration::ZERO;
+    let mut left = n;
+    while left > 0 {
+        batch.clear();
+        batch.extend(gen.by_ref().take(left.min(BATCH)));
+        let t = Instant::now();
+        for r in &batch {
+            let key = r.key.as_deref().unwrap_or_default();
+            // One saga, one partition (its causes are read before their effects).
+            let corr = r.header("ce_correlationid").unwrap_or(key);
+            let p = (common::key_hash(corr) % partitions as u64) as i32;
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: v.as_deref(),
+                });
+            }
+            let mut rec = BaseRecord::to(TOPIC)
+                .partition(p)
+                .key(key)
+                .payload(r.value.as_deref().unwrap_or_default())
+                .headers(headers);
+            if let Some(ts) = r.timestamp_ms {
+                rec = rec.timestamp(ts);
+            }
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        producer.poll(Duration::from_millis(5));
+                        rec = back;
+                    }
+                    Err((e, _)) => panic!("produce: {e}"),
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        spent += t.elapsed();
+        left -= batch.len();
+    }
+    let t = Instant::now();
+    producer.flush(Duration::from_secs(300)).expect("flush");
+    spent += t.elapsed();
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = producer
+            .context()
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|f| f.clone());
+        panic!("{failed} deliveries failed, first: {first:?}");
+    }
+    (spent, gen.bytes)
+}
+
+/// (sum of high watermarks, partitions whose low watermark is not 0).
+fn watermarks(bootstrap: &str, partitions: i32) -> (i64, usize) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .create()
+        .expect("consumer");
+    let mut high = 0;
+    let mut trimmed = 0;
+    for p in 0..partitions {
+        let (lo, hi) = c
+            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+            .expect("watermarks");
+        high += hi;
+        trimmed += usize::from(lo != 0);
+    }
+    (high, trimmed)
+}
+
+/// Wall time and CPU time of one read of the topic.
+#[derive(Clone, Copy)]
+struct Run {
+    wall: Duration,
+    /// For kcat: kcat's own CPU plus this process's (the broker serving it).
+    /// For the tap: this process (broker + tap + model).
+    cpu: Duration,
+}
+
+fn run_kcat(bootstrap: &str) -> Run {
+    let (c0, p0) = (children_cpu(), process_cpu());
+    let t = Instant::now();
+    let mut child = Command::new("/usr/bin/kcat")
+        .args([
+            "-b",
+            bootstrap,
+            "-C",
+            "-t",
+            TOPIC,
+            "-e",
+            "-o",
+            "beginning",
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("kcat at /usr/bin/kcat");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match child.try_wait().expect("kcat wait") {
+            Some(status) => {
+                let wall = t.elapsed();
+                assert!(status.success(), "kcat failed: {status}");
+                let cpu = (children_cpu() - c0) + (process_cpu() - p0);
+                return Run { wall, cpu };
+            }
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                panic!("kcat did not finish in 600 s");
+            }
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+/// The tap (src/kafka/tap.rs) from the beginning of the topic; each record is ingested into a
+/// fresh Model (`ingest = true`) or only counted. Returns the time to the n-th record.
+fn run_tap(rt: &tokio::runtime::Runtime, bootstrap: &str, n: usize, ingest: bool) -> Run {
+    let settings = KafkaSettings::new(bootstrap);
+    let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
+    let (status_tx, status_rx) = watch::channel(TapStatus::Connecting);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut model = Model::default();
+    let p0 = process_cpu();
+    let start = Instant::now();
+    let handle = rt.spawn(tap::run(
+        settings,
+        TopicSelection::Named(vec![TOPIC.to_owned()]),
+        records_tx,
+        status_tx,
+        stop_rx,
+    ));
+    let mut got = 0usize;
+    let now_ms = || chrono::Utc::now().timestamp_millis();
+    while got < n {
+        let r = match records_rx.try_recv() {
+            Ok(r) => r,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                let next = rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(20), records_rx.recv()).await
+                });
+                match next {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(_) => {
+                        eprintln!("tap stalled: {:?}", *status_rx.borrow());
+                        break;
+                    }
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        got += 1;
+        if ingest {
+            model.ingest(&r, now_ms()).expect("ingest");
+            if got % 8192 == 0 {
+                model.tick(now_ms());
+            }
+        }
+    }
+    if ingest {
+        model.tick(now_ms());
+    }
+    let elapsed = start.elapsed();
+    let cpu = process_cpu() - p0;
+    let _ = stop_tx.send(true);
+    let _ = rt.block_on(handle);
+    assert_eq!(got, n, "the tap read every record");
+    if ingest {
+        assert_eq!(model.log().len(), n);
+        let kinds: Vec<String> = model
+            .anomaly_counts()
+            .iter()
+            .filter(|(_, &c)| c > 0)
+            .map(|(k, c)| format!("{} {c}", k.as_str()))
+            .collect();
+        println!(
+            "  (tap + Model: {} records in the model; anomalies: {})",
+            model.log().len(),
+            if kinds.is_empty() {
+                "none".to_owned()
+            } else {
+                kinds.join(", ")
+            }
+        );
+    }
+    Run { wall: elapsed, cpu }
+}
+
+fn bench_kcat(n: usize) -> Vec<String> {
+    println!();
+    println!(
+        "== b. reading the same records from the embedded broker: kcat vs eventscope's tap =="
+    );
+    let broker = Arc::new(EmbeddedBroker::start(1).expect("embedded broker"));
+    let bootstrap = broker.bootstrap().to_owned();
+    // The mock keeps about 5 MiB per partition: spread the records so nothing is trimmed.
+    let est_bytes = n as f64 * 1100.0;
+    let partitions = ((est_bytes / (3.0 * 1024.0 * 1024.0)).ceil() as i32).clamp(3, 1024);
+    let partitions = (partitions + 15) / 16 * 16;
+    broker
+        .create_topic(TOPIC, partitions)
+        .expect("create topic");
+    println!(
+        "embedded broker at {bootstrap}; topic {TOPIC} with {partitions} partitions (the mock keeps ~5 MiB per partition)"
+    );
+    let (produce_time, bytes) = produce(&bootstrap, n, partitions);
+    println!(
+        "produced {n} records ({:.1} MB key+headers+value; keys, headers, values as in a., partition = hash of the correlation id) with a BaseProducer (linger 20 ms, batches up to 1 MB, acks=1, no compression): {:.2} s = {:.0} records/s (send + flush; generation not timed)",
+        bytes as f64 / 1e6,
+        secs(produce_time),
+        rate(n, produce_time)
+    );
+    let (high, trimmed) = watermarks(&bootstrap, partitions);
+    println!("high watermarks sum to {high}; partitions trimmed by the mock: {trimmed}");
+    assert_eq!(high, n as i64, "every record is on the broker");
+    assert_eq!(
+        trimmed, 0,
+        "the mock dropped old batches: use more partitions"
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let kcat_cmd = format!("kcat -b {bootstrap} -C -t {TOPIC} -e -o beginning -q > /dev/null");
+    let show = |what: &str, r: Run| {
+        println!(
+            "{what}: {:.2} s = {:.0} records/s, {:.1} MB/s; CPU {:.1} s",
+            secs(r.wall),
+            rate(n, r.wall),
+            mb_s(bytes, r.wall),
+            secs(r.cpu)
+        );
+    };
+    let mut kcat = Vec::new();
+    let mut tapm = Vec::new();
+    for round in 1..=2 {
+        let k = run_kcat(&bootstrap);
+        show(&format!("round {round}: `{kcat_cmd}`"), k);
+        kcat.push(k);
+        let t = run_tap(&rt, &bootstrap, n, true);
+        show(&format!("round {round}: eventscope tap + Model::ingest"), t);
+        tapm.push(t);
+    }
+    let tap_only = run_tap(&rt, &bootstrap, n, false);
+    show(
+        "eventscope tap alone (records received, not ingested)",
+        tap_only,
+    );
+    let best = |v: &[Run]| v.iter().min_by_key(|r| r.wall).copied();
+    let best_k = best(&kcat).expect("ran");
+    let best_t = best(&tapm).expect("ran");
+    let ratio = rate(n, best_t.wall) / rate(n, best_k.wall);
+    let lines = vec![
+        format!("b. `{kcat_cmd}`"),
+        format!(
+            "b. kcat (best of 2): {:.0} records/s, {:.1} MB/s ({:.2} s; CPU {:.1} s incl. the broker)",
+            rate(n, best_k.wall),
+            mb_s(bytes, best_k.wall),
+            secs(best_k.wall),
+            secs(best_k.cpu)
+        ),
+        format!(
+            "b. eventscope tap + Model::ingest (best of 2): {:.0} records/s, {:.1} MB/s ({:.2} s; CPU {:.1} s incl. the broker); tap alone {:.0} records/s",
+            rate(n, best_t.wall),
+            mb_s(bytes, best_t.wall),
+            secs(best_t.wall),
+            secs(best_t.cpu),
+            rate(n, tap_only.wall)
+        ),
+        format!("b. rate ratio eventscope/kcat = {ratio:.2}"),
+    ];
+    for l in &lines {
+        println!("{l}");
+    }
+    drop(rt);
+    drop(broker);
+    lines
+}
