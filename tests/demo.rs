@@ -367,7 +367,10 @@ async fn cdc_relay_restarted_mid_stream_loses_nothing() {
     let f = &fin.facts;
     assert_eq!(f.outbox_pending, 0, "every row marked published");
     assert!(fin.restarts >= 3, "the relay was killed and restarted");
-    assert!(f.outbox_republished > 0, "changes were sent again");
+    assert!(
+        fin.model.event_counts().duplicate_deliveries > 0,
+        "changes were sent again after the crashes"
+    );
     assert_eq!(f.orders_completed, 60);
     assert!(f.duplicate_effects.is_empty());
     assert!(f.stock_conserved());
