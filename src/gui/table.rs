@@ -66,7 +66,7 @@ pub fn table_ui(
     intents: &mut Vec<Intent>,
     scroll_to_selected: bool,
 ) {
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label("Filter");
         for (label, field) in [
             ("topic", &mut app.filter.topic),
