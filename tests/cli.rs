@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -159,4 +161,37 @@ fn a_bad_kafka_config_file_is_one_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2"), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+/// A broker that requires SASL (tansu with `--authentication`) and a wrong
+/// password: one clear line naming the authentication failure, within seconds,
+/// and the password nowhere in the output. Runs in the tansu pass of .ci/test.
+#[test]
+fn a_bad_password_is_one_clear_error_within_seconds() {
+    if !common::wants_tansu() {
+        eprintln!("needs tansu: run with EVENTSCOPE_TEST_BROKER=tansu (.ci/test does)");
+        return;
+    }
+    let (mut broker, addr) = common::start_tansu_with(&["--authentication"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(["demo", "--headless", "--orders", "1", "--brokers", &addr])
+        .args(["--kafka-config", "security.protocol=SASL_PLAINTEXT"])
+        .args(["--kafka-config", "sasl.mechanism=SCRAM-SHA-256"])
+        .args(["--kafka-config", "sasl.username=alice"])
+        .args(["--kafka-config", "sasl.password=hunter2-wrong"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let _ = broker.kill();
+    let _ = broker.wait();
+    let elapsed = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    assert!(err.contains("SASL authentication"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("hunter2"), "the password leaked: {err}");
 }

@@ -106,15 +106,25 @@ impl KafkaSettings {
     }
 
     /// Check the cluster answers within `timeout`.
+    /// The reason names what librdkafka reported on the way (an authentication
+    /// or TLS failure, a refused connection), not just the metadata timeout.
     pub fn probe(&self, timeout: Duration) -> Result<usize, KafkaSetupError> {
-        let consumer: BaseConsumer = self.base().create()?;
-        let md =
-            consumer
-                .fetch_metadata(None, timeout)
-                .map_err(|e| KafkaSetupError::Unreachable {
-                    brokers: self.brokers.clone(),
-                    why: e.to_string(),
-                })?;
+        let consumer: BaseConsumer<ProbeContext> =
+            self.base().create_with_context(ProbeContext::default())?;
+        let md = consumer.fetch_metadata(None, timeout).map_err(|e| {
+            // Errors reach the context through the main queue: serve it.
+            for _ in 0..5 {
+                let _ = consumer.poll(Duration::from_millis(20));
+            }
+            let why = match consumer.context().last_error() {
+                Some(reported) => format!("{reported} ({e})"),
+                None => e.to_string(),
+            };
+            KafkaSetupError::Unreachable {
+                brokers: self.brokers.clone(),
+                why,
+            }
+        })?;
         Ok(md.brokers().len())
     }
 
@@ -249,3 +259,40 @@ impl KafkaSettings {
         Ok(lag)
     }
 }
+
+/// Keeps the last error librdkafka reported while probing (its messages name
+/// authentication and TLS failures; the metadata call only says it timed out).
+#[derive(Default)]
+pub struct ProbeContext {
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl ProbeContext {
+    pub fn last_error(&self) -> Option<String> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+impl rdkafka::ClientContext for ProbeContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "kafka client error while probing");
+        if let Ok(mut l) = self.last.lock() {
+            // Prefer the most specific report: authentication beats transport.
+            let auth = reason.contains("SASL")
+                || reason.contains("SSL")
+                || reason.contains("uthentication");
+            // "n/n brokers are down" is a summary: the cause came before it.
+            let summary = reason.contains("brokers are down");
+            let keep_old = l.as_deref().is_some_and(|o| {
+                summary
+                    || ((o.contains("SASL") || o.contains("SSL") || o.contains("uthentication"))
+                        && !auth)
+            });
+            if !keep_old {
+                *l = Some(reason.to_owned());
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ProbeContext {}

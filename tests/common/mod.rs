@@ -75,6 +75,11 @@ fn free_port() -> u16 {
 
 /// A fresh tansu broker (memory storage) on a loopback port.
 pub fn start_tansu() -> (std::process::Child, String) {
+    start_tansu_with(&[])
+}
+
+/// A fresh tansu with extra broker flags (e.g. `--authentication`).
+pub fn start_tansu_with(extra: &[&str]) -> (std::process::Child, String) {
     let bin = std::env::var("EVENTSCOPE_TANSU").unwrap_or_else(|_| "tansu".into());
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
@@ -88,6 +93,7 @@ pub fn start_tansu() -> (std::process::Child, String) {
             "--storage-engine",
             "memory://tansu/",
         ])
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
