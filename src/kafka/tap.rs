@@ -124,6 +124,11 @@ pub async fn run_from(
     .await?
 }
 
+/// Asked to stop, or nobody left to tell or to listen (the session was dropped).
+fn stopped(shutdown: &watch::Receiver<bool>, records_tx: &mpsc::Sender<Record>) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err() || records_tx.is_closed()
+}
+
 fn tap_loop(
     settings: KafkaSettings,
     sel: TopicSelection,
@@ -141,7 +146,7 @@ fn tap_loop(
         since_check += 1;
         if since_check >= 1024 || last_discovery.elapsed() > Duration::from_secs(2) {
             since_check = 0;
-            if *shutdown.borrow() {
+            if stopped(&shutdown, &records_tx) {
                 return Ok(());
             }
         }
@@ -175,7 +180,7 @@ fn tap_loop(
         }
         match consumer.poll(Duration::from_millis(100)) {
             None => {
-                if *shutdown.borrow() {
+                if stopped(&shutdown, &records_tx) {
                     return Ok(());
                 }
             }
