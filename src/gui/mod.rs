@@ -152,6 +152,8 @@ pub struct EventscopeApp {
     path_prompt: Option<files::PathPrompt>,
     graph: graph::ChainGraphView,
     new_column: String,
+    /// The anomaly list shows only this kind (None: all).
+    pub anomaly_kind: Option<AnomalyKind>,
     scroll_to_selected: bool,
     files: files::FileJobs,
     /// Correlation ids in the order first seen (the saga list).
@@ -237,6 +239,7 @@ impl EventscopeApp {
             path_prompt: None,
             graph: graph::ChainGraphView::default(),
             new_column: String::new(),
+            anomaly_kind: None,
             scroll_to_selected: false,
             files: files::FileJobs::default(),
             correlations: Vec::new(),

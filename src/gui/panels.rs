@@ -279,14 +279,31 @@ pub fn lints_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<In
             let n = counts.get(&info.kind).copied().unwrap_or(0);
             if n > 0 {
                 ui.colored_label(widgets::ANOMALY, n.to_string());
+                let only = app.anomaly_kind == Some(info.kind);
+                if ui
+                    .selectable_label(only, "list")
+                    .on_hover_text("list only this kind below")
+                    .clicked()
+                {
+                    app.anomaly_kind = if only { None } else { Some(info.kind) };
+                }
             } else {
                 ui.weak("0");
             }
         });
     }
     ui.separator();
-    let anomalies = app.model.anomalies();
-    ui.label(format!("{} anomalies (newest first)", anomalies.len()));
+    let kind = app.anomaly_kind;
+    let anomalies: Vec<_> = app
+        .model
+        .anomalies()
+        .iter()
+        .filter(|a| kind.is_none_or(|k| a.kind == k))
+        .collect();
+    match kind {
+        Some(k) => ui.label(format!("{} {k} anomalies (newest first)", anomalies.len())),
+        None => ui.label(format!("{} anomalies (newest first)", anomalies.len())),
+    };
     egui::ScrollArea::vertical()
         .id_salt("anomaly_list")
         .max_height(320.0)
