@@ -325,14 +325,7 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         let mut failed: Option<(usize, String)> = None;
         let mut acked_ids = Vec::new();
         for (t, id, span, send) in sends {
-            let landed = match send {
-                Ok(fut) => match fut.await {
-                    Ok(Ok(d)) => Ok((d.partition, d.offset)),
-                    Ok(Err((e, _))) => Err(e.to_string()),
-                    Err(_) => Err("delivery cancelled".to_owned()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
+            let landed = crate::relay::landed(send).await;
             crate::relay::end_publish_span(&span, &landed);
             let result = landed.map(|_| ());
             match result {

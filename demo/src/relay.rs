@@ -122,6 +122,20 @@ async fn mark(
     Ok(())
 }
 
+/// Where a sent record landed (partition, offset), or why it did not.
+pub(crate) async fn landed(
+    send: Result<rdkafka::producer::DeliveryFuture, rdkafka::error::KafkaError>,
+) -> Result<(i32, i64), String> {
+    match send {
+        Ok(fut) => match fut.await {
+            Ok(Ok(d)) => Ok((d.partition, d.offset)),
+            Ok(Err((e, _))) => Err(e.to_string()),
+            Err(_) => Err("delivery cancelled".to_owned()),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub(crate) fn headers(env: &Envelope) -> OwnedHeaders {
     env.headers().iter().fold(OwnedHeaders::new(), |h, (k, v)| {
         h.insert(Header {
@@ -257,14 +271,7 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         let mut acked = Vec::with_capacity(batch.len());
         let mut failure = None;
         for ((row, d), span) in batch.iter().zip(deliveries).zip(&spans) {
-            let landed = match d {
-                Ok(fut) => match fut.await {
-                    Ok(Ok(d)) => Ok((d.partition, d.offset)),
-                    Ok(Err((e, _))) => Err(e.to_string()),
-                    Err(_) => Err("delivery cancelled".to_owned()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
+            let landed = landed(d).await;
             end_publish_span(span, &landed);
             let result = landed.map(|_| ());
             match result {
