@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use eventscope_demo::faults::{Fault, FaultState, Faults};
 use eventscope_demo::kafka::KafkaSettings;
+use eventscope_demo::store::StoreError;
 use eventscope_demo::system::{DemoConfig, DemoSystem};
 use eventscope_demo::topics;
 use tokio::sync::{mpsc, watch};
@@ -288,6 +289,8 @@ async fn run(
                                 match l.system.place_order().await {
                                     Ok(Ok(_)) => placed += 1,
                                     Ok(Err(e)) => out.send(Update::Notice(format!("order rejected: {e}"))),
+                                    // Refused by the schema check: the demo says so itself.
+                                    Err(StoreError::Contract(_)) => {}
                                     Err(e) => { out.send(Update::Notice(format!("placing an order: {e}"))); break; }
                                 }
                             }
@@ -310,6 +313,7 @@ async fn run(
                 match l.system.place_order().await {
                     Ok(Ok(_)) => placed += 1,
                     Ok(Err(e)) => out.send(Update::Notice(format!("order rejected: {e}"))),
+                    Err(StoreError::Contract(_)) => {}
                     Err(e) => out.send(Update::Notice(format!("placing an order: {e}"))),
                 }
             }

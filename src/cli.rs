@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use eventscope_demo::contracts::Compatibility;
 use eventscope_demo::faults::FaultSpec;
 use eventscope_demo::telemetry::{OtlpProtocol, OtlpSettings};
 
@@ -78,6 +79,32 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Rebuild the model from a JSON Lines recording and report (or open it in the GUI).
     Import(ImportArgs),
+    /// Event contracts (JSON Schema): compatibility checks.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Compare a new version of a contract with the previous one: print each
+    /// change, breaking or not; exit 1 when a change breaks compatibility.
+    Check(SchemaCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaCheckArgs {
+    /// The previous version (a JSON Schema file).
+    pub old: PathBuf,
+    /// The new version.
+    pub new: PathBuf,
+    /// BACKWARD (the new schema reads old data, a schema registry's default),
+    /// FORWARD (old readers read new data) or FULL (both).
+    #[arg(long, default_value = "backward", value_parser = parse_compatibility)]
+    pub mode: Compatibility,
+}
+
+fn parse_compatibility(s: &str) -> Result<Compatibility, String> {
+    s.parse()
 }
 
 #[derive(Debug, Args)]
@@ -119,7 +146,9 @@ pub struct DemoArgs {
     /// Run without a window and exit when the demo is quiescent.
     #[arg(long)]
     pub headless: bool,
-    /// Orders to place.
+    /// Orders to place. 0 resumes an earlier run against the same --database and
+    /// --brokers: places nothing, drives open sagas, unpublished outbox rows and
+    /// uncommitted offsets to quiescence, and reports on every order in the database.
     #[arg(long, default_value_t = 100)]
     pub orders: u64,
     /// Faults to inject, e.g. duplicate-publish=0.1,payment-decline=0.2,poison-message=3.
@@ -140,6 +169,10 @@ pub struct DemoArgs {
     /// Events per order between snapshots.
     #[arg(long = "snapshot-every", default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
     pub snapshot_every: i64,
+    /// Seconds a saga waits for a step's reply before it compensates (the
+    /// orchestrator's step deadline).
+    #[arg(long = "step-timeout", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub step_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -27,7 +27,7 @@ impl Fold for OrderFold {
             return state;
         };
         let (Some(e), Ok(s)) = (
-            OrderEvent::from_data(t, payload),
+            OrderEvent::from_versioned(t, None, payload).map(|(e, _)| e),
             serde_json::from_value::<OrderState>(state.clone()),
         ) else {
             return state;

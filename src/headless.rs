@@ -10,6 +10,7 @@ use anyhow::Context;
 use eventscope_demo::faults::{Fault, Faults};
 use eventscope_demo::kafka::KafkaSettings;
 use eventscope_demo::report::{self as dbreport, DbFacts};
+use eventscope_demo::store::StoreError;
 use eventscope_demo::system::{DemoConfig, DemoSystem};
 use eventscope_demo::telemetry::ExportReport;
 use eventscope_demo::topics;
@@ -141,6 +142,10 @@ pub struct Finished {
     pub model: Model,
     pub restarts: u64,
     pub duplicates_skipped: u64,
+    /// Writes the producer-side schema check refused.
+    pub schema_refused: u64,
+    /// Records consumers could not read for their contract and sent to the dlq.
+    pub dead_lettered: u64,
     /// What the OTLP export did (after the final flush); None when off.
     pub tracing: Option<ExportReport>,
 }
@@ -155,6 +160,18 @@ impl Session {
         conn: &Connection,
         config: impl FnOnce(&mut DemoConfig),
         faults: Arc<Faults>,
+    ) -> anyhow::Result<Session> {
+        Self::start_observing(conn, config, faults, false).await
+    }
+
+    /// Like [`Session::start`]; with `from_beginning` the observer reads the
+    /// topics from their start even on a shared Kafka (a resumed run reports
+    /// on every order in the database, so it must see their earlier events).
+    pub async fn start_observing(
+        conn: &Connection,
+        config: impl FnOnce(&mut DemoConfig),
+        faults: Arc<Faults>,
+        from_beginning: bool,
     ) -> anyhow::Result<Session> {
         let started = Instant::now();
         let (settings, broker) = kafka_settings(conn)?;
@@ -173,7 +190,7 @@ impl Session {
         let sel = TopicSelection::Named(topics::ALL.iter().map(|t| (*t).to_owned()).collect());
         // On a broker of its own the observer reads everything; on a shared
         // Kafka it starts at the current end, so the report is about this run.
-        let from = if broker.is_none() {
+        let from = if broker.is_none() && !from_beginning {
             let (s, names) = (settings.clone(), topics::ALL);
             tokio::task::spawn_blocking(move || s.high_watermarks(&names, Duration::from_secs(10)))
                 .await?
@@ -230,17 +247,27 @@ impl Session {
         }
     }
 
-    pub async fn place_orders(&mut self, n: u64, progress: bool) -> anyhow::Result<()> {
+    /// Place `n` orders. Orders the schema check refuses are counted (see
+    /// [`DemoSystem::schema_refused`]), not placed; returns how many were placed.
+    pub async fn place_orders(&mut self, n: u64, progress: bool) -> anyhow::Result<u64> {
+        let mut placed = 0;
         for i in 0..n {
-            if let Err(e) = self.system.place_order().await? {
-                anyhow::bail!("order {i} rejected: {e}");
+            match self.system.place_order().await {
+                Ok(Ok(_)) => placed += 1,
+                Ok(Err(e)) => anyhow::bail!("order {i} rejected: {e}"),
+                Err(StoreError::Contract(e)) => {
+                    if progress {
+                        self.say(format!("order {i} refused by the schema check: {e}"));
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
             if progress && (i + 1) % 100 == 0 {
                 self.say(format!("placed {}", i + 1));
             }
             self.drain();
         }
-        Ok(())
+        Ok(placed)
     }
 
     /// Wait until `expected` sagas are terminal, outboxes drained, groups and
@@ -293,6 +320,8 @@ impl Session {
         let published = dbreport::published_event_ids(&self.system.ctx.db).await?;
         let restarts = self.system.restarts();
         let duplicates_skipped = self.system.duplicates_skipped();
+        let schema_refused = self.system.schema_refused();
+        let dead_lettered = self.system.dead_lettered();
         let _ = self.stop_tx.send(true);
         let Session {
             system,
@@ -317,6 +346,8 @@ impl Session {
             model,
             restarts,
             duplicates_skipped,
+            schema_refused,
+            dead_lettered,
             tracing,
         })
     }
@@ -329,13 +360,18 @@ pub async fn execute(
 ) -> anyhow::Result<(serde_json::Value, bool)> {
     let faults = Arc::new(Faults::from_spec(args.seed, &args.faults));
     let (partitions, snapshot_every) = (args.partitions, args.snapshot_every);
-    let mut s = Session::start(
+    let step_timeout = Duration::from_secs(args.step_timeout);
+    // `--orders 0` resumes what an earlier run left in this database and broker.
+    let resume = args.orders == 0;
+    let mut s = Session::start_observing(
         conn,
         |c| {
             c.partitions = partitions;
             c.snapshot_every = snapshot_every;
+            c.step_timeout = step_timeout;
         },
         faults.clone(),
+        resume,
     )
     .await?;
     let broker_desc = match &s.broker {
@@ -352,14 +388,27 @@ pub async fn execute(
         .db
         .count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'")
         .await?;
-    s.say(format!(
-        "placing {} orders (seed {})",
-        args.orders, args.seed
-    ));
-    s.place_orders(args.orders, true).await?;
+    if resume {
+        let db = &s.system.ctx.db;
+        let open = db
+            .count("SELECT COUNT(*) FROM sagas WHERE phase NOT IN ('completed', 'compensated')")
+            .await?;
+        let pending = db
+            .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+            .await?;
+        s.say(format!(
+            "resuming: {baseline} orders in the database, {open} sagas open, {pending} outbox rows unpublished; placing none"
+        ));
+    } else {
+        s.say(format!(
+            "placing {} orders (seed {})",
+            args.orders, args.seed
+        ));
+    }
+    let placed = s.place_orders(args.orders, true).await?;
     let open = s
         .settle(
-            baseline + args.orders as i64,
+            baseline + placed as i64,
             Duration::from_secs(args.timeout),
             true,
         )
@@ -475,6 +524,21 @@ fn build_report(
         },
         "anomalies": fragment.anomalies,
         "anomaly_counts": fragment.anomaly_counts,
+        "schemas": {
+            "types": f.schema_versions.iter().fold(serde_json::Map::new(), |mut m, (t, v, n)| {
+                if let Some(o) = m
+                    .entry(t.clone())
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                {
+                    o.insert(format!("v{v}"), json!(n));
+                }
+                m
+            }),
+            "refused": fin.schema_refused,
+            "dlq": fin.dead_lettered,
+            "timed_out": f.sagas_timed_out,
+        },
         "invariants": {
             "no_lost_events": f.outbox_pending == 0 && missing.is_empty(),
             "no_duplicate_effects": f.duplicate_effects.is_empty(),

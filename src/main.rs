@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             );
         }
         Some(Command::Import(args)) => return exit(eventscope::inspect::import(&args)),
+        Some(Command::Schema(cmd)) => return exit(eventscope::schema_cmd::run(&cmd)),
         _ => {}
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
             Some(Command::Demo(args)) => eventscope::headless::run(cli.conn, args).await,
             Some(Command::Broker(args)) => eventscope::broker_cmd::run(args).await,
             Some(Command::Inspect(args)) => eventscope::inspect::inspect(cli.conn, args).await,
-            Some(Command::Import(_)) | None => Ok(0),
+            Some(Command::Import(_)) | Some(Command::Schema(_)) | None => Ok(0),
         }
     }))
 }

@@ -220,6 +220,142 @@ async fn crashed_orchestrator_and_relay_resume_and_lose_nothing() {
     assert!(fin.facts.duplicate_effects.is_empty());
 }
 
+/// A crash probability is decided per delivery attempt: a redelivered record
+/// is decided afresh, so crashing consumers never livelock on one record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probabilistic_consumer_crash_ends_with_every_invariant() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let fin = common::run(dir, "consumer-crash=0.3", 100).await;
+    let f = &fin.facts;
+    assert_eq!(f.orders_created, 100);
+    assert_eq!(f.orders_completed + f.orders_compensated, 100);
+    assert_eq!(f.orders_stuck, 0);
+    assert_eq!(f.outbox_pending, 0);
+    assert!(f.all_sagas_terminal());
+    assert!(f.duplicate_effects.is_empty(), "{:?}", f.duplicate_effects);
+    assert!(f.read_model_mismatches.is_empty());
+    assert!(f.stock_conserved());
+    assert!(fin.published.iter().all(|id| fin.model.has_event(id)));
+    assert!(
+        fin.restarts >= 20,
+        "a 0.3 chance crashed only {}",
+        fin.restarts
+    );
+    assert!(fin.duplicates_skipped > 0, "redeliveries were recognised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probabilistic_relay_and_orchestrator_crashes_end_with_every_invariant() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let fin = common::run(dir, "relay-crash=0.2,orchestrator-crash=0.2", 60).await;
+    let f = &fin.facts;
+    assert_eq!(f.orders_completed, 60);
+    assert_eq!(f.outbox_pending, 0);
+    assert!(f.duplicate_effects.is_empty() && f.read_model_mismatches.is_empty());
+    assert!(fin.published.iter().all(|id| fin.model.has_event(id)));
+    assert!(fin.restarts >= 5, "restarts {}", fin.restarts);
+}
+
+fn assert_every_invariant(fin: &eventscope::headless::Finished) {
+    let f = &fin.facts;
+    assert_eq!(f.orders_stuck, 0, "{:?}", f.stuck_phases);
+    assert_eq!(f.outbox_pending, 0);
+    assert!(f.duplicate_effects.is_empty(), "{:?}", f.duplicate_effects);
+    assert!(
+        f.read_model_mismatches.is_empty(),
+        "{:?}",
+        f.read_model_mismatches
+    );
+    assert!(
+        f.stock_conserved(),
+        "{} != {}",
+        f.stock_expected_out,
+        f.stock_actual_out
+    );
+    assert!(fin.published.iter().all(|id| fin.model.has_event(id)));
+}
+
+/// The third pitfall, prevented: a breaking OrderCreated is refused at the
+/// outbox, nothing of it reaches Kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_drift_is_refused_by_the_schema_check() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let fin = common::run(dir, "schema-drift=0.3", 40).await;
+    assert!(fin.schema_refused > 0, "no write refused");
+    assert_eq!(fin.facts.orders_created + fin.schema_refused as i64, 40);
+    assert_eq!(fin.dead_lettered, 0);
+    assert_eq!(fin.facts.sagas_timed_out, 0);
+    assert!(
+        fin.facts.schema_versions.iter().all(|(_, v, _)| *v == 1),
+        "{:?}",
+        fin.facts.schema_versions
+    );
+    assert_eq!(
+        fin.model
+            .records()
+            .filter(|r| r.topic == topics::DLQ)
+            .count(),
+        0
+    );
+    assert_every_invariant(&fin);
+}
+
+/// The third pitfall, reproduced: with the check off the breaking version
+/// reaches the orchestrator, which sends it to the dlq; the step deadline
+/// then cancels those orders, and every invariant still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_schema_check_drift_goes_to_the_dlq_and_deadlines_end_the_sagas() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let s = common::session_with(dir, "no-schema-check,schema-drift=0.3", 7, |c| {
+        c.step_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let fin = common::place_and_settle(s, 40).await;
+    let f = &fin.facts;
+    assert_eq!(fin.schema_refused, 0);
+    assert_eq!(f.orders_created, 40);
+    assert!(fin.dead_lettered > 0, "nothing went to the dlq");
+    assert_eq!(f.sagas_timed_out, fin.dead_lettered as i64);
+    assert!(f.orders_compensated >= f.sagas_timed_out);
+    assert!(f
+        .schema_versions
+        .iter()
+        .any(|(t, v, _)| t == "OrderCreated" && *v == 3));
+    let dlq: Vec<Record> = fin
+        .model
+        .records()
+        .filter(|r| r.topic == topics::DLQ)
+        .collect();
+    assert_eq!(dlq.len() as u64, fin.dead_lettered);
+    let why = header(&dlq[0], "dlq_error").expect("dlq_error header");
+    assert!(why.contains("OrderCreated v3"), "{why}");
+    assert_every_invariant(&fin);
+}
+
+/// A compatible evolution: both versions flow, consumers read both, the
+/// aggregate reads v1 through its upcaster and the read model equals replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_evolve_is_read_by_every_consumer() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let fin = common::run(dir, "schema-evolve=0.5", 40).await;
+    let created: Vec<u32> = fin
+        .facts
+        .schema_versions
+        .iter()
+        .filter(|(t, _, _)| t == "OrderCreated")
+        .map(|(_, v, _)| *v)
+        .collect();
+    assert_eq!(created, vec![1, 2]);
+    assert_eq!(fin.facts.orders_completed, 40);
+    assert_eq!((fin.schema_refused, fin.dead_lettered), (0, 0));
+    assert_every_invariant(&fin);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_grows_the_backlog_which_then_drains() {
     let _slot = common::slot().await;

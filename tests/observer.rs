@@ -20,6 +20,7 @@ fn args(faults: &str, orders: u64) -> DemoArgs {
         timeout: 120,
         partitions: 3,
         snapshot_every: 100,
+        step_timeout: 30,
     }
 }
 

@@ -468,6 +468,7 @@ fn args(orders: u64) -> DemoArgs {
         timeout: 120,
         partitions: 3,
         snapshot_every: 100,
+        step_timeout: 30,
     }
 }
 

@@ -190,6 +190,7 @@ fn to_row(cols: &HashMap<String, Option<String>>) -> Option<Row_> {
             correlation_id: get("correlation_id"),
             causation_id: get("causation_id"),
             aggregate_version: get("aggregate_version").and_then(|v| v.parse().ok()),
+            dataschema: get("dataschema"),
             data: serde_json::from_str(&get("payload")?).ok()?,
         },
         traceparent: get("traceparent"),
@@ -342,7 +343,7 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         let acked_txns = failed.as_ref().map(|(t, _)| *t).unwrap_or(txns.len());
         if acked_txns > 0 {
             let last = &txns[acked_txns - 1];
-            if ctx.faults.hits(Fault::RelayCrash, &last.commit_lsn) {
+            if ctx.faults.hits_attempt(Fault::RelayCrash, &last.commit_lsn) {
                 tracing::warn!("injected cdc relay crash before confirming");
                 return Ok(Exit::Crashed);
             }

@@ -13,9 +13,10 @@ use opentelemetry::KeyValue;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use rdkafka::Message;
+use rdkafka::{Message, Offset};
 use tokio::sync::watch;
 
+use crate::contracts::Registry;
 use crate::envelope::Envelope;
 use crate::faults::Fault;
 use crate::store::{mark_processed, StoreError, Tx};
@@ -50,6 +51,25 @@ pub trait Handler: Send + Sync + 'static {
     /// so observers see a duplicate delivery, never a second effect.
     fn replies_again_on_redelivery(&self) -> bool {
         true
+    }
+    /// Whether this consumer can read `msg`: a contract version it knows (the
+    /// registered ones, by default) and a payload that matches it. A record it
+    /// cannot read goes to the dlq with the reason.
+    fn reads(&self, msg: &Envelope) -> Result<(), String> {
+        Registry::demo()
+            .and_then(|r| r.read(msg.dataschema.as_deref(), &msg.data))
+            .map_err(|e| format!("{} cannot read {}: {e}", self.name(), msg.event_type))
+    }
+    /// Account for a record this consumer could not read, after it went to
+    /// the dlq, inside `tx` (the orchestrator still opens the order's saga, so
+    /// that its step deadline ends it).
+    fn unreadable<'a>(
+        &'a self,
+        _ctx: &'a Ctx,
+        _tx: &'a mut Tx,
+        _msg: &'a Envelope,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        async { Ok(()) }
     }
     /// Apply the effect inside `tx`. `trace` is the consumer's span for this
     /// message: the outbox rows written for it are its children.
@@ -150,17 +170,54 @@ pub async fn run<H: Handler>(
             }
             Ok(env) => {
                 let span = process_span(&ctx, handler.name(), &m, Some(&env));
-                let done = process(&ctx, handler.as_ref(), &env, &span, &mut shutdown).await;
+                let done = match handler.reads(&env) {
+                    Err(why) => {
+                        span.fail(format!("unreadable, sent to {}: {why}", topics::DLQ));
+                        dead_letter(&ctx, handler.name(), &m, &why).await;
+                        ctx.dead_lettered
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        retrying(&ctx, handler.name(), &env, &span, &mut shutdown, || {
+                            unreadable(&ctx, handler.as_ref(), &env)
+                        })
+                        .await
+                    }
+                    Ok(()) => {
+                        retrying(&ctx, handler.name(), &env, &span, &mut shutdown, || {
+                            attempt(&ctx, handler.as_ref(), &env, &span)
+                        })
+                        .await
+                    }
+                };
                 span.end();
                 if !done {
                     return Ok(Exit::Shutdown);
                 }
-                if ctx.faults.hits(
+                if ctx.faults.hits_attempt(
                     handler.crash_fault(),
                     &format!("{}:{}", handler.name(), env.id),
                 ) {
+                    // Killed after the effect, before the offset is stored. A
+                    // restarted consumer resumes from the last stored offset:
+                    // this very record. The restart is simulated in place (a
+                    // rewind, no group rebalance), so a crash probability of
+                    // 0.3 costs a redelivery, not seconds of rejoining.
                     tracing::warn!(consumer = handler.name(), event = %env.id, "injected crash after the effect, before the offset commit");
-                    return Ok(Exit::Crashed);
+                    ctx.note_restart();
+                    if let Err(e) = consumer.seek(
+                        m.topic(),
+                        m.partition(),
+                        Offset::Offset(m.offset()),
+                        Duration::from_secs(5),
+                    ) {
+                        // Revoked meanwhile: its next owner resumes from the
+                        // committed offset, which redelivers it all the same.
+                        tracing::debug!(consumer = handler.name(), error = %e, "rewind after injected crash");
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => return Ok(Exit::Shutdown),
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                    continue;
                 }
             }
         }
@@ -168,25 +225,30 @@ pub async fn run<H: Handler>(
     }
 }
 
-/// Apply one envelope, retrying transient store errors. False on shutdown.
-async fn process<H: Handler>(
+/// Run one transaction for an envelope, retrying store errors. False on shutdown.
+async fn retrying<F, Fut>(
     ctx: &Ctx,
-    handler: &H,
+    consumer: &str,
     env: &Envelope,
     trace: &Trace,
     shutdown: &mut watch::Receiver<bool>,
-) -> bool {
+    mut once: F,
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
     let mut backoff = Duration::from_millis(20);
     loop {
-        match attempt(ctx, handler, env, trace).await {
+        match once().await {
             Ok(()) => return true,
             Err(e) if e.is_transient() => {
-                tracing::debug!(consumer = handler.name(), error = %e, "transient, retrying");
+                tracing::debug!(consumer, error = %e, "transient, retrying");
                 trace.add_event("transient store error; retrying", vec![]);
             }
             Err(e) => {
-                tracing::error!(consumer = handler.name(), event = %env.id, error = %e, "cannot apply; retrying");
-                ctx.report_error(format!("{}: {e}", handler.name()));
+                tracing::error!(consumer, event = %env.id, error = %e, "cannot apply; retrying");
+                ctx.report_error(format!("{consumer}: {e}"));
                 trace.add_event(
                     "cannot apply; retrying",
                     vec![KeyValue::new("exception.message", e.to_string())],
@@ -199,6 +261,16 @@ async fn process<H: Handler>(
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Mark an unreadable record processed and let the handler account for it.
+async fn unreadable<H: Handler>(ctx: &Ctx, handler: &H, env: &Envelope) -> Result<(), StoreError> {
+    let mut tx = ctx.db.begin().await?;
+    if mark_processed(&mut tx, handler.name(), &env.id).await? {
+        handler.unreadable(ctx, &mut tx, env).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn attempt<H: Handler>(

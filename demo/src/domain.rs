@@ -45,6 +45,9 @@ pub struct OrderState {
     pub total_cents: i64,
     pub notes: Vec<String>,
     pub cancel_reason: Option<String>,
+    /// Since `OrderCreated` v2; v1 orders read as EUR through the upcaster.
+    #[serde(default)]
+    pub currency: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,10 @@ pub enum OrderEvent {
         shipping_address: String,
         items: Vec<LineItem>,
         total_cents: i64,
+        /// v2 of the contract; written as v1 (without it) unless a newer
+        /// version is asked for.
+        #[serde(default = "default_currency")]
+        currency: String,
     },
     OrderNoteAdded {
         order_id: String,
@@ -108,13 +115,52 @@ impl OrderEvent {
         v
     }
 
-    /// Rebuild from a CloudEvents type and data.
+    /// The event's data in version `version` of its contract (see
+    /// `demo/schemas/`): `OrderCreated` v1 has no `currency`, v2 adds it, v3
+    /// (the breaking draft of the `schema-drift` fault) renames `items` to
+    /// `line_items`. Other types have one version.
+    pub fn to_data_version(&self, version: u32) -> serde_json::Value {
+        let mut v = self.to_data();
+        if let (OrderEvent::OrderCreated { .. }, Some(o)) = (self, v.as_object_mut()) {
+            match version {
+                1 => {
+                    o.remove("currency");
+                }
+                3 => {
+                    if let Some(items) = o.remove("items") {
+                        o.insert("line_items".into(), items);
+                    }
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// Rebuild from a type, the contract version the data was written in
+    /// (None: guessed from its shape) and the data, upcast to the version
+    /// this fold reads. Also returns the versions it was upcast from.
+    pub fn from_versioned(
+        event_type: &str,
+        version: Option<u32>,
+        data: &serde_json::Value,
+    ) -> Option<(OrderEvent, Vec<u32>)> {
+        let version = version.unwrap_or_else(|| crate::upcast::guess_version(event_type, data));
+        let (data, path) = crate::upcast::upcast(event_type, version, data.clone())?;
+        Some((OrderEvent::from_data(event_type, &data)?, path))
+    }
+
+    /// Rebuild from a CloudEvents type and data in the current version.
     pub fn from_data(event_type: &str, data: &serde_json::Value) -> Option<OrderEvent> {
         let mut v = data.clone();
         v.as_object_mut()?
             .insert("type".into(), serde_json::Value::String(event_type.into()));
         serde_json::from_value(v).ok()
     }
+}
+
+fn default_currency() -> String {
+    "EUR".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +204,7 @@ pub fn handle(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEven
                 shipping_address,
                 items,
                 total_cents,
+                currency: default_currency(),
             }])
         }
         OrderCommand::AddNote { text } => {
@@ -201,8 +248,10 @@ pub fn apply(mut state: OrderState, event: &OrderEvent) -> OrderState {
             shipping_address,
             items,
             total_cents,
+            currency,
         } => {
             state.order_id = order_id.clone();
+            state.currency = currency.clone();
             state.customer_email = customer_email.clone();
             state.shipping_address = shipping_address.clone();
             state.items = items.clone();
@@ -268,6 +317,7 @@ mod tests {
             shipping_address: "1 Main St".into(),
             items: vec![item()],
             total_cents: 300,
+            currency: "EUR".into(),
         }
     }
 
@@ -317,7 +367,23 @@ mod tests {
         assert_eq!(state.total_cents, 300);
         assert_eq!(state.version, 1);
         let e = created();
-        assert_eq!(OrderEvent::from_data(e.type_name(), &e.to_data()), Some(e));
+        assert_eq!(
+            OrderEvent::from_data(e.type_name(), &e.to_data()),
+            Some(e.clone())
+        );
+        // Every written version reads back as the same event, upcast.
+        for (v, path) in [(1, vec![1]), (2, vec![]), (3, vec![3])] {
+            let data = e.to_data_version(v);
+            assert_eq!(data.get("currency").is_some(), v > 1, "v{v}: {data}");
+            assert_eq!(
+                OrderEvent::from_versioned(e.type_name(), Some(v), &data),
+                Some((e.clone(), path.clone()))
+            );
+            assert_eq!(
+                OrderEvent::from_versioned(e.type_name(), None, &data),
+                Some((e.clone(), path))
+            );
+        }
     }
 
     proptest! {

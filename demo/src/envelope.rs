@@ -16,6 +16,7 @@ pub const CORRELATION: &str = "ce_correlationid";
 pub const CAUSATION: &str = "ce_causationid";
 pub const AGGREGATE_VERSION: &str = "ce_aggregateversion";
 pub const TRACEPARENT: &str = "ce_traceparent";
+pub const DATASCHEMA: &str = "ce_dataschema";
 pub const CONTENT_TYPE: &str = "content-type";
 
 /// A message of the demo as it travels: CloudEvents attributes plus JSON data.
@@ -31,6 +32,8 @@ pub struct Envelope {
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
     pub aggregate_version: Option<i64>,
+    /// The contract the data follows (CloudEvents `dataschema`), see `contracts`.
+    pub dataschema: Option<String>,
     pub data: serde_json::Value,
 }
 
@@ -70,6 +73,9 @@ impl Envelope {
         }
         if let Some(v) = self.aggregate_version {
             h.push((AGGREGATE_VERSION, v.to_string()));
+        }
+        if let Some(s) = &self.dataschema {
+            h.push((DATASCHEMA, s.clone()));
         }
         h
     }
@@ -111,6 +117,7 @@ impl Envelope {
             correlation_id: text(CORRELATION)?,
             causation_id: text(CAUSATION)?,
             aggregate_version,
+            dataschema: text(DATASCHEMA)?,
             data,
         })
     }
@@ -135,6 +142,7 @@ mod tests {
             correlation_id: Some("c1".into()),
             causation_id: None,
             aggregate_version: Some(1),
+            dataschema: Some(crate::contracts::uri("OrderCreated", 1)),
             data: serde_json::json!({"order_id": "o1"}),
         }
     }

@@ -3,10 +3,18 @@
 //! Decisions are deterministic under a seed: a probability fault hashes
 //! (seed, fault, a stable business key) instead of drawing from a shared RNG,
 //! so task scheduling does not change which orders are hit.
+//!
+//! Crash faults are decided per delivery attempt ([`Faults::hits_attempt`]):
+//! the n-th attempt at the same record hashes (seed, fault, key, n), so a
+//! redelivered record is decided afresh and eventually gets through. Deciding
+//! by the record alone would crash on every redelivery: a poison pill, not a
+//! crash.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
@@ -22,6 +30,9 @@ pub enum Fault {
     OrchestratorCrash,
     PoisonMessage,
     MissingCorrelation,
+    SchemaDrift,
+    NoSchemaCheck,
+    SchemaEvolve,
 }
 
 /// How a fault's value is read.
@@ -38,7 +49,7 @@ pub enum FaultKind {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 15] = [
         Fault::DuplicatePublish,
         Fault::NoIdempotency,
         Fault::ConsumerCrash,
@@ -51,6 +62,9 @@ impl Fault {
         Fault::OrchestratorCrash,
         Fault::PoisonMessage,
         Fault::MissingCorrelation,
+        Fault::SchemaDrift,
+        Fault::NoSchemaCheck,
+        Fault::SchemaEvolve,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +81,9 @@ impl Fault {
             Fault::OrchestratorCrash => "orchestrator-crash",
             Fault::PoisonMessage => "poison-message",
             Fault::MissingCorrelation => "missing-correlation",
+            Fault::SchemaDrift => "schema-drift",
+            Fault::NoSchemaCheck => "no-schema-check",
+            Fault::SchemaEvolve => "schema-evolve",
         }
     }
 
@@ -105,19 +122,34 @@ impl Fault {
                 "An undecodable record lands on a command topic: it must go to the dlq"
             }
             Fault::MissingCorrelation => "A service drops the correlation id: the chain breaks",
+            Fault::SchemaDrift => {
+                "The order service ships OrderCreated v3 with items renamed: refused by the schema check"
+            }
+            Fault::NoSchemaCheck => {
+                "Producers skip the contract check: a breaking version reaches the consumers"
+            }
+            Fault::SchemaEvolve => {
+                "The order service writes OrderCreated v2 (optional currency added): compatible"
+            }
         }
     }
 
     pub fn kind(self) -> FaultKind {
         match self {
-            Fault::NoIdempotency | Fault::WrongPartitionKey => FaultKind::Switch,
+            Fault::NoIdempotency | Fault::WrongPartitionKey | Fault::NoSchemaCheck => {
+                FaultKind::Switch
+            }
             Fault::DuplicatePublish
             | Fault::PaymentDecline
             | Fault::OutOfStock
             | Fault::ShippingFailure
             | Fault::MissingCorrelation
-            | Fault::ConsumerCrash => FaultKind::Chance,
-            Fault::RelayCrash | Fault::OrchestratorCrash | Fault::PoisonMessage => FaultKind::Count,
+            | Fault::ConsumerCrash
+            | Fault::RelayCrash
+            | Fault::OrchestratorCrash
+            | Fault::SchemaDrift
+            | Fault::SchemaEvolve => FaultKind::Chance,
+            Fault::PoisonMessage => FaultKind::Count,
             Fault::BrokerOutage => FaultKind::Seconds,
         }
     }
@@ -125,7 +157,9 @@ impl Fault {
     /// The value used when the fault is named without one.
     pub fn default_value(self) -> f64 {
         match self {
-            Fault::NoIdempotency | Fault::WrongPartitionKey => 1.0,
+            Fault::NoIdempotency | Fault::WrongPartitionKey | Fault::NoSchemaCheck => 1.0,
+            Fault::SchemaDrift => 0.3,
+            Fault::SchemaEvolve => 0.5,
             Fault::DuplicatePublish => 0.1,
             Fault::PaymentDecline | Fault::OutOfStock | Fault::ShippingFailure => 0.2,
             Fault::MissingCorrelation => 0.05,
@@ -247,7 +281,11 @@ struct Slot {
 #[derive(Debug)]
 pub struct Faults {
     seed: u64,
-    slots: [Slot; 12],
+    slots: [Slot; 15],
+    /// Attempts so far per (fault, key) for [`Faults::hits_attempt`]; an entry
+    /// is dropped once an attempt gets through, so the map holds only records
+    /// that are being retried.
+    attempts: Mutex<HashMap<(Fault, String), u32>>,
 }
 
 /// A snapshot of one fault's setting, for display.
@@ -265,6 +303,7 @@ impl Faults {
         Faults {
             seed,
             slots: Default::default(),
+            attempts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -338,6 +377,33 @@ impl Faults {
         hit
     }
 
+    /// Should the fault hit this attempt at the thing identified by `key`?
+    /// Like [`Faults::hits`], but a probability is decided afresh for every
+    /// attempt at the same key (the n-th attempt hashes `key#n`), so a record
+    /// that is redelivered after an injected crash gets through with
+    /// probability `1 - p` each time instead of crashing forever. Counts and
+    /// switches are as in `hits`.
+    pub fn hits_attempt(&self, fault: Fault, key: &str) -> bool {
+        if !self.is_on(fault) {
+            return false;
+        }
+        if self.value(fault) >= 1.0 || fault.kind() != FaultKind::Chance {
+            return self.hits(fault, key);
+        }
+        let Ok(mut attempts) = self.attempts.lock() else {
+            return false;
+        };
+        let entry = (fault, key.to_owned());
+        let n = attempts.get(&entry).copied().unwrap_or(0);
+        let hit = self.hits(fault, &format!("{key}#{n}"));
+        if hit {
+            attempts.insert(entry, n + 1);
+        } else {
+            attempts.remove(&entry);
+        }
+        hit
+    }
+
     /// Take a one-shot fault (broker outage): returns its value and turns it off.
     pub fn take(&self, fault: Fault) -> Option<f64> {
         let slot = &self.slots[fault.index()];
@@ -390,9 +456,17 @@ mod tests {
             Err(FaultSpecError::OutOfRange { .. })
         ));
         assert!(matches!(
-            "relay-crash=0.5".parse::<FaultSpec>(),
+            "poison-message=0.5".parse::<FaultSpec>(),
             Err(FaultSpecError::OutOfRange { .. })
         ));
+        assert!(matches!(
+            "relay-crash=1.5".parse::<FaultSpec>(),
+            Err(FaultSpecError::OutOfRange { .. })
+        ));
+        assert_eq!(
+            "relay-crash=0.5".parse::<FaultSpec>().unwrap().0,
+            vec![(Fault::RelayCrash, 0.5)]
+        );
         assert!(matches!(
             "relay-crash,relay-crash".parse::<FaultSpec>(),
             Err(FaultSpecError::Repeated(_))
@@ -426,6 +500,37 @@ mod tests {
             !a.hits(Fault::OutOfStock, "order-1"),
             "off faults never hit"
         );
+    }
+
+    #[test]
+    fn attempts_are_decided_afresh() {
+        let f = Faults::new(3);
+        f.set(Fault::ConsumerCrash, true, 0.9);
+        // With p = 0.9 a per-record decision would crash about 9 in 10 records
+        // forever; per attempt, every record gets through within a few tries.
+        for i in 0..200 {
+            let key = format!("payment:{i}");
+            let tries = (1..=500)
+                .find(|_| !f.hits_attempt(Fault::ConsumerCrash, &key))
+                .unwrap();
+            assert!(tries < 500, "record {i} never got through");
+        }
+        // Repeatable under the same seed: the same attempt sequence.
+        let seq = |seed| {
+            let f = Faults::new(seed);
+            f.set(Fault::RelayCrash, true, 0.5);
+            (0..64)
+                .map(|i| f.hits_attempt(Fault::RelayCrash, &format!("r{}", i / 4)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seq(9), seq(9));
+        assert!(seq(9).iter().any(|h| *h) && seq(9).iter().any(|h| !*h));
+        // A count stays a count.
+        let c = Faults::new(1);
+        c.set(Fault::OrchestratorCrash, true, 2.0);
+        assert!(c.hits_attempt(Fault::OrchestratorCrash, "x"));
+        assert!(c.hits_attempt(Fault::OrchestratorCrash, "x"));
+        assert!(!c.hits_attempt(Fault::OrchestratorCrash, "x"));
     }
 
     #[test]

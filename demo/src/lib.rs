@@ -8,6 +8,7 @@
 
 pub mod cdc;
 pub mod consumer;
+pub mod contracts;
 pub mod domain;
 pub mod envelope;
 pub mod faults;
@@ -24,6 +25,7 @@ pub mod store;
 pub mod system;
 pub mod telemetry;
 pub mod topics;
+pub mod upcast;
 
 pub use faults::{Fault, Faults};
 pub use system::{DemoConfig, DemoSystem};

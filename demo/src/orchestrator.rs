@@ -4,7 +4,12 @@ use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 use sqlx::Row;
 
-use crate::consumer::Handler;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::consumer::{Exit, Handler};
 use crate::domain::LineItem;
 use crate::envelope::{now_rfc3339, Envelope};
 use crate::faults::Fault;
@@ -19,6 +24,31 @@ pub const NAME: &str = "saga-orchestrator";
 pub const SOURCE: &str = "/eventscope-demo/saga-orchestrator";
 
 pub struct Orchestrator;
+
+/// What moved a saga: an observed event, or its step deadline.
+#[derive(Clone, Copy)]
+struct Cause<'a> {
+    /// The event id (the commands' causation id); None for a deadline.
+    id: Option<&'a str>,
+    input: &'a str,
+    correlation_id: Option<&'a str>,
+}
+
+impl<'a> Cause<'a> {
+    fn of(e: &'a Envelope) -> Cause<'a> {
+        Cause {
+            id: Some(&e.id),
+            input: &e.event_type,
+            correlation_id: e.correlation_id.as_deref(),
+        }
+    }
+
+    const DEADLINE: Cause<'static> = Cause {
+        id: None,
+        input: "StepTimedOut",
+        correlation_id: None,
+    };
+}
 
 struct Stored {
     state: SagaState,
@@ -47,7 +77,7 @@ fn step_span(
     parent: &Trace,
     from: Option<&SagaState>,
     to: &SagaState,
-    cause: &Envelope,
+    cause: Cause<'_>,
     actions: &[SagaAction],
 ) -> Trace {
     let compensating = matches!(
@@ -75,7 +105,7 @@ fn step_span(
         ),
         KeyValue::new(attr::ORDER_ID, to.order_id.clone()),
         KeyValue::new(attr::SAGA_PHASE, to.phase.name()),
-        KeyValue::new(attr::SAGA_INPUT, cause.event_type.clone()),
+        KeyValue::new(attr::SAGA_INPUT, cause.input.to_owned()),
     ];
     if let Some(from) = from {
         attributes.push(KeyValue::new(
@@ -93,7 +123,7 @@ async fn perform(
     tx: &mut Tx,
     s: &SagaState,
     correlation_id: &str,
-    cause: &Envelope,
+    cause: Cause<'_>,
     actions: &[SagaAction],
     trace: &Trace,
 ) -> Result<(), StoreError> {
@@ -106,14 +136,10 @@ async fn perform(
                 time: now_rfc3339(),
                 subject: s.order_id.clone(),
                 // Repair a chain a service broke: the saga knows its correlation id.
-                correlation_id: Some(
-                    cause
-                        .correlation_id
-                        .clone()
-                        .unwrap_or_else(|| correlation_id.to_owned()),
-                ),
-                causation_id: Some(cause.id.clone()),
+                correlation_id: Some(cause.correlation_id.unwrap_or(correlation_id).to_owned()),
+                causation_id: cause.id.map(str::to_owned),
                 aggregate_version: None,
+                dataschema: Some(crate::contracts::uri(cmd.type_name(), 1)),
                 data: cmd.data(s),
             };
             insert_outbox(
@@ -122,6 +148,7 @@ async fn perform(
                     service: NAME,
                     topic: cmd.topic().to_owned(),
                     envelope,
+                    schema_check: true,
                 },
                 trace,
             )
@@ -194,8 +221,8 @@ impl Handler for Orchestrator {
             .bind(now)
             .execute(&mut **tx)
             .await?;
-            let span = step_span(trace, None, &state, msg, &actions);
-            let done = perform(tx, &state, &correlation_id, msg, &actions, &span).await;
+            let span = step_span(trace, None, &state, Cause::of(msg), &actions);
+            let done = perform(tx, &state, &correlation_id, Cause::of(msg), &actions, &span).await;
             span.end();
             return done;
         }
@@ -206,27 +233,132 @@ impl Handler for Orchestrator {
             tracing::warn!(order = order_id, event = %msg.event_type, "no saga for this order; ignored");
             return Ok(());
         };
-        let (state, actions) = saga::step(stored.state.clone(), input);
-        if state == stored.state {
+        advance(tx, &stored, input, Cause::of(msg), trace, false).await
+    }
+
+    /// An `OrderCreated` this orchestrator cannot read (a contract version it
+    /// does not know) still opens the order's saga, from the envelope alone:
+    /// the saga then waits for data it cannot get, and its step deadline
+    /// cancels the order.
+    async fn unreadable(&self, _ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+        if msg.event_type != "OrderCreated" || load(tx, &msg.subject).await?.is_some() {
             return Ok(());
         }
-        let finished = if state.phase.is_terminal() {
-            Some(now)
-        } else {
-            None
-        };
-        sqlx::query("UPDATE sagas SET phase = $1, state = $2, updated_at = $3, finished_at = $4 WHERE order_id = $5")
-            .bind(state.phase.name())
-            .bind(serde_json::to_string(&state)?)
-            .bind(now)
-            .bind(finished)
-            .bind(order_id)
-            .execute(&mut **tx)
-            .await?;
-        let span = step_span(trace, Some(&stored.state), &state, msg, &actions);
-        let done = perform(tx, &state, &stored.correlation_id, msg, &actions, &span).await;
-        span.end();
-        done
+        let state = SagaState::unreadable(msg.subject.clone());
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&msg.subject)
+        .bind(msg.correlation_id.as_deref().unwrap_or(&msg.subject))
+        .bind(state.phase.name())
+        .bind(serde_json::to_string(&state)?)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Step a stored saga with `input`, store the new state (only if nobody else
+/// moved it meanwhile: a consumer and the deadline sweeper can race) and
+/// queue its commands.
+async fn advance(
+    tx: &mut Tx,
+    stored: &Stored,
+    input: SagaInput,
+    cause: Cause<'_>,
+    trace: &Trace,
+    deadline: bool,
+) -> Result<(), StoreError> {
+    let (state, actions) = saga::step(stored.state.clone(), input);
+    if state == stored.state {
+        return Ok(());
+    }
+    let now = now_ms();
+    let finished = state.phase.is_terminal().then_some(now);
+    let updated = sqlx::query(
+        "UPDATE sagas SET phase = $1, state = $2, updated_at = $3, finished_at = $4, \
+         timed_out = CASE WHEN $5 THEN 1 ELSE timed_out END \
+         WHERE order_id = $6 AND state = $7",
+    )
+    .bind(state.phase.name())
+    .bind(serde_json::to_string(&state)?)
+    .bind(now)
+    .bind(finished)
+    .bind(deadline)
+    .bind(&state.order_id)
+    .bind(serde_json::to_string(&stored.state)?)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::Conflict(format!("saga {}", state.order_id)));
+    }
+    let span = step_span(trace, Some(&stored.state), &state, cause, &actions);
+    let done = perform(tx, &state, &stored.correlation_id, cause, &actions, &span).await;
+    span.end();
+    done
+}
+
+/// The step deadlines: every open saga whose current forward step has waited
+/// longer than `step_timeout` is stepped with `StepTimedOut` (and so
+/// compensates). Runs beside the orchestrator's consumer, like a Temporal
+/// activity's `startToCloseTimeout`.
+pub async fn run_deadlines(
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Exit> {
+    let timeout_ms = i64::try_from(ctx.config.step_timeout.as_millis()).unwrap_or(i64::MAX);
+    let phases = SagaPhase::DEADLINED
+        .iter()
+        .map(|p| format!("'{p}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let due_sql = format!(
+        "SELECT order_id FROM sagas WHERE phase IN ({phases}) AND updated_at < $1 ORDER BY updated_at LIMIT 200"
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return Ok(Exit::Shutdown),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let due: Vec<String> = sqlx::query(&due_sql)
+            .bind(now_ms().saturating_sub(timeout_ms))
+            .fetch_all(&ctx.db.pool)
+            .await
+            .map_err(StoreError::from)?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)?;
+        for order_id in due {
+            let trace = ctx.telemetry.trace_for(NAME);
+            let mut tx = ctx.db.begin().await?;
+            let result = match load(&mut tx, &order_id).await? {
+                Some(stored) => {
+                    advance(
+                        &mut tx,
+                        &stored,
+                        SagaInput::StepTimedOut,
+                        Cause::DEADLINE,
+                        &trace,
+                        true,
+                    )
+                    .await
+                }
+                None => Ok(()),
+            };
+            match result {
+                Ok(()) => {
+                    tx.commit().await?;
+                    tracing::warn!(order = %order_id, "saga step deadline passed: compensating");
+                }
+                // Moved by its consumer meanwhile: looked at again next round.
+                Err(e) if e.is_transient() => tx.rollback().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use sqlx::Row;
 
 use crate::consumer::Handler;
+use crate::contracts;
 use crate::domain::{self, OrderCommand, OrderError, OrderEvent, OrderState};
 use crate::envelope::{now_rfc3339, Envelope};
 use crate::ids;
@@ -23,6 +24,33 @@ pub struct Meta {
     pub causation_id: Option<String>,
     /// The span handling the command; the outbox writes are its children.
     pub trace: Trace,
+    /// The contract version to write `OrderCreated` in (None: v1). v2 is the
+    /// compatible evolution (`schema-evolve`), v3 the breaking draft
+    /// (`schema-drift`).
+    pub created_version: Option<u32>,
+    /// Skip the producer-side contract check (`no-schema-check`).
+    pub skip_schema_check: bool,
+}
+
+/// The contract version a stored event was written in (its metadata's
+/// `schema_version`; events stored before contracts have none).
+fn stored_version(metadata: &str) -> Option<u32> {
+    serde_json::from_str::<serde_json::Value>(metadata)
+        .ok()?
+        .get("schema_version")?
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+}
+
+fn read_event(event_type: &str, payload: &str, metadata: &str) -> Result<OrderEvent, StoreError> {
+    let data: serde_json::Value = serde_json::from_str(payload)?;
+    OrderEvent::from_versioned(event_type, stored_version(metadata), &data)
+        .map(|(e, _)| e)
+        .ok_or_else(|| {
+            StoreError::Json(serde::de::Error::custom(format!(
+                "cannot read order event {event_type}"
+            )))
+        })
 }
 
 /// Where the state came from: the snapshot version it started at, and the tail length.
@@ -51,7 +79,7 @@ pub async fn load(tx: &mut Tx, order_id: &str) -> Result<(OrderState, Loaded), S
         None => (OrderState::default(), 0),
     };
     let rows = sqlx::query(
-        "SELECT event_type, payload FROM order_events WHERE aggregate_id = $1 AND version > $2 ORDER BY version",
+        "SELECT event_type, payload, metadata FROM order_events WHERE aggregate_id = $1 AND version > $2 ORDER BY version",
     )
     .bind(order_id)
     .bind(from)
@@ -61,11 +89,8 @@ pub async fn load(tx: &mut Tx, order_id: &str) -> Result<(OrderState, Loaded), S
     for r in rows {
         let t: String = r.try_get("event_type")?;
         let p: String = r.try_get("payload")?;
-        let data: serde_json::Value = serde_json::from_str(&p)?;
-        let event = OrderEvent::from_data(&t, &data).ok_or_else(|| {
-            StoreError::Json(serde::de::Error::custom(format!("unknown order event {t}")))
-        })?;
-        state = domain::apply(state, &event);
+        let m: String = r.try_get("metadata")?;
+        state = domain::apply(state, &read_event(&t, &p, &m)?);
     }
     Ok((
         state,
@@ -79,7 +104,7 @@ pub async fn load(tx: &mut Tx, order_id: &str) -> Result<(OrderState, Loaded), S
 /// Full replay of the stored events, ignoring snapshots (for checks).
 pub async fn replay_all(db: &Db, order_id: &str) -> Result<OrderState, StoreError> {
     let rows = sqlx::query(
-        "SELECT event_type, payload FROM order_events WHERE aggregate_id = $1 ORDER BY version",
+        "SELECT event_type, payload, metadata FROM order_events WHERE aggregate_id = $1 ORDER BY version",
     )
     .bind(order_id)
     .fetch_all(&db.pool)
@@ -88,9 +113,8 @@ pub async fn replay_all(db: &Db, order_id: &str) -> Result<OrderState, StoreErro
     for r in rows {
         let t: String = r.try_get("event_type")?;
         let p: String = r.try_get("payload")?;
-        if let Some(e) = OrderEvent::from_data(&t, &serde_json::from_str(&p)?) {
-            state = domain::apply(state, &e);
-        }
+        let m: String = r.try_get("metadata")?;
+        state = domain::apply(state, &read_event(&t, &p, &m)?);
     }
     Ok(state)
 }
@@ -113,10 +137,15 @@ pub async fn execute_in(
         state = domain::apply(state, event);
         let version = state.version;
         let event_id = ids::derive(&[order_id, "v", &version.to_string()]);
-        let data = event.to_data();
+        let schema_version = match event {
+            OrderEvent::OrderCreated { .. } => meta.created_version.unwrap_or(1),
+            _ => 1,
+        };
+        let data = event.to_data_version(schema_version);
         let metadata = serde_json::json!({
             "correlation_id": meta.correlation_id,
             "causation_id": meta.causation_id,
+            "schema_version": schema_version,
         });
         let inserted = sqlx::query(
             "INSERT INTO order_events (aggregate_id, version, event_id, event_type, payload, metadata, created_at) \
@@ -145,6 +174,7 @@ pub async fn execute_in(
             correlation_id: meta.correlation_id.clone(),
             causation_id: meta.causation_id.clone(),
             aggregate_version: Some(version),
+            dataschema: Some(contracts::uri(event.type_name(), schema_version)),
             data,
         };
         insert_outbox(
@@ -153,6 +183,7 @@ pub async fn execute_in(
                 service: NAME,
                 topic: topics::ORDERS.to_owned(),
                 envelope,
+                schema_check: !meta.skip_schema_check,
             },
             &meta.trace,
         )
@@ -237,6 +268,7 @@ impl Handler for OrderCommands {
             correlation_id: msg.correlation_id.clone(),
             causation_id: Some(msg.id.clone()),
             trace: trace.clone(),
+            ..Meta::default()
         };
         if let Err(e) =
             execute_in(tx, &msg.subject, command, &meta, ctx.config.snapshot_every).await?

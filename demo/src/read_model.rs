@@ -1,6 +1,8 @@
 //! The CQRS read model `order_view`, built only from the `orders` topic.
 
 use crate::consumer::Handler;
+use crate::contracts;
+use crate::domain::OrderEvent;
 use crate::envelope::Envelope;
 use crate::store::{now_ms, StoreError, Tx};
 use crate::system::Ctx;
@@ -20,6 +22,24 @@ impl Handler for OrderView {
     fn replies_again_on_redelivery(&self) -> bool {
         false
     }
+    /// Deployed with the order service: it reads every `OrderCreated`
+    /// version the aggregate's upcasters read, drafts included.
+    fn reads(&self, msg: &Envelope) -> Result<(), String> {
+        let written = msg
+            .dataschema
+            .as_deref()
+            .and_then(contracts::parse_uri)
+            .map(|(_, v)| v);
+        match OrderEvent::from_versioned(&msg.event_type, written, &msg.data) {
+            Some(_) => Ok(()),
+            None if msg.event_type != "OrderCreated" => Ok(()),
+            None => Err(format!(
+                "order-view cannot read {} v{}",
+                msg.event_type,
+                written.unwrap_or(1)
+            )),
+        }
+    }
     async fn handle(
         &self,
         _ctx: &Ctx,
@@ -28,7 +48,21 @@ impl Handler for OrderView {
         _trace: &Trace,
     ) -> Result<(), StoreError> {
         let version = msg.aggregate_version.unwrap_or(0);
-        let d = &msg.data;
+        // The order service's own projection reads every version it writes,
+        // through the aggregate's upcasters.
+        let upcast;
+        let d = if msg.event_type == "OrderCreated" {
+            let written = msg
+                .dataschema
+                .as_deref()
+                .and_then(contracts::parse_uri)
+                .map(|(_, v)| v);
+            upcast = OrderEvent::from_versioned(&msg.event_type, written, &msg.data)
+                .map(|(e, _)| e.to_data());
+            upcast.as_ref().unwrap_or(&msg.data)
+        } else {
+            &msg.data
+        };
         let status = match msg.event_type.as_str() {
             "OrderCreated" | "OrderNoteAdded" => "pending",
             "OrderCompleted" => "completed",

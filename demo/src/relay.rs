@@ -40,7 +40,7 @@ struct Pending {
 /// A row is only taken when no earlier row of its key is still unpublished,
 /// so a second relay never overtakes the first within one aggregate.
 const CLAIM_SQL: &str = "SELECT id, topic, msg_key, event_id, event_type, source, subject, correlation_id, \
-     causation_id, aggregate_version, event_time, payload, traceparent \
+     causation_id, aggregate_version, dataschema, event_time, payload, traceparent \
      FROM outbox o WHERE published_at IS NULL \
      AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.msg_key = o.msg_key AND e.published_at IS NULL AND e.id < o.id) \
      ORDER BY id LIMIT $1";
@@ -69,6 +69,7 @@ async fn claim_batch(ctx: &Ctx, tx: &mut Tx, limit: i64) -> Result<Vec<Pending>,
                 correlation_id: r.try_get("correlation_id")?,
                 causation_id: r.try_get("causation_id")?,
                 aggregate_version: r.try_get("aggregate_version")?,
+                dataschema: r.try_get("dataschema")?,
                 data: serde_json::from_str(&payload)?,
             },
             traceparent: r.try_get("traceparent")?,
@@ -286,7 +287,10 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         }
         // relay-crash: killed after publishing, before marking anything.
         if let Some(first) = acked.first() {
-            if ctx.faults.hits(Fault::RelayCrash, &first.envelope.id) {
+            if ctx
+                .faults
+                .hits_attempt(Fault::RelayCrash, &first.envelope.id)
+            {
                 tracing::warn!(
                     rows = acked.len(),
                     "injected relay crash before marking published"

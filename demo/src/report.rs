@@ -28,6 +28,10 @@ pub struct DbFacts {
     pub read_model_mismatches: Vec<String>,
     /// Open sagas by phase.
     pub stuck_phases: Vec<(String, i64)>,
+    /// Records written per (type, contract version), from the outbox.
+    pub schema_versions: Vec<(String, u32, i64)>,
+    /// Sagas a step deadline ended.
+    pub sagas_timed_out: i64,
 }
 
 impl DbFacts {
@@ -80,6 +84,23 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
         ..DbFacts::default()
     };
     f.orders_stuck = f.orders_created - f.orders_completed - f.orders_compensated;
+    f.sagas_timed_out = db
+        .count("SELECT COUNT(*) FROM sagas WHERE timed_out = 1")
+        .await?;
+    for r in sqlx::query(
+        "SELECT event_type, dataschema, COUNT(*) FROM outbox GROUP BY event_type, dataschema ORDER BY event_type, dataschema",
+    )
+    .fetch_all(&db.pool)
+    .await?
+    {
+        let t: String = r.try_get(0)?;
+        let uri: Option<String> = r.try_get(1)?;
+        let version = uri
+            .as_deref()
+            .and_then(crate::contracts::parse_uri)
+            .map_or(1, |(_, v)| v);
+        f.schema_versions.push((t, version, r.try_get(2)?));
+    }
     for r in sqlx::query("SELECT phase, COUNT(*) FROM sagas WHERE phase NOT IN ('completed', 'compensated') GROUP BY phase")
         .fetch_all(&db.pool)
         .await?

@@ -19,6 +19,9 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "phase")]
 pub enum SagaPhase {
+    /// Opened from an `OrderCreated` the orchestrator could not read: it
+    /// waits for nothing it can get, so its step deadline cancels the order.
+    AwaitingOrderData,
     AwaitingPayment,
     AwaitingStock,
     AwaitingShipment,
@@ -37,8 +40,19 @@ impl SagaPhase {
         matches!(self, SagaPhase::Completed | SagaPhase::Compensated)
     }
 
+    /// Phases whose step deadline may end the saga: waiting for a forward
+    /// step's reply. Approval and compensations never time out: a late
+    /// approval would race a cancel, and compensations must run to the end.
+    pub const DEADLINED: [&'static str; 4] = [
+        "awaiting_order_data",
+        "awaiting_payment",
+        "awaiting_stock",
+        "awaiting_shipment",
+    ];
+
     pub fn name(&self) -> &'static str {
         match self {
+            SagaPhase::AwaitingOrderData => "awaiting_order_data",
             SagaPhase::AwaitingPayment => "awaiting_payment",
             SagaPhase::AwaitingStock => "awaiting_stock",
             SagaPhase::AwaitingShipment => "awaiting_shipment",
@@ -69,16 +83,24 @@ pub struct SagaState {
 pub enum SagaInput {
     OrderCreated,
     PaymentCompleted,
-    PaymentDeclined { reason: String },
+    PaymentDeclined {
+        reason: String,
+    },
     StockReserved,
-    StockRejected { reason: String },
+    StockRejected {
+        reason: String,
+    },
     ShipmentScheduled,
-    ShipmentFailed { reason: String },
+    ShipmentFailed {
+        reason: String,
+    },
     OrderCompleted,
     OrderCancelled,
     PaymentRefunded,
     StockRestored,
     ShipmentCancelled,
+    /// The current step's deadline passed without a reply.
+    StepTimedOut,
 }
 
 impl SagaInput {
@@ -178,6 +200,14 @@ pub enum SagaAction {
 }
 
 impl SagaState {
+    /// A saga for an order whose data the orchestrator could not read.
+    pub fn unreadable(order_id: String) -> SagaState {
+        SagaState {
+            phase: SagaPhase::AwaitingOrderData,
+            ..SagaState::start(order_id, 0, vec![])
+        }
+    }
+
     pub fn start(order_id: String, total_cents: i64, items: Vec<LineItem>) -> SagaState {
         SagaState {
             order_id,
@@ -219,6 +249,16 @@ fn next_compensation(mut s: SagaState) -> (SagaState, Vec<SagaAction>) {
         s.phase = SagaPhase::Compensating { step };
         (s, vec![SagaAction::Send(compensation(step))])
     }
+}
+
+fn timed_out(mut s: SagaState, step: Step) -> (SagaState, Vec<SagaAction>) {
+    s.done.push(step);
+    let name = match step {
+        Step::Payment => "payment",
+        Step::Stock => "stock reservation",
+        Step::Shipment => "shipment",
+    };
+    fail(s, format!("timed out waiting for the {name}"))
 }
 
 /// The first action of a new saga.
@@ -282,6 +322,16 @@ pub fn step(s: SagaState, input: SagaInput) -> (SagaState, Vec<SagaAction>) {
             },
             I::PaymentRefunded,
         ) => next_compensation(s),
+        // A deadline: the step may still happen (its command is in flight),
+        // so it is compensated too. Compensations are no-ops for a step that
+        // never took effect, and a late command is ordered before its
+        // compensation on the same partition.
+        (P::AwaitingOrderData, I::StepTimedOut) => {
+            fail(s, "timed out: the order's data could not be read".into())
+        }
+        (P::AwaitingPayment, I::StepTimedOut) => timed_out(s, Step::Payment),
+        (P::AwaitingStock, I::StepTimedOut) => timed_out(s, Step::Stock),
+        (P::AwaitingShipment, I::StepTimedOut) => timed_out(s, Step::Shipment),
         (P::CancellingOrder, I::OrderCancelled) => {
             let mut s = s;
             s.phase = P::Compensated;
@@ -340,6 +390,51 @@ mod tests {
                 "ApproveOrder"
             ]
         );
+    }
+
+    #[test]
+    fn step_deadlines_compensate_the_step_that_may_still_happen() {
+        use SagaInput::*;
+        // Payment timed out: refund it (a no-op if it never happened), cancel.
+        let (s, sent) = run(vec![StepTimedOut, PaymentRefunded, OrderCancelled]);
+        assert_eq!(s.phase, SagaPhase::Compensated);
+        assert_eq!(sent, ["ProcessPayment", "RefundPayment", "CancelOrder"]);
+        // Stock timed out: restore it, refund, cancel; a late reply changes nothing.
+        let (s, sent) = run(vec![
+            PaymentCompleted,
+            StepTimedOut,
+            StockReserved,
+            StockRestored,
+            PaymentRefunded,
+            OrderCancelled,
+        ]);
+        assert_eq!(s.phase, SagaPhase::Compensated);
+        assert_eq!(
+            sent,
+            [
+                "ProcessPayment",
+                "ReserveStock",
+                "RestoreStock",
+                "RefundPayment",
+                "CancelOrder"
+            ]
+        );
+        // Approval and compensations have no deadline.
+        let (s, _) = run(vec![
+            PaymentCompleted,
+            StockReserved,
+            ShipmentScheduled,
+            StepTimedOut,
+        ]);
+        assert_eq!(s.phase, SagaPhase::AwaitingApproval);
+        // A saga opened for unreadable order data cancels the order at its deadline.
+        let (s, actions) = step(SagaState::unreadable("o1".into()), StepTimedOut);
+        assert_eq!(s.phase, SagaPhase::CancellingOrder);
+        assert!(matches!(
+            actions.as_slice(),
+            [SagaAction::Send(SagaCommand::CancelOrder { .. })]
+        ));
+        assert_eq!(step(s, OrderCancelled).0.phase, SagaPhase::Compensated);
     }
 
     #[test]

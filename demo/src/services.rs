@@ -4,6 +4,7 @@
 use sqlx::Row;
 
 use crate::consumer::Handler;
+use crate::contracts;
 use crate::domain::LineItem;
 use crate::envelope::{now_rfc3339, Envelope};
 use crate::faults::Fault;
@@ -44,6 +45,7 @@ async fn reply(
         correlation_id,
         causation_id: Some(cmd.id.clone()),
         aggregate_version: None,
+        dataschema: Some(contracts::uri(event_type, 1)),
         data,
     };
     insert_outbox(
@@ -52,6 +54,7 @@ async fn reply(
             service,
             topic: topic.to_owned(),
             envelope,
+            schema_check: true,
         },
         trace,
     )
@@ -117,20 +120,25 @@ impl Handler for Payment {
             }
         };
         let signed = if kind == "refund" {
-            -amount(cmd)
+            // A compensation undoes what happened, nothing more: refund what
+            // is charged (nothing when the charge never took effect, e.g.
+            // after a step deadline).
+            -net_charged(tx, &order).await?.min(amount(cmd))
         } else if kind == "charge" {
             amount(cmd)
         } else {
             0
         };
-        sqlx::query("INSERT INTO payments (order_id, command_id, kind, amount_cents, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&order)
-            .bind(&cmd.id)
-            .bind(kind)
-            .bind(signed)
-            .bind(now_ms())
-            .execute(&mut **tx)
-            .await?;
+        if kind != "refund" || signed != 0 {
+            sqlx::query("INSERT INTO payments (order_id, command_id, kind, amount_cents, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&order)
+                .bind(&cmd.id)
+                .bind(kind)
+                .bind(signed)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await?;
+        }
         reply(
             ctx,
             tx,
@@ -144,6 +152,28 @@ impl Handler for Payment {
         )
         .await
     }
+}
+
+async fn net_charged(tx: &mut Tx, order: &str) -> Result<i64, StoreError> {
+    let r = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM payments WHERE order_id = $1",
+    )
+    .bind(order)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(r.try_get::<i64, _>(0)?.max(0))
+}
+
+/// What `order` holds reserved of `product` (reservations minus restores).
+async fn net_reserved(tx: &mut Tx, order: &str, product: &str) -> Result<i64, StoreError> {
+    let r = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) FROM stock_movements WHERE order_id = $1 AND product_id = $2",
+    )
+    .bind(order)
+    .bind(product)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((-r.try_get::<i64, _>(0)?).max(0))
 }
 
 pub struct Inventory;
@@ -219,7 +249,19 @@ impl Handler for Inventory {
             }
         }
         for i in &items {
-            let delta = sign * i.quantity;
+            let quantity = if kind == "restore" {
+                // Put back what is reserved, nothing more (a no-op when the
+                // reservation never took effect).
+                net_reserved(tx, &order, &i.product_id)
+                    .await?
+                    .min(i.quantity)
+            } else {
+                i.quantity
+            };
+            if quantity == 0 {
+                continue;
+            }
+            let delta = sign * quantity;
             sqlx::query("UPDATE stock SET quantity = quantity + $1 WHERE product_id = $2")
                 .bind(delta)
                 .bind(&i.product_id)
@@ -294,13 +336,25 @@ impl Handler for Shipping {
                 return Ok(());
             }
         };
-        sqlx::query("INSERT INTO shipments (order_id, command_id, kind, created_at) VALUES ($1, $2, $3, $4)")
+        // Cancel only a shipment that was scheduled (a no-op otherwise).
+        let takes_effect = kind != "cancelled" || {
+            let r = sqlx::query(
+                "SELECT COUNT(*) FROM shipments WHERE order_id = $1 AND kind = 'scheduled'",
+            )
             .bind(&order)
-            .bind(&cmd.id)
-            .bind(kind)
-            .bind(now_ms())
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
             .await?;
+            r.try_get::<i64, _>(0)? > 0
+        };
+        if takes_effect {
+            sqlx::query("INSERT INTO shipments (order_id, command_id, kind, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(&order)
+                .bind(&cmd.id)
+                .bind(kind)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await?;
+        }
         reply(
             ctx,
             tx,

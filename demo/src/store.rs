@@ -9,6 +9,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
+use crate::contracts::{ContractError, Registry};
 use crate::envelope::Envelope;
 use crate::telemetry::Trace;
 
@@ -41,6 +42,9 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("concurrent update of {0}; retry")]
     Conflict(String),
+    /// The producer-side contract check refused the write.
+    #[error("schema check refused the write: {0}")]
+    Contract(#[from] ContractError),
 }
 
 impl StoreError {
@@ -200,6 +204,9 @@ pub struct OutboxRow {
     pub service: &'static str,
     pub topic: String,
     pub envelope: Envelope,
+    /// Check the payload against its contract before writing (off only with
+    /// the `no-schema-check` fault).
+    pub schema_check: bool,
 }
 
 /// Append an outbox row inside the caller's transaction, in an `outbox write`
@@ -208,7 +215,16 @@ pub struct OutboxRow {
 pub async fn insert_outbox(tx: &mut Tx, row: &OutboxRow, trace: &Trace) -> Result<(), StoreError> {
     let e = &row.envelope;
     let span = trace.outbox_write(&row.topic, &e.subject, &e.id, &e.event_type);
-    let result = insert_outbox_row(tx, row, span.traceparent()).await;
+    let result = match row.schema_check {
+        true => Registry::demo()
+            .and_then(|r| r.admit(e.dataschema.as_deref(), &e.data))
+            .map_err(StoreError::from),
+        false => Ok(()),
+    };
+    let result = match result {
+        Ok(()) => insert_outbox_row(tx, row, span.traceparent()).await,
+        Err(e) => Err(e),
+    };
     if let Err(err) = &result {
         span.fail(err.to_string());
     }
@@ -224,8 +240,8 @@ async fn insert_outbox_row(
     let e = &row.envelope;
     sqlx::query(
         "INSERT INTO outbox (event_id, service, topic, msg_key, event_type, source, subject, \
-         correlation_id, causation_id, aggregate_version, event_time, payload, created_at, traceparent) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         correlation_id, causation_id, aggregate_version, event_time, payload, created_at, traceparent, dataschema) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(&e.id)
     .bind(row.service)
@@ -241,6 +257,7 @@ async fn insert_outbox_row(
     .bind(serde_json::to_string(&e.data)?)
     .bind(now_ms())
     .bind(traceparent)
+    .bind(e.dataschema.clone())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -52,6 +52,9 @@ pub struct DemoConfig {
     pub relay: RelayMode,
     /// Where to export spans (OpenTelemetry OTLP); None: trace context only.
     pub otlp: Option<OtlpSettings>,
+    /// The orchestrator's step deadline (Temporal's `startToCloseTimeout`): a
+    /// saga waiting longer than this for a step's reply compensates.
+    pub step_timeout: Duration,
 }
 
 /// The outbox relay: polling the table (default, any database) or CDC from
@@ -77,6 +80,7 @@ impl DemoConfig {
             initial_stock: 1_000_000,
             relay: RelayMode::Poll,
             otlp: None,
+            step_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -106,11 +110,20 @@ pub struct Ctx {
     restarts: AtomicU64,
     /// Redeliveries a consumer recognised in `processed_events` and skipped.
     pub duplicates_skipped: AtomicU64,
+    /// Writes the producer-side contract check refused.
+    pub schema_refused: AtomicU64,
+    /// Records consumers could not read and sent to the dlq.
+    pub dead_lettered: AtomicU64,
     /// Tracers of the services and the OTLP export.
     pub telemetry: Telemetry,
 }
 
 impl Ctx {
+    /// A task "restarted" after an injected crash.
+    pub fn note_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Background errors surface to the caller (GUI status line, headless stderr).
     pub fn report_error(&self, e: String) {
         if let Ok(mut v) = self.errors.lock() {
@@ -202,7 +215,9 @@ impl DemoSystem {
             })??;
         kafka.ensure_topics(&topics::ALL, config.partitions).await?;
         let dlq_producer = kafka.producer(Duration::from_secs(10))?;
-        let already = db.count("SELECT COUNT(*) FROM sagas").await?;
+        let already = db
+            .count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'")
+            .await?;
         let mut services: Vec<&'static str> = Self::groups().iter().map(|(g, _)| *g).collect();
         services.extend([relay::RELAY, crate::cdc::RELAY]);
         let telemetry = Telemetry::new(&services, config.otlp.as_ref())?;
@@ -215,6 +230,8 @@ impl DemoSystem {
             errors: Mutex::new(Vec::new()),
             restarts: AtomicU64::new(0),
             duplicates_skipped: AtomicU64::new(0),
+            schema_refused: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
             telemetry,
         });
         let (shutdown_tx, rx) = watch::channel(false);
@@ -239,6 +256,12 @@ impl DemoSystem {
         spawn_consumer(&mut tasks, &ctx, &rx, Shipping);
         spawn_consumer(&mut tasks, &ctx, &rx, OrderCommands);
         spawn_consumer(&mut tasks, &ctx, &rx, OrderView);
+        tasks.spawn(supervise(
+            "saga-deadlines",
+            ctx.clone(),
+            rx.clone(),
+            orchestrator::run_deadlines,
+        ));
         tasks.spawn(fault_injector(ctx.clone(), rx));
         Ok(DemoSystem {
             ctx,
@@ -302,10 +325,21 @@ impl DemoSystem {
                 KeyValue::new(attr::CORRELATION_ID, correlation_id.clone()),
             ],
         );
+        // The contract version this order's OrderCreated is written in.
+        let faults = &self.ctx.faults;
+        let created_version = if faults.hits(Fault::SchemaDrift, &order_id) {
+            Some(3)
+        } else if faults.hits(Fault::SchemaEvolve, &order_id) {
+            Some(2)
+        } else {
+            None
+        };
         let meta = Meta {
             correlation_id: Some(correlation_id),
             causation_id: None,
             trace: trace.clone(),
+            created_version,
+            skip_schema_check: faults.is_on(Fault::NoSchemaCheck),
         };
         let result = order_service::execute(
             &self.ctx.db,
@@ -321,7 +355,22 @@ impl DemoSystem {
             Ok(Ok(_)) => {}
         }
         trace.end();
+        if let Err(StoreError::Contract(e)) = &result {
+            self.ctx.schema_refused.fetch_add(1, Ordering::SeqCst);
+            self.ctx
+                .report_error(format!("order-service: order {order_id} refused: {e}"));
+        }
         Ok(result?.map(|_| order_id))
+    }
+
+    /// Writes the producer-side contract check refused so far.
+    pub fn schema_refused(&self) -> u64 {
+        self.ctx.schema_refused.load(Ordering::SeqCst)
+    }
+
+    /// Records consumers sent to the dlq so far.
+    pub fn dead_lettered(&self) -> u64 {
+        self.ctx.dead_lettered.load(Ordering::SeqCst)
     }
 
     pub fn faults(&self) -> &Arc<Faults> {

@@ -191,15 +191,25 @@ pub fn status_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
 fn value_ui(ui: &mut egui::Ui, fault: Fault, value: &mut f64) -> bool {
     match fault.kind() {
         FaultKind::Switch => false,
-        FaultKind::Chance => ui
-            .add(
-                egui::DragValue::new(value)
-                    .range(0.01..=50.0)
-                    .speed(0.01)
-                    .max_decimals(2),
-            )
-            .on_hover_text("below 1: probability per decision; 1 or more: a count")
-            .changed(),
+        FaultKind::Chance => {
+            let changed = ui
+                .add(
+                    egui::DragValue::new(value)
+                        .range(0.01..=50.0)
+                        .speed(0.01)
+                        .max_decimals(2),
+                )
+                .on_hover_text(
+                    "below 1: a probability, decided afresh for every attempt; \
+                     1 or more: a count of hits",
+                )
+                .changed();
+            // Above 1 the value is a count: keep it whole, as --faults requires.
+            if *value > 1.0 {
+                *value = value.round();
+            }
+            changed
+        }
         FaultKind::Count => ui
             .add(
                 egui::DragValue::new(value)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use eventscope::cli::Connection;
 use eventscope::headless::{Finished, Session};
 use eventscope_demo::faults::{FaultSpec, Faults};
+use eventscope_demo::system::DemoConfig;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Demo runs are CPU-heavy; at most two at once on a small machine.
@@ -176,19 +177,34 @@ pub fn conn(data_dir: PathBuf) -> Connection {
 
 /// Start a session with `faults` (a `--faults` spec) and the given seed.
 pub async fn session(data_dir: PathBuf, faults: &str, seed: u64) -> Session {
+    session_with(data_dir, faults, seed, |_| {}).await
+}
+
+/// Like [`session`], with the demo's configuration adjusted.
+pub async fn session_with(
+    data_dir: PathBuf,
+    faults: &str,
+    seed: u64,
+    config: impl FnOnce(&mut DemoConfig),
+) -> Session {
     let spec: FaultSpec = faults.parse().expect("fault spec");
     let faults = Arc::new(Faults::from_spec(seed, &spec));
-    Session::start(&conn(data_dir), |_| {}, faults)
+    Session::start(&conn(data_dir), config, faults)
         .await
         .expect("session starts")
 }
 
 /// Place `orders`, settle, finish. Panics with what is open if it does not settle.
 pub async fn run(data_dir: PathBuf, faults: &str, orders: u64) -> Finished {
-    let mut s = session(data_dir, faults, 7).await;
-    s.place_orders(orders, false).await.expect("orders placed");
+    let s = session(data_dir, faults, 7).await;
+    place_and_settle(s, orders).await
+}
+
+/// Place `orders` (those the schema check refuses are not placed), settle, finish.
+pub async fn place_and_settle(mut s: Session, orders: u64) -> Finished {
+    let placed = s.place_orders(orders, false).await.expect("orders placed");
     let open = s
-        .settle(orders as i64, Duration::from_secs(90), false)
+        .settle(placed as i64, Duration::from_secs(90), false)
         .await
         .expect("settle");
     assert!(open.is_empty(), "not quiescent: {open:?}");
