@@ -136,6 +136,29 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
                     ui.monospace(log.trace(trace).len().to_string());
                     ui.end_row();
                 }
+                // The rest of what the envelope says, extensions included (the selected
+                // record only, decoded again).
+                if let Some(ev) = log.event(idx) {
+                    let mut rows = vec![
+                        ("envelope", format!("{:?}", ev.format)),
+                        (
+                            "data content type",
+                            ev.content_type.clone().unwrap_or_else(|| "-".into()),
+                        ),
+                    ];
+                    rows.extend(ev.dataschema.clone().map(|d| ("data schema", d)));
+                    rows.extend(ev.time.clone().map(|t| ("event time", t)));
+                    for (label, v) in rows {
+                        ui.label(label);
+                        ui.monospace(v);
+                        ui.end_row();
+                    }
+                    for (k, v) in &ev.extensions {
+                        ui.label(format!("extension {k}"));
+                        ui.monospace(v);
+                        ui.end_row();
+                    }
+                }
             }
         });
     if let Some(m) = row.meta() {
