@@ -3,6 +3,7 @@
 //! commands in, updates out (bounded, `try_send`, drops counted), and the
 //! latest connection status in a `watch`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +53,11 @@ pub enum Update {
     Faults(Vec<FaultState>),
     /// Something went wrong in the background: shown as a notice, never swallowed.
     Notice(String),
+    /// Every record that existed when the tap connected has been forwarded (in the batches
+    /// before this one): the backlog was cut at `as_of_ms` (wall clock at connect).
+    BacklogEnd {
+        as_of_ms: i64,
+    },
 }
 
 /// Latest connection state.
@@ -147,6 +153,27 @@ impl Outbox {
         }
         (self.repaint)();
     }
+
+    /// A rare update that must not be dropped (it marks a point in the record stream):
+    /// waits for room instead.
+    async fn send_marker(&self, u: Update) {
+        let _ = self.tx.send(u).await;
+        (self.repaint)();
+    }
+}
+
+/// End offsets of every non-internal partition: the backlog that exists now.
+fn backlog_highs(s: &KafkaSettings) -> Result<HashMap<(String, i32), i64>, String> {
+    let counts = s
+        .partition_counts(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let topics: Vec<&str> = counts
+        .keys()
+        .map(String::as_str)
+        .filter(|t| !t.starts_with("__"))
+        .collect();
+    s.high_watermarks(&topics, Duration::from_secs(5))
+        .map_err(|e| e.to_string())
 }
 
 /// One connected session: demo + tap.
@@ -182,6 +209,22 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     let system = tokio::time::timeout(Duration::from_secs(15), DemoSystem::start(cfg, faults))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting to {} (15 s)", settings.brokers))??;
+    // The backlog: what every partition holds now. Its end is where "never seen" verdicts are
+    // given; if it cannot be read, the backlog is taken as empty (live-tail rules at once).
+    let as_of_ms = chrono::Utc::now().timestamp_millis();
+    let backlog = {
+        let s = settings.clone();
+        tokio::task::spawn_blocking(move || backlog_highs(&s))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    };
+    let mut backlog = backlog.unwrap_or_else(|e| {
+        out.send(Update::Notice(format!(
+            "cannot read the topics' end offsets ({e}); judging every record as live"
+        )));
+        HashMap::new()
+    });
+    backlog.retain(|_, high| *high > 0);
     let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
     let (status_tx, tap_status) = watch::channel(TapStatus::Connecting);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -196,6 +239,11 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     // Batch records for the GUI; a full GUI queue drops batches (counted), never blocks the tap.
     let forward = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut backlog_left = Some(backlog);
+        if backlog_left.as_ref().is_some_and(HashMap::is_empty) {
+            backlog_left = None;
+            fwd_out.send_marker(Update::BacklogEnd { as_of_ms }).await;
+        }
         loop {
             let first = records_rx.recv().await;
             let Some(first) = first else { break };
@@ -206,7 +254,20 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
                     Err(_) => break,
                 }
             }
+            let ended = backlog_left.as_mut().is_some_and(|left| {
+                for r in &batch {
+                    let key = (r.topic.clone(), r.partition);
+                    if left.get(&key).is_some_and(|high| r.offset + 1 >= *high) {
+                        left.remove(&key);
+                    }
+                }
+                left.is_empty()
+            });
             fwd_out.send(Update::Records(std::mem::take(&mut batch)));
+            if ended {
+                backlog_left = None;
+                fwd_out.send_marker(Update::BacklogEnd { as_of_ms }).await;
+            }
         }
     });
     Ok(Live {

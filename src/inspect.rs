@@ -81,6 +81,8 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         })
         .await??
     };
+    // The backlog is what exists now; its records are judged as of this moment.
+    let backlog_cut_ms = now_ms();
     eprintln!(
         "inspecting {} topic(s) on {brokers}: {} records to read",
         topics.len(),
@@ -112,6 +114,8 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
             .all(|(tp, h)| seen.get(tp).copied().unwrap_or(0) >= *h);
         if caught_up && reached_end_at.is_none() {
             reached_end_at = Some(Instant::now());
+            // Everything that existed at connect time has been read: "never seen" verdicts now.
+            model.end_of_backlog(backlog_cut_ms);
         }
         if let Some(t) = reached_end_at {
             if t.elapsed() >= Duration::from_secs(args.settle) {
@@ -137,15 +141,16 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
                 model.ingest(&r, now_ms())?;
             }
             Ok(None) => break,
-            // Time-based lints wait until the backlog is read: a cause on a
-            // partition not read yet is late, not missing.
+            // The live tail (after the backlog) is judged by the wall clock.
             Err(_) if reached_end_at.is_some() => {
                 model.tick(now_ms());
             }
             Err(_) => {}
         }
     }
-    model.tick(now_ms());
+    if reached_end_at.is_some() {
+        model.tick(now_ms());
+    }
     let _ = stop_tx.send(true);
     let _ = tap.await;
     if let Some(mut w) = export {

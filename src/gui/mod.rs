@@ -159,6 +159,8 @@ pub struct EventscopeApp {
     /// Correlation ids in the order first seen (the saga list).
     pub correlations: Vec<Sym>,
     seen_correlations: HashSet<Sym>,
+    /// The backend said the backlog ends after this many records in the log (and when it was cut).
+    backlog_end_at: Option<(usize, i64)>,
 }
 
 /// Budget for ingesting records per frame.
@@ -244,6 +246,7 @@ impl EventscopeApp {
             files: files::FileJobs::default(),
             correlations: Vec::new(),
             seen_correlations: HashSet::new(),
+            backlog_end_at: None,
         }
     }
 
@@ -290,6 +293,11 @@ impl EventscopeApp {
                     }
                     Update::Faults(f) => self.faults = f,
                     Update::Notice(n) => self.notice(n),
+                    Update::BacklogEnd { as_of_ms } => {
+                        // Ends once the records queued before this marker are in the log.
+                        let upto = self.model.log().len() + self.pending.len();
+                        self.backlog_end_at = Some((upto, as_of_ms));
+                    }
                 }
             }
         }
@@ -314,9 +322,17 @@ impl EventscopeApp {
                 break;
             }
         }
-        // Time-based lints wait while a backlog is being read: a cause on a
-        // partition not read yet is late, not missing.
-        if self.pending.is_empty() {
+        // "Never seen" verdicts wait until the backlog that existed at connect time is read
+        // (a cause on a partition not read yet is late, not missing); then they are given at
+        // once, and the live tail is judged by the wall clock. A recording is judged as of its
+        // own end (when it was loaded), never by today's clock.
+        if let Some((upto, as_of)) = self.backlog_end_at {
+            if self.model.log().len() >= upto {
+                self.backlog_end_at = None;
+                self.model.end_of_backlog(as_of);
+            }
+        }
+        if self.pending.is_empty() && self.is_live() && self.model.backlog_end().is_some() {
             self.model.tick(now);
         }
         if self.follow_live && !self.playing {

@@ -16,7 +16,7 @@ pub mod log;
 pub mod record;
 pub mod timetravel;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,10 @@ pub struct Model {
     anomalies: Vec<Anomaly>,
     counts: BTreeMap<AnomalyKind, u64>,
     anomaly_at: BTreeSet<LogIndex>,
+    /// Grouped findings stored so far: (kind, group key) → position in `anomalies`.
+    groups: HashMap<(AnomalyKind, String), usize>,
+    /// Set once the backlog that existed at connect time has been read (the time it was cut).
+    backlog_end: Option<i64>,
     states: StateEngine,
 }
 
@@ -112,6 +116,8 @@ impl Model {
             anomalies: Vec::new(),
             counts: AnomalyKind::ALL.iter().map(|&k| (k, 0)).collect(),
             anomaly_at: BTreeSet::new(),
+            groups: HashMap::new(),
+            backlog_end: None,
             states: StateEngine::new(cfg.snapshot_every),
             cfg,
         }
@@ -135,14 +141,52 @@ impl Model {
         n
     }
 
+    /// Every record that existed when the observer connected has been read (`inspect`, the GUI
+    /// on connecting, `import` at the end of the file): the lints give their "never seen"
+    /// verdicts now, judging by the records' own times as of `as_of_ms` (when the backlog was
+    /// cut). Later records are the live tail, judged by [`Model::tick`]'s clock. Only the first
+    /// call counts. Returns how many anomalies were raised.
+    pub fn end_of_backlog(&mut self, as_of_ms: i64) -> usize {
+        if self.backlog_end.is_some() {
+            return 0;
+        }
+        self.backlog_end = Some(as_of_ms);
+        let found = self.detectors.on_backlog_end(&self.log, as_of_ms);
+        let n = found.len();
+        self.record_anomalies(found);
+        n
+    }
+
+    /// When the backlog ended (its cut time), if it has.
+    pub fn backlog_end(&self) -> Option<i64> {
+        self.backlog_end
+    }
+
     fn record_anomalies(&mut self, found: Vec<Anomaly>) {
         for a in found {
+            if let Some(g) = &a.group {
+                if let Some(&pos) = self.groups.get(&(a.kind, g.key.clone())) {
+                    // A grouped finding grows: the stored one is replaced, not counted again;
+                    // the new record still marks its row.
+                    if let Some(&i) = a.log_indices.last() {
+                        self.anomaly_at.insert(i);
+                    }
+                    if let Some(slot) = self.anomalies.get_mut(pos) {
+                        *slot = a;
+                    }
+                    continue;
+                }
+            }
             let c = self.counts.entry(a.kind).or_insert(0);
             *c += 1;
             if let Some(&i) = a.log_indices.first() {
                 self.anomaly_at.insert(i);
             }
             if *c <= self.cfg.max_anomalies_per_kind as u64 {
+                if let Some(g) = &a.group {
+                    self.groups
+                        .insert((a.kind, g.key.clone()), self.anomalies.len());
+                }
                 self.anomalies.push(a);
             }
         }
@@ -204,8 +248,8 @@ impl Model {
     }
 
     /// Rebuild a model offline from JSON Lines. Each record is ingested at `now` = its
-    /// timestamp (else the previous one); at the end the clock is advanced by `settle_ms`
-    /// so the time-based lints can conclude.
+    /// timestamp (else the previous one). A recording is all backlog: once it is read, the
+    /// lints give their verdicts as of `settle_ms` after the last record's time.
     pub fn from_jsonl<R: BufRead>(
         cfg: ModelConfig,
         r: R,
@@ -216,14 +260,13 @@ impl Model {
         for (n, rec) in jsonl::read(r).enumerate() {
             let rec = rec?;
             now = now.max(rec.timestamp_ms.unwrap_or(now));
-            m.tick(now);
             m.ingest(&rec, now)
                 .map_err(|source| ImportModelError::Log {
                     record: n + 1,
                     source,
                 })?;
         }
-        m.tick(now.saturating_add(settle_ms));
+        m.end_of_backlog(now.saturating_add(settle_ms));
         Ok(m)
     }
 }
