@@ -15,6 +15,7 @@ use crate::kafka::tap::{self, TapStatus, TopicSelection};
 use crate::model::envelope::PlainJsonPaths;
 use crate::model::record::Record;
 use crate::model::{jsonl, Model, ModelConfig};
+use crate::profile::{self, Profile};
 
 fn write_report(report: &serde_json::Value, path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report)?;
@@ -46,7 +47,8 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     };
     let mut settings = KafkaSettings::new(brokers.clone());
     settings.extra = conn.client_properties()?;
-    let mut cfg = ModelConfig::default();
+    let profile = Profile::load_or_default(conn.profile.as_deref())?;
+    let mut cfg = profile.model_config();
     if let Some(paths) = &args.json_paths {
         cfg.decode.plain = paths
             .parse::<PlainJsonPaths>()
@@ -58,19 +60,24 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         let s = settings.clone();
         tokio::task::spawn_blocking(move || s.partition_counts(Duration::from_secs(5))).await??
     };
-    let topics: Vec<String> = if args.topics.is_empty() {
+    let wanted = if args.topics.is_empty() {
+        profile.topics.clone()
+    } else {
+        args.topics.clone()
+    };
+    let topics: Vec<String> = if wanted.is_empty() {
         counts
             .keys()
             .filter(|t| !t.starts_with("__"))
             .cloned()
             .collect()
     } else {
-        for t in &args.topics {
+        for t in &wanted {
             if !counts.contains_key(t) {
                 anyhow::bail!("topic '{t}' does not exist on {brokers}");
             }
         }
-        args.topics.clone()
+        wanted
     };
     let topic_refs: Vec<String> = topics.clone();
     let highs = {
@@ -157,7 +164,17 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         w.flush()?;
     }
     let report = model_report(&model, json!({"brokers": brokers, "topics": topics}));
-    write_report(&report, args.report.as_deref())?;
+    if args.print_profile {
+        let mut effective = profile.clone();
+        effective.topics = topics.clone();
+        effective.json_paths = model.config().decode.plain.clone();
+        print!("{}{}", effective.to_toml(), profile::suggestions(&model));
+        if let Some(p) = args.report.as_deref() {
+            write_report(&report, Some(p))?;
+        }
+    } else {
+        write_report(&report, args.report.as_deref())?;
+    }
     eprintln!(
         "{} records, anomalies {}",
         model.log().len(),
@@ -167,13 +184,19 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
 }
 
 pub fn load(path: &std::path::Path) -> anyhow::Result<Model> {
+    load_with(path, ModelConfig::default())
+}
+
+/// Rebuild a recording with these settings (e.g. a profile's).
+pub fn load_with(path: &std::path::Path, cfg: ModelConfig) -> anyhow::Result<Model> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    Model::from_jsonl(ModelConfig::default(), std::io::BufReader::new(f), 60_000)
+    Model::from_jsonl(cfg, std::io::BufReader::new(f), 60_000)
         .with_context(|| format!("reading {}", path.display()))
 }
 
-pub fn import(args: &ImportArgs) -> anyhow::Result<i32> {
-    let model = load(&args.file)?;
+pub fn import(conn: &Connection, args: &ImportArgs) -> anyhow::Result<i32> {
+    let profile = Profile::load_or_default(conn.profile.as_deref())?;
+    let model = load_with(&args.file, profile.model_config())?;
     let report = model_report(&model, json!({"file": args.file.display().to_string()}));
     write_report(&report, args.report.as_deref())?;
     eprintln!(

@@ -26,8 +26,7 @@ fn hex_dump(bytes: &[u8]) -> String {
     out
 }
 
-/// The trace link of the Jaeger UI on this machine.
-pub const DEFAULT_TRACE_LINK: &str = "http://localhost:16686/trace/{trace_id}";
+pub use crate::profile::DEFAULT_TRACE_LINK;
 
 /// The link to a trace: the template with `{trace_id}` replaced (an empty
 /// template falls back to Jaeger's).
@@ -250,7 +249,7 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
     } else {
         ui.label("Payload");
         let text = match log.payload(idx) {
-            Some(v) => widgets::pretty(&v, app.prefs.reveal_pii),
+            Some(v) => widgets::pretty_with(&v, app.prefs.reveal_pii, &app.pii_fields),
             None => rec
                 .value
                 .as_deref()
@@ -338,7 +337,7 @@ pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
                 let v = if app.prefs.reveal_pii {
                     v.clone()
                 } else {
-                    widgets::mask_pii(v)
+                    widgets::mask_pii_with(v, &app.pii_fields)
                 };
                 let s = v.to_string();
                 if s.len() > 60 {
@@ -361,7 +360,12 @@ pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
     ui.label("State");
     ui.add(
         egui::Label::new(
-            egui::RichText::new(widgets::pretty(&state.state, app.prefs.reveal_pii)).monospace(),
+            egui::RichText::new(widgets::pretty_with(
+                &state.state,
+                app.prefs.reveal_pii,
+                &app.pii_fields,
+            ))
+            .monospace(),
         )
         .wrap_mode(egui::TextWrapMode::Extend),
     );

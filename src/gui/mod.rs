@@ -161,6 +161,8 @@ pub struct EventscopeApp {
     seen_correlations: HashSet<Sym>,
     /// The backend said the backlog ends after this many records in the log (and when it was cut).
     backlog_end_at: Option<(usize, i64)>,
+    /// Field names masked as personal data (the profile's).
+    pub pii_fields: Vec<String>,
 }
 
 /// Budget for ingesting records per frame.
@@ -247,6 +249,22 @@ impl EventscopeApp {
             correlations: Vec::new(),
             seen_correlations: HashSet::new(),
             backlog_end_at: None,
+            pii_fields: crate::profile::DEFAULT_PII_FIELDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        }
+    }
+
+    /// Use the observed system's profile: PII fields, trace link, and (for a live app that has
+    /// read nothing yet) the model settings. A recording was rebuilt with it already.
+    pub fn apply_profile(&mut self, profile: &crate::profile::Profile) {
+        self.pii_fields = profile.pii_fields.clone();
+        if profile.trace_link != crate::profile::DEFAULT_TRACE_LINK {
+            self.prefs.trace_link_template = profile.trace_link.clone();
+        }
+        if self.is_live() && self.model.log().is_empty() {
+            self.model = Model::new(profile.model_config());
         }
     }
 
@@ -698,6 +716,7 @@ pub fn run(
             .with_inner_size([1600.0, 1000.0]),
         ..Default::default()
     };
+    let profile = crate::profile::Profile::load_or_default(conn.profile.as_deref())?;
     eframe::run_native(
         "eventscope",
         options,
@@ -711,6 +730,7 @@ pub fn run(
                 None => EventscopeApp::live(conn, &cc.egui_ctx, prefs)?,
             };
             let mut app = app;
+            app.apply_profile(&profile);
             for cmd in startup {
                 app.push(Intent::Backend(cmd));
             }
