@@ -155,6 +155,8 @@ pub fn suggestions(model: &Model) -> String {
     let mut chains: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
     let mut command_topics = std::collections::BTreeSet::new();
+    // Types seen before the end of some chain: not an end, wherever else they come last.
+    let mut inner = std::collections::HashSet::new();
     for row in log.rows() {
         let Some(m) = row.meta() else { continue };
         if m.is_command {
@@ -174,6 +176,8 @@ pub fn suggestions(model: &Model) -> String {
         if let (Some(first), Some(last)) = (ty(chain.first()), ty(chain.last())) {
             if chain.len() > 1 {
                 *chains.entry(first).or_default().entry(last).or_default() += 1;
+                let (_, before_last) = chain.split_last().unwrap_or((&0, &[]));
+                inner.extend(before_last.iter().filter_map(|i| ty(Some(i))));
             }
         }
     }
@@ -194,12 +198,23 @@ pub fn suggestions(model: &Model) -> String {
         let total: u64 = lasts.values().sum();
         let mut lasts: Vec<(&str, u64)> = lasts.into_iter().collect();
         lasts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let terminal: Vec<String> = lasts
+        // Candidates: the chains' last types that never come before another event of a chain
+        // (a chain that stopped there is the one that may be stuck), else every last type.
+        let ends: Vec<&str> = lasts
             .iter()
-            .filter(|(t, _)| *t != first)
-            .take(3)
-            .map(|(t, _)| format!("{t:?}"))
+            .map(|(t, _)| *t)
+            .filter(|t| *t != first && !inner.contains(t))
             .collect();
+        let ends = if ends.is_empty() {
+            lasts
+                .iter()
+                .map(|(t, _)| *t)
+                .filter(|t| *t != first)
+                .collect()
+        } else {
+            ends
+        };
+        let terminal: Vec<String> = ends.iter().take(3).map(|t| format!("{t:?}")).collect();
         if terminal.is_empty() {
             continue;
         }

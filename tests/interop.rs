@@ -445,3 +445,119 @@ fn one_shot_inspect_of_sdk_and_kcat_records_reports_exactly_what_is_wrong() {
     assert_eq!((groups[0].1, groups[1].1), (1, 2), "{groups:?}");
     assert!(groups[1].0.contains("CustomerRegistered"), "{groups:?}");
 }
+
+/// Issue 11's acceptance for profiles: with a profile naming `TransferCompleted` as the end of
+/// the `TransferInitiated` flow, a foreign chain (no command topics) idle past the timeout
+/// without it is a `stuck-saga` in a one-shot `inspect`; without the profile it is not judged.
+/// `--print-profile` writes the effective profile and suggests the flow from what was read.
+#[test]
+fn a_profile_makes_a_foreign_idle_chain_a_stuck_saga() {
+    assert!(
+        kcat_available(),
+        "kcat is not installed (Debian package kcat; .ci/test installs it)"
+    );
+    let broker = Broker::start();
+    let addr = broker.addr.as_str();
+    let t = "bank.transfers";
+    let chain = |corr: &str, steps: &[(&str, &str, Option<&str>)], key: &str| {
+        for (id, ty, cause) in steps {
+            let mut h = ce(id, ty, corr, &[]);
+            if let Some(c) = cause {
+                h.push(("ce_causationid".to_owned(), (*c).to_owned()));
+            }
+            kcat_ce(addr, t, key, &h, r#"{"amount":5}"#);
+        }
+    };
+    chain(
+        "corr-a",
+        &[
+            ("a-1", "TransferInitiated", None),
+            ("a-2", "FundsReserved", Some("a-1")),
+            ("a-3", "TransferCompleted", Some("a-2")),
+        ],
+        "acct-a",
+    );
+    chain(
+        "corr-b",
+        &[
+            ("b-1", "TransferInitiated", None),
+            ("b-2", "FundsReserved", Some("b-1")),
+        ],
+        "acct-b",
+    );
+    // Not a transfer: never judged.
+    chain(
+        "corr-c",
+        &[
+            ("c-1", "LimitChanged", None),
+            ("c-2", "LimitChanged", Some("c-1")),
+        ],
+        "acct-c",
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let profile = dir.path().join("bank.toml");
+    std::fs::write(
+        &profile,
+        r#"
+topics = ["bank.transfers"]
+stuck_saga_timeout_ms = 2000
+
+[[flows]]
+name = "transfer"
+start_types = ["TransferInitiated"]
+terminal_types = ["TransferCompleted"]
+"#,
+    )
+    .expect("profile");
+    // corr-b's last record is now more than the timeout old.
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+
+    let inspect = |extra: &[&str]| -> (serde_json::Value, String) {
+        let report = dir.path().join("report.json");
+        let out = Command::new(BIN)
+            .args(["inspect", "--brokers", addr, "--timeout", "60"])
+            .args(extra)
+            .arg("--report")
+            .arg(&report)
+            .output()
+            .expect("inspect runs");
+        assert!(
+            out.status.success(),
+            "inspect failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json = serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+        (json, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let profile_arg = profile.to_str().expect("utf-8 path");
+
+    let (without, _) = inspect(&["--topics", t]);
+    assert_eq!(without["anomaly_counts"]["stuck-saga"], 0, "{without}");
+
+    let (with, _) = inspect(&["--profile", profile_arg]);
+    assert_eq!(with["run"]["topics"], serde_json::json!([t]), "{with}");
+    assert_eq!(with["anomaly_counts"]["stuck-saga"], 1, "{with}");
+    let stuck: Vec<_> = with["anomalies"]
+        .as_array()
+        .expect("anomalies")
+        .iter()
+        .filter(|a| a["kind"] == "stuck-saga")
+        .collect();
+    assert_eq!(stuck[0]["correlation_id"], "corr-b", "{with}");
+    assert_eq!(stuck[0]["event_id"], "b-2", "{with}");
+    for kind in ["broken-chain", "missing-correlation", "poison-message"] {
+        assert_eq!(with["anomaly_counts"][kind], 0, "{kind}: {with}");
+    }
+
+    let (_, printed) = inspect(&["--profile", profile_arg, "--print-profile"]);
+    assert!(
+        printed.contains("stuck_saga_timeout_ms = 2000"),
+        "{printed}"
+    );
+    assert!(printed.contains("[[flows]]"), "{printed}");
+    assert!(
+        printed.contains("# start_types = [\"TransferInitiated\"]")
+            && printed.contains("# terminal_types = [\"TransferCompleted\""),
+        "{printed}"
+    );
+}
