@@ -135,29 +135,6 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
                     ui.monospace(log.trace(trace).len().to_string());
                     ui.end_row();
                 }
-                // The rest of what the envelope says, extensions included (the selected
-                // record only, decoded again).
-                if let Some(ev) = log.event(idx) {
-                    let mut rows = vec![
-                        ("envelope", format!("{:?}", ev.format)),
-                        (
-                            "data content type",
-                            ev.content_type.clone().unwrap_or_else(|| "-".into()),
-                        ),
-                    ];
-                    rows.extend(ev.dataschema.clone().map(|d| ("data schema", d)));
-                    rows.extend(ev.time.clone().map(|t| ("event time", t)));
-                    for (label, v) in rows {
-                        ui.label(label);
-                        ui.monospace(v);
-                        ui.end_row();
-                    }
-                    for (k, v) in &ev.extensions {
-                        ui.label(format!("extension {k}"));
-                        ui.monospace(v);
-                        ui.end_row();
-                    }
-                }
             }
         });
     if let Some(m) = row.meta() {
@@ -230,6 +207,38 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
                     }
                 });
         });
+    // The rest of what the envelope says, extensions included (the selected record only,
+    // decoded again); folded away by default.
+    if let Some(ev) = log.event(idx) {
+        egui::CollapsingHeader::new("Envelope attributes")
+            .default_open(false)
+            .show(ui, |ui| {
+                egui::Grid::new("envelope_grid")
+                    .num_columns(2)
+                    .striped(true)
+                    .show(ui, |ui| {
+                        let mut rows = vec![
+                            ("envelope", format!("{:?}", ev.format)),
+                            (
+                                "data content type",
+                                ev.content_type.clone().unwrap_or_else(|| "-".into()),
+                            ),
+                        ];
+                        rows.extend(ev.dataschema.clone().map(|d| ("data schema", d)));
+                        rows.extend(ev.time.clone().map(|t| ("event time", t)));
+                        for (label, v) in rows {
+                            ui.label(label);
+                            ui.monospace(v);
+                            ui.end_row();
+                        }
+                        for (k, v) in &ev.extensions {
+                            ui.label(format!("extension {k}"));
+                            ui.monospace(v);
+                            ui.end_row();
+                        }
+                    });
+            });
+    }
     ui.checkbox(
         &mut app.prefs.reveal_pii,
         "Reveal personal data (email, address, ...)",
