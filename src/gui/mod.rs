@@ -11,6 +11,7 @@ mod graph;
 mod inspect;
 mod lanes;
 mod panels;
+mod profile;
 mod saga;
 mod table;
 mod widgets;
@@ -43,6 +44,8 @@ pub struct Prefs {
     pub trace_link_template: String,
     pub show_faults: bool,
     pub show_lints: bool,
+    /// Profiles (TOML) applied in the dialog, per connection (broker list, or recording).
+    pub profiles: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Prefs {
@@ -56,6 +59,7 @@ impl Default for Prefs {
             trace_link_template: inspect::DEFAULT_TRACE_LINK.into(),
             show_faults: true,
             show_lints: true,
+            profiles: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -85,6 +89,9 @@ pub enum Intent {
     Export,
     Open,
     OpenConnectionDialog,
+    OpenProfileDialog,
+    /// Apply this profile (TOML) and remember it for the connection.
+    ApplyProfile(String),
     Notice(String),
 }
 
@@ -163,6 +170,11 @@ pub struct EventscopeApp {
     backlog_end_at: Option<(usize, i64)>,
     /// Field names masked as personal data (the profile's).
     pub pii_fields: Vec<String>,
+    /// The observed system's profile in effect.
+    pub profile: crate::profile::Profile,
+    /// What profiles are remembered under: the broker list, "embedded", or the recording.
+    pub connection_key: String,
+    profile_dialog: Option<profile::ProfileDialog>,
 }
 
 /// Budget for ingesting records per frame.
@@ -253,6 +265,9 @@ impl EventscopeApp {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            profile: crate::profile::Profile::default(),
+            connection_key: String::new(),
+            profile_dialog: None,
         }
     }
 
@@ -266,6 +281,52 @@ impl EventscopeApp {
         if self.is_live() && self.model.log().is_empty() {
             self.model = Model::new(profile.model_config());
         }
+        self.profile = profile.clone();
+    }
+
+    /// Apply a profile edited in the dialog: the model is rebuilt from the records already read
+    /// (same order, same log indices; switched-off lints stay off), and the profile is
+    /// remembered for this connection. A profile that does not parse is refused, nothing changes.
+    pub fn apply_profile_text(&mut self, text: &str) -> Result<(), String> {
+        let profile =
+            crate::profile::Profile::parse(text, "the profile").map_err(|e| e.to_string())?;
+        let mut model = Model::new(profile.model_config());
+        for k in AnomalyKind::ALL {
+            if !self.model.detectors().is_enabled(k) {
+                model.detectors_mut().set_enabled(k, false);
+            }
+        }
+        for rec in self.model.records() {
+            let now = rec.timestamp_ms.unwrap_or(0);
+            if let Err(e) = model.ingest(&rec, now) {
+                return Err(format!("re-reading the records: {e}"));
+            }
+        }
+        if let Some(cut) = self.model.backlog_end() {
+            model.end_of_backlog(cut);
+        }
+        let n = model.log().len();
+        self.model = model;
+        self.aggregate_cache = None;
+        self.correlations.clear();
+        self.seen_correlations.clear();
+        for i in 0..n {
+            if let Ok(i) = LogIndex::try_from(i) {
+                self.index_correlation(i);
+            }
+        }
+        self.filtered.clear();
+        self.filtered_upto = 0;
+        self.pii_fields = profile.pii_fields.clone();
+        if profile.trace_link != crate::profile::DEFAULT_TRACE_LINK {
+            self.prefs.trace_link_template = profile.trace_link.clone();
+        }
+        self.profile = profile;
+        self.prefs
+            .profiles
+            .insert(self.connection_key.clone(), text.to_owned());
+        self.notice(format!("profile applied: {n} records re-read"));
+        Ok(())
     }
 
     /// The chain the "Chain graph" tab drew last (nodes and edges of the selected record's chain).
@@ -505,6 +566,18 @@ impl EventscopeApp {
                 Intent::OpenConnectionDialog => {
                     self.conn_dialog = Some(panels::ConnectionDialog::default())
                 }
+                Intent::OpenProfileDialog => {
+                    self.profile_dialog = Some(profile::ProfileDialog::new(&self.profile))
+                }
+                Intent::ApplyProfile(text) => match self.apply_profile_text(&text) {
+                    Ok(()) => self.profile_dialog = None,
+                    Err(e) => {
+                        if let Some(d) = &mut self.profile_dialog {
+                            d.error = Some(e.clone());
+                        }
+                        self.notice(e);
+                    }
+                },
                 Intent::Notice(n) => self.notice(n),
             }
         }
@@ -620,6 +693,11 @@ impl EventscopeApp {
                 self.conn_dialog = Some(dialog);
             }
         }
+        if let Some(mut dialog) = self.profile_dialog.take() {
+            if dialog.ui(&ctx, &mut intents) {
+                self.profile_dialog = Some(dialog);
+            }
+        }
         if let Some(mut prompt) = self.path_prompt.take() {
             if files::prompt_ui(self, &mut prompt, &ctx) {
                 self.path_prompt = Some(prompt);
@@ -716,7 +794,16 @@ pub fn run(
             .with_inner_size([1600.0, 1000.0]),
         ..Default::default()
     };
-    let profile = crate::profile::Profile::load_or_default(conn.profile.as_deref())?;
+    // An explicit --profile wins; else the one remembered for this connection; else defaults.
+    let explicit = conn
+        .profile
+        .as_deref()
+        .map(crate::profile::Profile::load)
+        .transpose()?;
+    let connection_key = match &recording {
+        Some((_, label)) => label.clone(),
+        None => conn.brokers.clone().unwrap_or_else(|| "embedded".into()),
+    };
     eframe::run_native(
         "eventscope",
         options,
@@ -730,7 +817,18 @@ pub fn run(
                 None => EventscopeApp::live(conn, &cc.egui_ctx, prefs)?,
             };
             let mut app = app;
-            app.apply_profile(&profile);
+            app.connection_key = connection_key;
+            let remembered = app.prefs.profiles.get(&app.connection_key).cloned();
+            match (explicit, remembered) {
+                (Some(p), _) => app.apply_profile(&p),
+                // Rebuilds a recording's model too (a live one has read nothing yet).
+                (None, Some(text)) => {
+                    if let Err(e) = app.apply_profile_text(&text) {
+                        app.notice(format!("the remembered profile is not used: {e}"));
+                    }
+                }
+                (None, None) => app.apply_profile(&crate::profile::Profile::default()),
+            }
             for cmd in startup {
                 app.push(Intent::Backend(cmd));
             }
