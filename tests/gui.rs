@@ -596,3 +596,81 @@ fn the_inspector_shows_the_trace_id_and_filters_the_table_to_its_trace() {
         "the table says '{shown}'"
     );
 }
+
+/// A foreign recording: a transfer chain that never completes (no command topics), then a
+/// completed one much later. Binary-mode CloudEvents.
+fn foreign_recording() -> eventscope::model::Model {
+    use eventscope::model::record::Record;
+    let rec = |offset: i64, id: &str, ty: &str, corr: &str, ts: i64| {
+        Record::new("bank.transfers", 0, offset)
+            .with_key(corr)
+            .with_timestamp(ts)
+            .with_header("ce_specversion", "1.0")
+            .with_header("ce_id", id)
+            .with_header("ce_type", ty)
+            .with_header("ce_source", "/bank")
+            .with_header("ce_correlationid", corr)
+            .with_header("content-type", "application/json")
+            .with_value(br#"{"iban":"DE00 1234","amount":5}"#.to_vec())
+    };
+    let t0 = 1_790_000_000_000;
+    let mut m = eventscope::model::Model::default();
+    for r in [
+        rec(0, "b-1", "TransferInitiated", "corr-b", t0),
+        rec(1, "a-1", "TransferInitiated", "corr-a", t0 + 600_000),
+        rec(2, "a-2", "TransferCompleted", "corr-a", t0 + 600_100),
+    ] {
+        m.ingest(&r, r.timestamp_ms.unwrap()).unwrap();
+    }
+    m.end_of_backlog(t0 + 600_100);
+    m
+}
+
+/// The profile dialog shows the effective profile; applying one re-reads the records with
+/// it (a flow ending with TransferCompleted makes the idle transfer stuck) and remembers it
+/// for this connection; a profile that does not parse is refused with its reason.
+#[test]
+fn the_profile_dialog_applies_and_remembers_a_profile() {
+    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut app =
+        EventscopeApp::offline(foreign_recording(), "bank.jsonl".into(), Prefs::default());
+    app.connection_key = "bank.jsonl".into();
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    h.run_steps(2);
+    assert_eq!(h.state().model.anomaly_counts()[&AnomalyKind::StuckSaga], 0);
+
+    h.get_by_role_and_label(Role::Button, "Profile...").click();
+    h.run_steps(3);
+    let text = h
+        .get_by_role_and_label(Role::MultilineTextInput, "Profile (TOML)")
+        .value()
+        .unwrap_or_default();
+    assert!(text.contains("command_topics = [\"*.commands\"]"), "{text}");
+
+    h.state_mut().push(eventscope::gui::Intent::ApplyProfile(
+        "stuck_saga_timeout_ms = 1000\npii_fields = [\"amount\"]\n[[flows]]\nname = \"transfer\"\nstart_types = [\"TransferInitiated\"]\nterminal_types = [\"TransferCompleted\"]\n".into(),
+    ));
+    h.run_steps(3);
+    let app = h.state();
+    assert_eq!(app.model.anomaly_counts()[&AnomalyKind::StuckSaga], 1);
+    assert_eq!(app.model.log().len(), 3);
+    assert_eq!(app.pii_fields, vec!["amount".to_owned()]);
+    assert!(app.prefs.profiles["bank.jsonl"].contains("TransferCompleted"));
+    assert!(
+        h.query_by_label("Profile (TOML)").is_none(),
+        "the dialog closes once applied"
+    );
+
+    h.get_by_role_and_label(Role::Button, "Profile...").click();
+    h.run_steps(3);
+    h.state_mut()
+        .push(eventscope::gui::Intent::ApplyProfile("nonsense = 1".into()));
+    h.run_steps(3);
+    assert!(
+        h.query_all_by_label_contains("unknown field").count() >= 1,
+        "the reason is shown"
+    );
+    assert_eq!(h.state().model.anomaly_counts()[&AnomalyKind::StuckSaga], 1);
+}
