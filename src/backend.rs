@@ -162,6 +162,40 @@ impl Outbox {
     }
 }
 
+/// Which partitions still have backlog records to deliver (end offsets at connect time).
+#[derive(Debug, Clone, Default)]
+pub struct BacklogTracker {
+    left: HashMap<(String, i32), i64>,
+}
+
+impl BacklogTracker {
+    /// Partitions with their end offsets; empty partitions have no backlog.
+    pub fn new(mut highs: HashMap<(String, i32), i64>) -> Self {
+        highs.retain(|_, high| *high > 0);
+        BacklogTracker { left: highs }
+    }
+
+    /// Whether every backlog record has been seen.
+    pub fn is_done(&self) -> bool {
+        self.left.is_empty()
+    }
+
+    /// Note records seen; true once the whole backlog has been.
+    pub fn seen(&mut self, records: &[Record]) -> bool {
+        for r in records {
+            let key = (r.topic.clone(), r.partition);
+            if self
+                .left
+                .get(&key)
+                .is_some_and(|high| r.offset + 1 >= *high)
+            {
+                self.left.remove(&key);
+            }
+        }
+        self.is_done()
+    }
+}
+
 /// End offsets of every non-internal partition: the backlog that exists now.
 fn backlog_highs(s: &KafkaSettings) -> Result<HashMap<(String, i32), i64>, String> {
     let counts = s
@@ -218,13 +252,12 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
     };
-    let mut backlog = backlog.unwrap_or_else(|e| {
+    let backlog = backlog.unwrap_or_else(|e| {
         out.send(Update::Notice(format!(
             "cannot read the topics' end offsets ({e}); judging every record as live"
         )));
         HashMap::new()
     });
-    backlog.retain(|_, high| *high > 0);
     let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
     let (status_tx, tap_status) = watch::channel(TapStatus::Connecting);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -239,8 +272,8 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     // Batch records for the GUI; a full GUI queue drops batches (counted), never blocks the tap.
     let forward = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
-        let mut backlog_left = Some(backlog);
-        if backlog_left.as_ref().is_some_and(HashMap::is_empty) {
+        let mut backlog_left = Some(BacklogTracker::new(backlog));
+        if backlog_left.as_ref().is_some_and(BacklogTracker::is_done) {
             backlog_left = None;
             fwd_out.send_marker(Update::BacklogEnd { as_of_ms }).await;
         }
@@ -254,15 +287,7 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
                     Err(_) => break,
                 }
             }
-            let ended = backlog_left.as_mut().is_some_and(|left| {
-                for r in &batch {
-                    let key = (r.topic.clone(), r.partition);
-                    if left.get(&key).is_some_and(|high| r.offset + 1 >= *high) {
-                        left.remove(&key);
-                    }
-                }
-                left.is_empty()
-            });
+            let ended = backlog_left.as_mut().is_some_and(|left| left.seen(&batch));
             fwd_out.send(Update::Records(std::mem::take(&mut batch)));
             if ended {
                 backlog_left = None;
@@ -427,4 +452,26 @@ async fn run(
         l.stop().await;
     }
     let _ = topics::ALL;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_ends_when_every_partition_reached_its_end_offset() {
+        let highs: HashMap<(String, i32), i64> = [
+            (("a".to_owned(), 0), 2),
+            (("a".to_owned(), 1), 0),
+            (("b".to_owned(), 0), 1),
+        ]
+        .into_iter()
+        .collect();
+        let mut t = BacklogTracker::new(highs);
+        assert!(!t.is_done());
+        assert!(!t.seen(&[Record::new("a", 0, 0), Record::new("c", 0, 9)]));
+        assert!(!t.seen(&[Record::new("b", 0, 0)]));
+        assert!(t.seen(&[Record::new("a", 0, 1)]));
+        assert!(BacklogTracker::new(HashMap::new()).is_done());
+    }
 }

@@ -674,3 +674,78 @@ fn the_profile_dialog_applies_and_remembers_a_profile() {
     );
     assert_eq!(h.state().model.anomaly_counts()[&AnomalyKind::StuckSaga], 1);
 }
+
+/// The window gives "never seen" verdicts once the backlog that existed at connect time is in
+/// the model (the backend marks its end in the update stream): a causation id that points
+/// nowhere is a broken-chain at once; one in the live tail waits for the 10 s grace.
+#[test]
+fn a_dangling_cause_in_the_backlog_is_reported_once_the_backlog_is_read() {
+    use eventscope::backend::{BackendHandle, Update};
+    use eventscope::model::record::Record;
+    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let (commands_tx, _commands_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(16);
+    let (_status_tx, status_rx) = tokio::sync::watch::channel(ConnectionStatus::Connected {
+        broker: "test".into(),
+        embedded: false,
+        database: "-".into(),
+        following: 1,
+    });
+    let handle = BackendHandle {
+        commands_tx,
+        updates_rx,
+        status_rx,
+        dropped: Default::default(),
+    };
+    let app = EventscopeApp::with_backend(handle, Prefs::default());
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    let now = chrono::Utc::now().timestamp_millis();
+    let rec = |offset: i64, id: &str, cause: &str| {
+        Record::new("bank.payments", 0, offset)
+            .with_key("acct-3")
+            .with_timestamp(now - 3_600_000)
+            .with_header("ce_specversion", "1.0")
+            .with_header("ce_id", id)
+            .with_header("ce_type", "RefundIssued")
+            .with_header("ce_source", "/bank")
+            .with_header("ce_correlationid", "corr-d")
+            .with_header("ce_causationid", cause)
+            .with_value(b"{}".to_vec())
+    };
+    let count = |h: &Harness<'_, EventscopeApp>| {
+        h.state().model.anomaly_counts()[&AnomalyKind::BrokenChain]
+    };
+    updates_tx
+        .try_send(Update::Records(vec![rec(0, "d-1", "ghost-0")]))
+        .unwrap();
+    h.run_steps(3);
+    assert_eq!(h.state().model.log().len(), 1);
+    assert_eq!(
+        count(&h),
+        0,
+        "the backlog is not read yet: a late cause may come"
+    );
+    updates_tx
+        .try_send(Update::Records(vec![rec(1, "d-2", "d-1")]))
+        .unwrap();
+    updates_tx
+        .try_send(Update::BacklogEnd { as_of_ms: now })
+        .unwrap();
+    updates_tx
+        .try_send(Update::Records(vec![rec(2, "d-3", "ghost-live")]))
+        .unwrap();
+    h.run_steps(3);
+    assert_eq!(h.state().model.log().len(), 3);
+    assert_eq!(count(&h), 1, "the backlog's dangling cause, at once");
+    let a = h
+        .state()
+        .model
+        .anomalies()
+        .iter()
+        .find(|a| a.kind == AnomalyKind::BrokenChain)
+        .expect("the finding");
+    assert_eq!(a.event_id.as_deref(), Some("d-1"));
+    assert!(a.detail.contains("ghost-0"), "{}", a.detail);
+}

@@ -203,6 +203,19 @@ impl EventscopeApp {
         ))
     }
 
+    /// A live app on a backend driven by someone else through the handle's channels (tests feed
+    /// updates the way the backend would).
+    pub fn with_backend(backend: BackendHandle, prefs: Prefs) -> EventscopeApp {
+        let status = backend.status_rx.borrow().clone();
+        Self::with_source(
+            Source {
+                backend: Some(backend),
+            },
+            status,
+            prefs,
+        )
+    }
+
     /// An offline app showing a recording.
     pub fn offline(model: Model, label: String, prefs: Prefs) -> EventscopeApp {
         let mut app = Self::with_source(
@@ -384,6 +397,8 @@ impl EventscopeApp {
         let now = now_ms();
         let mut n = 0usize;
         while let Some(r) = self.pending.pop_front() {
+            // Records queued after the backlog's end marker are the live tail.
+            self.end_backlog_if_read();
             let sec = r.timestamp_ms.unwrap_or(now).div_euclid(1000);
             *self
                 .rates
@@ -405,12 +420,7 @@ impl EventscopeApp {
         // (a cause on a partition not read yet is late, not missing); then they are given at
         // once, and the live tail is judged by the wall clock. A recording is judged as of its
         // own end (when it was loaded), never by today's clock.
-        if let Some((upto, as_of)) = self.backlog_end_at {
-            if self.model.log().len() >= upto {
-                self.backlog_end_at = None;
-                self.model.end_of_backlog(as_of);
-            }
-        }
+        self.end_backlog_if_read();
         if self.pending.is_empty() && self.is_live() && self.model.backlog_end().is_some() {
             self.model.tick(now);
         }
@@ -420,6 +430,17 @@ impl EventscopeApp {
                 self.model.log(),
                 self.model.anomaly_indices(),
             );
+        }
+    }
+
+    /// Once the records before the backend's end-of-backlog marker are in the model, give the
+    /// "never seen" verdicts.
+    fn end_backlog_if_read(&mut self) {
+        if let Some((upto, as_of)) = self.backlog_end_at {
+            if self.model.log().len() >= upto {
+                self.backlog_end_at = None;
+                self.model.end_of_backlog(as_of);
+            }
         }
     }
 
