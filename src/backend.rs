@@ -196,15 +196,21 @@ impl BacklogTracker {
     }
 }
 
-/// End offsets of every non-internal partition: the backlog that exists now.
-fn backlog_highs(s: &KafkaSettings) -> Result<HashMap<(String, i32), i64>, String> {
+/// End offsets of the selected topics' partitions: the backlog that exists now.
+fn backlog_highs(
+    s: &KafkaSettings,
+    sel: &TopicSelection,
+) -> Result<HashMap<(String, i32), i64>, String> {
     let counts = s
         .partition_counts(Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
     let topics: Vec<&str> = counts
         .keys()
         .map(String::as_str)
-        .filter(|t| !t.starts_with("__"))
+        .filter(|t| match sel {
+            TopicSelection::AllNonInternal => !t.starts_with("__"),
+            TopicSelection::Named(names) => names.iter().any(|n| n == t),
+        })
         .collect();
     s.high_watermarks(&topics, Duration::from_secs(5))
         .map_err(|e| e.to_string())
@@ -246,9 +252,19 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     // The backlog: what every partition holds now. Its end is where "never seen" verdicts are
     // given; if it cannot be read, the backlog is taken as empty (live-tail rules at once).
     let as_of_ms = chrono::Utc::now().timestamp_millis();
+    // The profile's topics, if it names any; else every non-internal topic.
+    let topics = match crate::profile::Profile::load_or_default(conn.profile.as_deref()) {
+        Ok(p) if !p.topics.is_empty() => TopicSelection::Named(p.topics),
+        Ok(_) => TopicSelection::AllNonInternal,
+        Err(e) => {
+            out.send(Update::Notice(format!("{e}; following every topic")));
+            TopicSelection::AllNonInternal
+        }
+    };
     let backlog = {
         let s = settings.clone();
-        tokio::task::spawn_blocking(move || backlog_highs(&s))
+        let sel = topics.clone();
+        tokio::task::spawn_blocking(move || backlog_highs(&s, &sel))
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
     };
@@ -263,7 +279,7 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(tap::run(
         settings.clone(),
-        TopicSelection::AllNonInternal,
+        topics,
         records_tx,
         status_tx,
         stop_rx,

@@ -293,8 +293,8 @@ pub fn decode(rec: &Record, cfg: &DecodeConfig) -> Result<ObservedEvent, DecodeE
 }
 
 /// Decode the envelope only: the same checks and the same result as [`decode`] (the value is
-/// still validated as JSON), but `payload` is left `None` for binary-mode and outbox records,
-/// which saves building the JSON tree. The log uses this on append.
+/// still validated as JSON), but `payload` is left `None`, which saves building (binary mode,
+/// outbox) or copying (structured mode, plain JSON) the JSON tree. The log uses this on append.
 pub fn decode_envelope(rec: &Record, cfg: &DecodeConfig) -> Result<ObservedEvent, DecodeError> {
     decode_with(rec, cfg, false)
 }

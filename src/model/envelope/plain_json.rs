@@ -111,9 +111,11 @@ fn decode(input: &Input<'_>) -> Result<ObservedEvent, DecodeError> {
     ev.time_ms = ev.time.as_deref().and_then(parse_rfc3339_ms);
     set_trace(&mut ev, rec.header_str("traceparent"));
     ev.content_type = rec.header_str("content-type").map(str::to_owned);
-    ev.payload = match &paths.payload {
-        Some(p) => lookup(v, p).cloned(),
-        None => Some(v.clone()),
-    };
+    if input.with_payload {
+        ev.payload = match &paths.payload {
+            Some(p) => lookup(v, p).cloned(),
+            None => Some(v.clone()),
+        };
+    }
     Ok(ev)
 }
