@@ -7,7 +7,7 @@
 //! read. [`Detectors`] holds the set and switches units on and off. A unit that is off keeps no
 //! state; switching it on later only sees records appended from then on.
 //!
-//! One lint per file in this folder, registered in the [`lints!`] table below: adding a lint is
+//! One lint per file in this folder, registered in the `lints!` table below: adding a lint is
 //! one new file (with a `make(&DetectConfig)` constructor) and one line in the table.
 
 use serde::{Deserialize, Serialize};

@@ -441,3 +441,51 @@ fn verdicts_at_the_end_of_the_backlog() {
         .collect();
     assert!(kinds.contains(&AnomalyKind::StuckSaga), "{kinds:?}");
 }
+
+/// A flow of the profile makes chains without commands sagas: judged by its terminal types.
+#[test]
+fn flows_judge_chains_without_commands() {
+    let cfg = DetectConfig {
+        flows: vec![FlowConfig {
+            name: "transfer".into(),
+            start_types: vec!["TransferInitiated".into()],
+            terminal_types: vec!["TransferCompleted".into()],
+        }],
+        stuck_saga_timeout_ms: 1_000,
+        ..DetectConfig::default()
+    };
+    let ev = |offset: i64, id: &'static str, ty: &'static str, corr: &'static str, ts: i64| {
+        Ev {
+            topic: "bank",
+            offset,
+            id,
+            ty,
+            agg: corr,
+            corr: Some(corr),
+            ts,
+            ..Ev::default()
+        }
+        .rec()
+    };
+    let records = [
+        ev(0, "a1", "TransferInitiated", "a", 0),
+        ev(1, "a2", "TransferCompleted", "a", 10),
+        ev(2, "b1", "TransferInitiated", "b", 20),
+        ev(3, "b2", "FundsReserved", "b", 30),
+        ev(4, "c1", "LimitChanged", "c", 40),
+    ];
+    let mut log = ObservedLog::default();
+    let mut det = Detectors::new(cfg);
+    for r in &records {
+        let i = log.append(r, 50).unwrap();
+        det.on_append(&log, i, 50);
+    }
+    let found = det.on_backlog_end(&log, 5_000);
+    let v: Vec<_> = found.iter().map(|a| (a.kind, a.log_indices[0])).collect();
+    assert_eq!(v, vec![(AnomalyKind::StuckSaga, 3)]);
+    assert!(
+        found[0].detail.contains("TransferCompleted"),
+        "{}",
+        found[0].detail
+    );
+}
