@@ -187,10 +187,11 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Model> {
     load_with(path, ModelConfig::default())
 }
 
-/// Rebuild a recording with these settings (e.g. a profile's).
+/// Rebuild a recording with these settings (e.g. a profile's). A recording is all backlog:
+/// its verdicts are given as of its last record's time, never by today's clock.
 pub fn load_with(path: &std::path::Path, cfg: ModelConfig) -> anyhow::Result<Model> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    Model::from_jsonl(cfg, std::io::BufReader::new(f), 60_000)
+    Model::from_jsonl(cfg, std::io::BufReader::new(f), 0)
         .with_context(|| format!("reading {}", path.display()))
 }
 
