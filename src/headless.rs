@@ -157,6 +157,8 @@ impl Session {
         faults: Arc<Faults>,
     ) -> anyhow::Result<Session> {
         let started = Instant::now();
+        let model_cfg =
+            crate::profile::Profile::load_or_default(conn.profile.as_deref())?.model_config();
         let (settings, broker) = kafka_settings(conn)?;
         let url = database_url(conn, "demo");
         let mut cfg = DemoConfig::new(settings.clone(), url);
@@ -194,7 +196,7 @@ impl Session {
             system,
             settings,
             broker,
-            model: Model::default(),
+            model: Model::new(model_cfg),
             faults,
             positions,
             records_rx,
