@@ -58,8 +58,9 @@ pub struct Model {
     anomalies: Vec<Anomaly>,
     counts: BTreeMap<AnomalyKind, u64>,
     anomaly_at: BTreeSet<LogIndex>,
-    /// Grouped findings stored so far: (kind, group key) → position in `anomalies`.
-    groups: HashMap<(AnomalyKind, String), usize>,
+    /// Grouped findings so far: (kind, group key) → position in `anomalies` (None: counted but
+    /// not stored, past the per-kind limit).
+    groups: HashMap<(AnomalyKind, String), Option<usize>>,
     /// Set once the backlog that existed at connect time has been read (the time it was cut).
     backlog_end: Option<i64>,
     states: StateEngine,
@@ -171,7 +172,7 @@ impl Model {
                     if let Some(&i) = a.log_indices.last() {
                         self.anomaly_at.insert(i);
                     }
-                    if let Some(slot) = self.anomalies.get_mut(pos) {
+                    if let Some(slot) = pos.and_then(|p| self.anomalies.get_mut(p)) {
                         *slot = a;
                     }
                     continue;
@@ -182,11 +183,12 @@ impl Model {
             if let Some(&i) = a.log_indices.first() {
                 self.anomaly_at.insert(i);
             }
-            if *c <= self.cfg.max_anomalies_per_kind as u64 {
-                if let Some(g) = &a.group {
-                    self.groups
-                        .insert((a.kind, g.key.clone()), self.anomalies.len());
-                }
+            let stored = *c <= self.cfg.max_anomalies_per_kind as u64;
+            if let Some(g) = &a.group {
+                let pos = stored.then_some(self.anomalies.len());
+                self.groups.insert((a.kind, g.key.clone()), pos);
+            }
+            if stored {
                 self.anomalies.push(a);
             }
         }
@@ -350,6 +352,35 @@ mod tests {
             m.anomaly_indices().iter().copied().collect::<Vec<_>>(),
             vec![1, 2]
         );
+    }
+
+    /// A grouped finding is counted once per group, stored or not, and marks every row.
+    #[test]
+    fn grouped_findings_count_once_per_group() {
+        let cfg = ModelConfig {
+            max_anomalies_per_kind: 1,
+            ..ModelConfig::default()
+        };
+        let mut m = Model::new(cfg);
+        for (i, ty) in ["A", "B", "A", "B", "A"].into_iter().enumerate() {
+            let id = format!("e{i}");
+            let r = Ev {
+                id: &id,
+                ty,
+                corr: None,
+                offset: i as i64,
+                ..Ev::default()
+            }
+            .rec();
+            m.ingest(&r, 0).unwrap();
+        }
+        assert_eq!(m.anomaly_counts()[&AnomalyKind::MissingCorrelation], 2);
+        assert_eq!(m.anomalies().len(), 1);
+        let g = m.anomalies()[0].group.as_ref().unwrap();
+        assert_eq!((g.count, g.first_offset, g.last_offset), (3, 0, 4));
+        assert_eq!(m.anomaly_indices().len(), 5);
+        let j = m.report().to_json();
+        assert_eq!(j["anomalies"][0]["group"]["count"], 3);
     }
 
     #[test]
