@@ -3,6 +3,7 @@
 //! commands in, updates out (bounded, `try_send`, drops counted), and the
 //! latest connection status in a `watch`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +54,11 @@ pub enum Update {
     Faults(Vec<FaultState>),
     /// Something went wrong in the background: shown as a notice, never swallowed.
     Notice(String),
+    /// Every record that existed when the tap connected has been forwarded (in the batches
+    /// before this one): the backlog was cut at `as_of_ms` (wall clock at connect).
+    BacklogEnd {
+        as_of_ms: i64,
+    },
 }
 
 /// Latest connection state.
@@ -148,6 +154,67 @@ impl Outbox {
         }
         (self.repaint)();
     }
+
+    /// A rare update that must not be dropped (it marks a point in the record stream):
+    /// waits for room instead.
+    async fn send_marker(&self, u: Update) {
+        let _ = self.tx.send(u).await;
+        (self.repaint)();
+    }
+}
+
+/// Which partitions still have backlog records to deliver (end offsets at connect time).
+#[derive(Debug, Clone, Default)]
+pub struct BacklogTracker {
+    left: HashMap<(String, i32), i64>,
+}
+
+impl BacklogTracker {
+    /// Partitions with their end offsets; empty partitions have no backlog.
+    pub fn new(mut highs: HashMap<(String, i32), i64>) -> Self {
+        highs.retain(|_, high| *high > 0);
+        BacklogTracker { left: highs }
+    }
+
+    /// Whether every backlog record has been seen.
+    pub fn is_done(&self) -> bool {
+        self.left.is_empty()
+    }
+
+    /// Note records seen; true once the whole backlog has been.
+    pub fn seen(&mut self, records: &[Record]) -> bool {
+        for r in records {
+            let key = (r.topic.clone(), r.partition);
+            if self
+                .left
+                .get(&key)
+                .is_some_and(|high| r.offset + 1 >= *high)
+            {
+                self.left.remove(&key);
+            }
+        }
+        self.is_done()
+    }
+}
+
+/// End offsets of the selected topics' partitions: the backlog that exists now.
+fn backlog_highs(
+    s: &KafkaSettings,
+    sel: &TopicSelection,
+) -> Result<HashMap<(String, i32), i64>, String> {
+    let counts = s
+        .partition_counts(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let topics: Vec<&str> = counts
+        .keys()
+        .map(String::as_str)
+        .filter(|t| match sel {
+            TopicSelection::AllNonInternal => !t.starts_with("__"),
+            TopicSelection::Named(names) => names.iter().any(|n| n == t),
+        })
+        .collect();
+    s.high_watermarks(&topics, Duration::from_secs(5))
+        .map_err(|e| e.to_string())
 }
 
 /// One connected session: demo + tap.
@@ -183,12 +250,37 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     let system = tokio::time::timeout(Duration::from_secs(15), DemoSystem::start(cfg, faults))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting to {} (15 s)", settings.brokers))??;
+    // The backlog: what every partition holds now. Its end is where "never seen" verdicts are
+    // given; if it cannot be read, the backlog is taken as empty (live-tail rules at once).
+    let as_of_ms = chrono::Utc::now().timestamp_millis();
+    // The profile's topics, if it names any; else every non-internal topic.
+    let topics = match crate::profile::Profile::load_or_default(conn.profile.as_deref()) {
+        Ok(p) if !p.topics.is_empty() => TopicSelection::Named(p.topics),
+        Ok(_) => TopicSelection::AllNonInternal,
+        Err(e) => {
+            out.send(Update::Notice(format!("{e}; following every topic")));
+            TopicSelection::AllNonInternal
+        }
+    };
+    let backlog = {
+        let s = settings.clone();
+        let sel = topics.clone();
+        tokio::task::spawn_blocking(move || backlog_highs(&s, &sel))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    };
+    let backlog = backlog.unwrap_or_else(|e| {
+        out.send(Update::Notice(format!(
+            "cannot read the topics' end offsets ({e}); judging every record as live"
+        )));
+        HashMap::new()
+    });
     let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
     let (status_tx, tap_status) = watch::channel(TapStatus::Connecting);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(tap::run(
         settings.clone(),
-        TopicSelection::AllNonInternal,
+        topics,
         records_tx,
         status_tx,
         stop_rx,
@@ -197,6 +289,11 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     // Batch records for the GUI; a full GUI queue drops batches (counted), never blocks the tap.
     let forward = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut backlog_left = Some(BacklogTracker::new(backlog));
+        if backlog_left.as_ref().is_some_and(BacklogTracker::is_done) {
+            backlog_left = None;
+            fwd_out.send_marker(Update::BacklogEnd { as_of_ms }).await;
+        }
         loop {
             let first = records_rx.recv().await;
             let Some(first) = first else { break };
@@ -207,7 +304,12 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
                     Err(_) => break,
                 }
             }
+            let ended = backlog_left.as_mut().is_some_and(|left| left.seen(&batch));
             fwd_out.send(Update::Records(std::mem::take(&mut batch)));
+            if ended {
+                backlog_left = None;
+                fwd_out.send_marker(Update::BacklogEnd { as_of_ms }).await;
+            }
         }
     });
     Ok(Live {
@@ -370,4 +472,26 @@ async fn run(
         l.stop().await;
     }
     let _ = topics::ALL;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_ends_when_every_partition_reached_its_end_offset() {
+        let highs: HashMap<(String, i32), i64> = [
+            (("a".to_owned(), 0), 2),
+            (("a".to_owned(), 1), 0),
+            (("b".to_owned(), 0), 1),
+        ]
+        .into_iter()
+        .collect();
+        let mut t = BacklogTracker::new(highs);
+        assert!(!t.is_done());
+        assert!(!t.seen(&[Record::new("a", 0, 0), Record::new("c", 0, 9)]));
+        assert!(!t.seen(&[Record::new("b", 0, 0)]));
+        assert!(t.seen(&[Record::new("a", 0, 1)]));
+        assert!(BacklogTracker::new(HashMap::new()).is_done());
+    }
 }

@@ -67,6 +67,10 @@ pub struct Connection {
     /// OTLP transport: http (HTTP/protobuf, spans POSTed to URL/v1/traces) or grpc.
     #[arg(long = "otlp-protocol", global = true, value_name = "PROTOCOL", default_value_t = OtlpProtocol::HttpProtobuf)]
     pub otlp_protocol: OtlpProtocol,
+    /// The observed system's profile (TOML): command topics, terminal event types and flows,
+    /// JSON paths, PII fields, trace link, topics. Default: settings that fit the demo.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +131,10 @@ pub struct InspectArgs {
     /// Give up reaching the end after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Write the effective profile (TOML) to stdout, with suggestions inferred from what was
+    /// read, instead of the report (which then goes only to --report).
+    #[arg(long)]
+    pub print_profile: bool,
 }
 
 #[derive(Debug, Args)]

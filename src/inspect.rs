@@ -15,6 +15,7 @@ use crate::kafka::tap::{self, TapStatus, TopicSelection};
 use crate::model::envelope::PlainJsonPaths;
 use crate::model::record::Record;
 use crate::model::{jsonl, Model, ModelConfig};
+use crate::profile::{self, Profile};
 
 fn write_report(report: &serde_json::Value, path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report)?;
@@ -46,7 +47,8 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     };
     let mut settings = KafkaSettings::new(brokers.clone());
     settings.extra = conn.client_properties()?;
-    let mut cfg = ModelConfig::default();
+    let profile = Profile::load_or_default(conn.profile.as_deref())?;
+    let mut cfg = profile.model_config();
     if let Some(paths) = &args.json_paths {
         cfg.decode.plain = paths
             .parse::<PlainJsonPaths>()
@@ -58,19 +60,24 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         let s = settings.clone();
         tokio::task::spawn_blocking(move || s.partition_counts(Duration::from_secs(5))).await??
     };
-    let topics: Vec<String> = if args.topics.is_empty() {
+    let wanted = if args.topics.is_empty() {
+        profile.topics.clone()
+    } else {
+        args.topics.clone()
+    };
+    let topics: Vec<String> = if wanted.is_empty() {
         counts
             .keys()
             .filter(|t| !t.starts_with("__"))
             .cloned()
             .collect()
     } else {
-        for t in &args.topics {
+        for t in &wanted {
             if !counts.contains_key(t) {
                 anyhow::bail!("topic '{t}' does not exist on {brokers}");
             }
         }
-        args.topics.clone()
+        wanted
     };
     let topic_refs: Vec<String> = topics.clone();
     let highs = {
@@ -81,6 +88,8 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         })
         .await??
     };
+    // The backlog is what exists now; its records are judged as of this moment.
+    let backlog_cut_ms = now_ms();
     eprintln!(
         "inspecting {} topic(s) on {brokers}: {} records to read",
         topics.len(),
@@ -112,6 +121,8 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
             .all(|(tp, h)| seen.get(tp).copied().unwrap_or(0) >= *h);
         if caught_up && reached_end_at.is_none() {
             reached_end_at = Some(Instant::now());
+            // Everything that existed at connect time has been read: "never seen" verdicts now.
+            model.end_of_backlog(backlog_cut_ms);
         }
         if let Some(t) = reached_end_at {
             if t.elapsed() >= Duration::from_secs(args.settle) {
@@ -137,22 +148,33 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
                 model.ingest(&r, now_ms())?;
             }
             Ok(None) => break,
-            // Time-based lints wait until the backlog is read: a cause on a
-            // partition not read yet is late, not missing.
+            // The live tail (after the backlog) is judged by the wall clock.
             Err(_) if reached_end_at.is_some() => {
                 model.tick(now_ms());
             }
             Err(_) => {}
         }
     }
-    model.tick(now_ms());
+    if reached_end_at.is_some() {
+        model.tick(now_ms());
+    }
     let _ = stop_tx.send(true);
     let _ = tap.await;
     if let Some(mut w) = export {
         w.flush()?;
     }
     let report = model_report(&model, json!({"brokers": brokers, "topics": topics}));
-    write_report(&report, args.report.as_deref())?;
+    if args.print_profile {
+        let mut effective = profile.clone();
+        effective.topics = topics.clone();
+        effective.json_paths = model.config().decode.plain.clone();
+        print!("{}{}", effective.to_toml(), profile::suggestions(&model));
+        if let Some(p) = args.report.as_deref() {
+            write_report(&report, Some(p))?;
+        }
+    } else {
+        write_report(&report, args.report.as_deref())?;
+    }
     eprintln!(
         "{} records, anomalies {}",
         model.log().len(),
@@ -162,13 +184,20 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
 }
 
 pub fn load(path: &std::path::Path) -> anyhow::Result<Model> {
+    load_with(path, ModelConfig::default())
+}
+
+/// Rebuild a recording with these settings (e.g. a profile's). A recording is all backlog:
+/// its verdicts are given as of its last record's time, never by today's clock.
+pub fn load_with(path: &std::path::Path, cfg: ModelConfig) -> anyhow::Result<Model> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    Model::from_jsonl(ModelConfig::default(), std::io::BufReader::new(f), 60_000)
+    Model::from_jsonl(cfg, std::io::BufReader::new(f), 0)
         .with_context(|| format!("reading {}", path.display()))
 }
 
-pub fn import(args: &ImportArgs) -> anyhow::Result<i32> {
-    let model = load(&args.file)?;
+pub fn import(conn: &Connection, args: &ImportArgs) -> anyhow::Result<i32> {
+    let profile = Profile::load_or_default(conn.profile.as_deref())?;
+    let model = load_with(&args.file, profile.model_config())?;
     let report = model_report(&model, json!({"file": args.file.display().to_string()}));
     write_report(&report, args.report.as_deref())?;
     eprintln!(

@@ -9,4 +9,5 @@ pub mod headless;
 pub mod inspect;
 pub mod kafka;
 pub mod model;
+pub mod profile;
 pub mod schema_cmd;

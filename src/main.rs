@@ -35,7 +35,10 @@ fn main() -> ExitCode {
             return exit(eventscope::gui::run(cli.conn, None, startup).map(|()| 0));
         }
         Some(Command::Import(args)) if args.gui => {
-            let model = match eventscope::inspect::load(&args.file) {
+            let loaded = eventscope::profile::Profile::load_or_default(cli.conn.profile.as_deref())
+                .map_err(anyhow::Error::from)
+                .and_then(|p| eventscope::inspect::load_with(&args.file, p.model_config()));
+            let model = match loaded {
                 Ok(m) => m,
                 Err(e) => return exit(Err(e)),
             };
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
                 eventscope::gui::run(cli.conn, Some((model, label)), Vec::new()).map(|()| 0),
             );
         }
-        Some(Command::Import(args)) => return exit(eventscope::inspect::import(&args)),
+        Some(Command::Import(args)) => return exit(eventscope::inspect::import(&cli.conn, &args)),
         Some(Command::Schema(cmd)) => return exit(eventscope::schema_cmd::run(&cmd)),
         _ => {}
     }

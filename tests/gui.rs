@@ -596,3 +596,156 @@ fn the_inspector_shows_the_trace_id_and_filters_the_table_to_its_trace() {
         "the table says '{shown}'"
     );
 }
+
+/// A foreign recording: a transfer chain that never completes (no command topics), then a
+/// completed one much later. Binary-mode CloudEvents.
+fn foreign_recording() -> eventscope::model::Model {
+    use eventscope::model::record::Record;
+    let rec = |offset: i64, id: &str, ty: &str, corr: &str, ts: i64| {
+        Record::new("bank.transfers", 0, offset)
+            .with_key(corr)
+            .with_timestamp(ts)
+            .with_header("ce_specversion", "1.0")
+            .with_header("ce_id", id)
+            .with_header("ce_type", ty)
+            .with_header("ce_source", "/bank")
+            .with_header("ce_correlationid", corr)
+            .with_header("content-type", "application/json")
+            .with_value(br#"{"iban":"DE00 1234","amount":5}"#.to_vec())
+    };
+    let t0 = 1_790_000_000_000;
+    let mut m = eventscope::model::Model::default();
+    for r in [
+        rec(0, "b-1", "TransferInitiated", "corr-b", t0),
+        rec(1, "a-1", "TransferInitiated", "corr-a", t0 + 600_000),
+        rec(2, "a-2", "TransferCompleted", "corr-a", t0 + 600_100),
+    ] {
+        m.ingest(&r, r.timestamp_ms.unwrap()).unwrap();
+    }
+    m.end_of_backlog(t0 + 600_100);
+    m
+}
+
+/// The profile dialog shows the effective profile; applying one re-reads the records with
+/// it (a flow ending with TransferCompleted makes the idle transfer stuck) and remembers it
+/// for this connection; a profile that does not parse is refused with its reason.
+#[test]
+fn the_profile_dialog_applies_and_remembers_a_profile() {
+    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut app =
+        EventscopeApp::offline(foreign_recording(), "bank.jsonl".into(), Prefs::default());
+    app.connection_key = "bank.jsonl".into();
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    h.run_steps(2);
+    assert_eq!(h.state().model.anomaly_counts()[&AnomalyKind::StuckSaga], 0);
+
+    h.get_by_role_and_label(Role::Button, "Profile...").click();
+    h.run_steps(3);
+    let text = h
+        .get_by_role_and_label(Role::MultilineTextInput, "Profile (TOML)")
+        .value()
+        .unwrap_or_default();
+    assert!(text.contains("command_topics = [\"*.commands\"]"), "{text}");
+
+    h.state_mut().push(eventscope::gui::Intent::ApplyProfile(
+        "stuck_saga_timeout_ms = 1000\npii_fields = [\"amount\"]\n[[flows]]\nname = \"transfer\"\nstart_types = [\"TransferInitiated\"]\nterminal_types = [\"TransferCompleted\"]\n".into(),
+    ));
+    h.run_steps(3);
+    let app = h.state();
+    assert_eq!(app.model.anomaly_counts()[&AnomalyKind::StuckSaga], 1);
+    assert_eq!(app.model.log().len(), 3);
+    assert_eq!(app.pii_fields, vec!["amount".to_owned()]);
+    assert!(app.prefs.profiles["bank.jsonl"].contains("TransferCompleted"));
+    assert!(
+        h.query_by_label("Profile (TOML)").is_none(),
+        "the dialog closes once applied"
+    );
+
+    h.get_by_role_and_label(Role::Button, "Profile...").click();
+    h.run_steps(3);
+    h.state_mut()
+        .push(eventscope::gui::Intent::ApplyProfile("nonsense = 1".into()));
+    h.run_steps(3);
+    assert!(
+        h.query_all_by_label_contains("unknown field").count() >= 1,
+        "the reason is shown"
+    );
+    assert_eq!(h.state().model.anomaly_counts()[&AnomalyKind::StuckSaga], 1);
+}
+
+/// The window gives "never seen" verdicts once the backlog that existed at connect time is in
+/// the model (the backend marks its end in the update stream): a causation id that points
+/// nowhere is a broken-chain at once; one in the live tail waits for the 10 s grace.
+#[test]
+fn a_dangling_cause_in_the_backlog_is_reported_once_the_backlog_is_read() {
+    use eventscope::backend::{BackendHandle, Update};
+    use eventscope::model::record::Record;
+    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let (commands_tx, _commands_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(16);
+    let (_status_tx, status_rx) = tokio::sync::watch::channel(ConnectionStatus::Connected {
+        broker: "test".into(),
+        embedded: false,
+        database: "-".into(),
+        following: 1,
+    });
+    let handle = BackendHandle {
+        commands_tx,
+        updates_rx,
+        status_rx,
+        dropped: Default::default(),
+    };
+    let app = EventscopeApp::with_backend(handle, Prefs::default());
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    let now = chrono::Utc::now().timestamp_millis();
+    let rec = |offset: i64, id: &str, cause: &str| {
+        Record::new("bank.payments", 0, offset)
+            .with_key("acct-3")
+            .with_timestamp(now - 3_600_000)
+            .with_header("ce_specversion", "1.0")
+            .with_header("ce_id", id)
+            .with_header("ce_type", "RefundIssued")
+            .with_header("ce_source", "/bank")
+            .with_header("ce_correlationid", "corr-d")
+            .with_header("ce_causationid", cause)
+            .with_value(b"{}".to_vec())
+    };
+    let count = |h: &Harness<'_, EventscopeApp>| {
+        h.state().model.anomaly_counts()[&AnomalyKind::BrokenChain]
+    };
+    updates_tx
+        .try_send(Update::Records(vec![rec(0, "d-1", "ghost-0")]))
+        .unwrap();
+    h.run_steps(3);
+    assert_eq!(h.state().model.log().len(), 1);
+    assert_eq!(
+        count(&h),
+        0,
+        "the backlog is not read yet: a late cause may come"
+    );
+    updates_tx
+        .try_send(Update::Records(vec![rec(1, "d-2", "d-1")]))
+        .unwrap();
+    updates_tx
+        .try_send(Update::BacklogEnd { as_of_ms: now })
+        .unwrap();
+    updates_tx
+        .try_send(Update::Records(vec![rec(2, "d-3", "ghost-live")]))
+        .unwrap();
+    h.run_steps(3);
+    assert_eq!(h.state().model.log().len(), 3);
+    assert_eq!(count(&h), 1, "the backlog's dangling cause, at once");
+    let a = h
+        .state()
+        .model
+        .anomalies()
+        .iter()
+        .find(|a| a.kind == AnomalyKind::BrokenChain)
+        .expect("the finding");
+    assert_eq!(a.event_id.as_deref(), Some("d-1"));
+    assert!(a.detail.contains("ghost-0"), "{}", a.detail);
+}

@@ -73,7 +73,7 @@ async fn each_fault_yields_its_anomaly_kind() {
         ("relay-crash=1", &["duplicate-delivery"]),
         ("wrong-partition-key", &["out-of-order"]),
         ("poison-message=2", &["poison-message"]),
-        ("missing-correlation=0.2", &["broken-chain"]),
+        ("missing-correlation=0.2", &["missing-correlation"]),
         // Compensations are normal saga outcomes, and an outage or a crashed
         // orchestrator that resumes leaves nothing wrong on the topics.
         (

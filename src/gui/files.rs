@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{EventscopeApp, Intent};
-use crate::model::{jsonl, Model, ModelConfig};
+use crate::model::{jsonl, Model};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathAction {
@@ -114,13 +114,14 @@ pub fn begin_export(app: &mut EventscopeApp, path: PathBuf) {
 pub fn begin_import(app: &mut EventscopeApp, path: PathBuf) {
     let (tx, rx) = mpsc::channel();
     let p = path.clone();
+    let cfg = app.profile.model_config();
     let spawned = std::thread::Builder::new()
         .name("import".into())
         .spawn(move || {
             let r = std::fs::File::open(&p)
                 .map_err(|e| format!("cannot open {}: {e}", p.display()))
                 .and_then(|f| {
-                    Model::from_jsonl(ModelConfig::default(), std::io::BufReader::new(f), 60_000)
+                    Model::from_jsonl(cfg, std::io::BufReader::new(f), 0)
                         .map_err(|e| format!("{}: {e}", p.display()))
                 });
             let _ = tx.send(r);

@@ -26,8 +26,7 @@ fn hex_dump(bytes: &[u8]) -> String {
     out
 }
 
-/// The trace link of the Jaeger UI on this machine.
-pub const DEFAULT_TRACE_LINK: &str = "http://localhost:16686/trace/{trace_id}";
+pub use crate::profile::DEFAULT_TRACE_LINK;
 
 /// The link to a trace: the template with `{trace_id}` replaced (an empty
 /// template falls back to Jaeger's).
@@ -208,6 +207,38 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
                     }
                 });
         });
+    // The rest of what the envelope says, extensions included (the selected record only,
+    // decoded again); folded away by default.
+    if let Some(ev) = log.event(idx) {
+        egui::CollapsingHeader::new("Envelope attributes")
+            .default_open(false)
+            .show(ui, |ui| {
+                egui::Grid::new("envelope_grid")
+                    .num_columns(2)
+                    .striped(true)
+                    .show(ui, |ui| {
+                        let mut rows = vec![
+                            ("envelope", format!("{:?}", ev.format)),
+                            (
+                                "data content type",
+                                ev.content_type.clone().unwrap_or_else(|| "-".into()),
+                            ),
+                        ];
+                        rows.extend(ev.dataschema.clone().map(|d| ("data schema", d)));
+                        rows.extend(ev.time.clone().map(|t| ("event time", t)));
+                        for (label, v) in rows {
+                            ui.label(label);
+                            ui.monospace(v);
+                            ui.end_row();
+                        }
+                        for (k, v) in &ev.extensions {
+                            ui.label(format!("extension {k}"));
+                            ui.monospace(v);
+                            ui.end_row();
+                        }
+                    });
+            });
+    }
     ui.checkbox(
         &mut app.prefs.reveal_pii,
         "Reveal personal data (email, address, ...)",
@@ -227,7 +258,7 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
     } else {
         ui.label("Payload");
         let text = match log.payload(idx) {
-            Some(v) => widgets::pretty(&v, app.prefs.reveal_pii),
+            Some(v) => widgets::pretty_with(&v, app.prefs.reveal_pii, &app.pii_fields),
             None => rec
                 .value
                 .as_deref()
@@ -315,7 +346,7 @@ pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
                 let v = if app.prefs.reveal_pii {
                     v.clone()
                 } else {
-                    widgets::mask_pii(v)
+                    widgets::mask_pii_with(v, &app.pii_fields)
                 };
                 let s = v.to_string();
                 if s.len() > 60 {
@@ -338,7 +369,12 @@ pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
     ui.label("State");
     ui.add(
         egui::Label::new(
-            egui::RichText::new(widgets::pretty(&state.state, app.prefs.reveal_pii)).monospace(),
+            egui::RichText::new(widgets::pretty_with(
+                &state.state,
+                app.prefs.reveal_pii,
+                &app.pii_fields,
+            ))
+            .monospace(),
         )
         .wrap_mode(egui::TextWrapMode::Extend),
     );

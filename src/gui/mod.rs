@@ -11,6 +11,7 @@ mod graph;
 mod inspect;
 mod lanes;
 mod panels;
+mod profile;
 mod saga;
 mod table;
 mod widgets;
@@ -43,6 +44,8 @@ pub struct Prefs {
     pub trace_link_template: String,
     pub show_faults: bool,
     pub show_lints: bool,
+    /// Profiles (TOML) applied in the dialog, per connection (broker list, or recording).
+    pub profiles: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Prefs {
@@ -56,6 +59,7 @@ impl Default for Prefs {
             trace_link_template: inspect::DEFAULT_TRACE_LINK.into(),
             show_faults: true,
             show_lints: true,
+            profiles: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -85,6 +89,9 @@ pub enum Intent {
     Export,
     Open,
     OpenConnectionDialog,
+    OpenProfileDialog,
+    /// Apply this profile (TOML) and remember it for the connection.
+    ApplyProfile(String),
     Notice(String),
 }
 
@@ -159,6 +166,15 @@ pub struct EventscopeApp {
     /// Correlation ids in the order first seen (the saga list).
     pub correlations: Vec<Sym>,
     seen_correlations: HashSet<Sym>,
+    /// The backend said the backlog ends after this many records in the log (and when it was cut).
+    backlog_end_at: Option<(usize, i64)>,
+    /// Field names masked as personal data (the profile's).
+    pub pii_fields: Vec<String>,
+    /// The observed system's profile in effect.
+    pub profile: crate::profile::Profile,
+    /// What profiles are remembered under: the broker list, "embedded", or the recording.
+    pub connection_key: String,
+    profile_dialog: Option<profile::ProfileDialog>,
 }
 
 /// Budget for ingesting records per frame.
@@ -185,6 +201,19 @@ impl EventscopeApp {
             status,
             prefs,
         ))
+    }
+
+    /// A live app on a backend driven by someone else through the handle's channels (tests feed
+    /// updates the way the backend would).
+    pub fn with_backend(backend: BackendHandle, prefs: Prefs) -> EventscopeApp {
+        let status = backend.status_rx.borrow().clone();
+        Self::with_source(
+            Source {
+                backend: Some(backend),
+            },
+            status,
+            prefs,
+        )
     }
 
     /// An offline app showing a recording.
@@ -244,7 +273,73 @@ impl EventscopeApp {
             files: files::FileJobs::default(),
             correlations: Vec::new(),
             seen_correlations: HashSet::new(),
+            backlog_end_at: None,
+            pii_fields: crate::profile::DEFAULT_PII_FIELDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            profile: crate::profile::Profile::default(),
+            connection_key: String::new(),
+            profile_dialog: None,
         }
+    }
+
+    /// Use the observed system's profile: PII fields, trace link, and (for a live app that has
+    /// read nothing yet) the model settings. A recording was rebuilt with it already.
+    pub fn apply_profile(&mut self, profile: &crate::profile::Profile) {
+        self.pii_fields = profile.pii_fields.clone();
+        if profile.trace_link != crate::profile::DEFAULT_TRACE_LINK {
+            self.prefs.trace_link_template = profile.trace_link.clone();
+        }
+        if self.is_live() && self.model.log().is_empty() {
+            self.model = Model::new(profile.model_config());
+        }
+        self.profile = profile.clone();
+    }
+
+    /// Apply a profile edited in the dialog: the model is rebuilt from the records already read
+    /// (same order, same log indices; switched-off lints stay off), and the profile is
+    /// remembered for this connection. A profile that does not parse is refused, nothing changes.
+    pub fn apply_profile_text(&mut self, text: &str) -> Result<(), String> {
+        let profile =
+            crate::profile::Profile::parse(text, "the profile").map_err(|e| e.to_string())?;
+        let mut model = Model::new(profile.model_config());
+        for k in AnomalyKind::ALL {
+            if !self.model.detectors().is_enabled(k) {
+                model.detectors_mut().set_enabled(k, false);
+            }
+        }
+        for rec in self.model.records() {
+            let now = rec.timestamp_ms.unwrap_or(0);
+            if let Err(e) = model.ingest(&rec, now) {
+                return Err(format!("re-reading the records: {e}"));
+            }
+        }
+        if let Some(cut) = self.model.backlog_end() {
+            model.end_of_backlog(cut);
+        }
+        let n = model.log().len();
+        self.model = model;
+        self.aggregate_cache = None;
+        self.correlations.clear();
+        self.seen_correlations.clear();
+        for i in 0..n {
+            if let Ok(i) = LogIndex::try_from(i) {
+                self.index_correlation(i);
+            }
+        }
+        self.filtered.clear();
+        self.filtered_upto = 0;
+        self.pii_fields = profile.pii_fields.clone();
+        if profile.trace_link != crate::profile::DEFAULT_TRACE_LINK {
+            self.prefs.trace_link_template = profile.trace_link.clone();
+        }
+        self.profile = profile;
+        self.prefs
+            .profiles
+            .insert(self.connection_key.clone(), text.to_owned());
+        self.notice(format!("profile applied: {n} records re-read"));
+        Ok(())
     }
 
     /// The chain the "Chain graph" tab drew last (nodes and edges of the selected record's chain).
@@ -290,6 +385,11 @@ impl EventscopeApp {
                     }
                     Update::Faults(f) => self.faults = f,
                     Update::Notice(n) => self.notice(n),
+                    Update::BacklogEnd { as_of_ms } => {
+                        // Ends once the records queued before this marker are in the log.
+                        let upto = self.model.log().len() + self.pending.len();
+                        self.backlog_end_at = Some((upto, as_of_ms));
+                    }
                 }
             }
         }
@@ -297,6 +397,8 @@ impl EventscopeApp {
         let now = now_ms();
         let mut n = 0usize;
         while let Some(r) = self.pending.pop_front() {
+            // Records queued after the backlog's end marker are the live tail.
+            self.end_backlog_if_read();
             let sec = r.timestamp_ms.unwrap_or(now).div_euclid(1000);
             *self
                 .rates
@@ -314,9 +416,12 @@ impl EventscopeApp {
                 break;
             }
         }
-        // Time-based lints wait while a backlog is being read: a cause on a
-        // partition not read yet is late, not missing.
-        if self.pending.is_empty() {
+        // "Never seen" verdicts wait until the backlog that existed at connect time is read
+        // (a cause on a partition not read yet is late, not missing); then they are given at
+        // once, and the live tail is judged by the wall clock. A recording is judged as of its
+        // own end (when it was loaded), never by today's clock.
+        self.end_backlog_if_read();
+        if self.pending.is_empty() && self.is_live() && self.model.backlog_end().is_some() {
             self.model.tick(now);
         }
         if self.follow_live && !self.playing {
@@ -325,6 +430,17 @@ impl EventscopeApp {
                 self.model.log(),
                 self.model.anomaly_indices(),
             );
+        }
+    }
+
+    /// Once the records before the backend's end-of-backlog marker are in the model, give the
+    /// "never seen" verdicts.
+    fn end_backlog_if_read(&mut self) {
+        if let Some((upto, as_of)) = self.backlog_end_at {
+            if self.model.log().len() >= upto {
+                self.backlog_end_at = None;
+                self.model.end_of_backlog(as_of);
+            }
         }
     }
 
@@ -471,6 +587,18 @@ impl EventscopeApp {
                 Intent::OpenConnectionDialog => {
                     self.conn_dialog = Some(panels::ConnectionDialog::default())
                 }
+                Intent::OpenProfileDialog => {
+                    self.profile_dialog = Some(profile::ProfileDialog::new(&self.profile))
+                }
+                Intent::ApplyProfile(text) => match self.apply_profile_text(&text) {
+                    Ok(()) => self.profile_dialog = None,
+                    Err(e) => {
+                        if let Some(d) = &mut self.profile_dialog {
+                            d.error = Some(e.clone());
+                        }
+                        self.notice(e);
+                    }
+                },
                 Intent::Notice(n) => self.notice(n),
             }
         }
@@ -586,6 +714,11 @@ impl EventscopeApp {
                 self.conn_dialog = Some(dialog);
             }
         }
+        if let Some(mut dialog) = self.profile_dialog.take() {
+            if dialog.ui(&ctx, &mut intents) {
+                self.profile_dialog = Some(dialog);
+            }
+        }
         if let Some(mut prompt) = self.path_prompt.take() {
             if files::prompt_ui(self, &mut prompt, &ctx) {
                 self.path_prompt = Some(prompt);
@@ -682,6 +815,16 @@ pub fn run(
             .with_inner_size([1600.0, 1000.0]),
         ..Default::default()
     };
+    // An explicit --profile wins; else the one remembered for this connection; else defaults.
+    let explicit = conn
+        .profile
+        .as_deref()
+        .map(crate::profile::Profile::load)
+        .transpose()?;
+    let connection_key = match &recording {
+        Some((_, label)) => label.clone(),
+        None => conn.brokers.clone().unwrap_or_else(|| "embedded".into()),
+    };
     eframe::run_native(
         "eventscope",
         options,
@@ -695,6 +838,18 @@ pub fn run(
                 None => EventscopeApp::live(conn, &cc.egui_ctx, prefs)?,
             };
             let mut app = app;
+            app.connection_key = connection_key;
+            let remembered = app.prefs.profiles.get(&app.connection_key).cloned();
+            match (explicit, remembered) {
+                (Some(p), _) => app.apply_profile(&p),
+                // Rebuilds a recording's model too (a live one has read nothing yet).
+                (None, Some(text)) => {
+                    if let Err(e) = app.apply_profile_text(&text) {
+                        app.notice(format!("the remembered profile is not used: {e}"));
+                    }
+                }
+                (None, None) => app.apply_profile(&crate::profile::Profile::default()),
+            }
             for cmd in startup {
                 app.push(Intent::Backend(cmd));
             }

@@ -42,6 +42,13 @@ pub fn top_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
         if ui.button("Connect...").clicked() {
             intents.push(Intent::OpenConnectionDialog);
         }
+        if ui
+            .button("Profile...")
+            .on_hover_text("the observed system's conventions: command topics, terminal types, flows, JSON paths, PII fields")
+            .clicked()
+        {
+            intents.push(Intent::OpenProfileDialog);
+        }
         ui.menu_button("File", |ui| {
             if ui.button("Export session as JSONL...").clicked() {
                 intents.push(Intent::Export);

@@ -56,36 +56,41 @@ pub fn is_compensation(event_type: &str) -> bool {
     .any(|w| event_type.contains(w))
 }
 
-/// Field names treated as personal data.
-fn is_pii(key: &str) -> bool {
+/// Whether a field name is personal data: it contains one of `fields` (ASCII case ignored).
+fn is_pii<S: AsRef<str>>(key: &str, fields: &[S]) -> bool {
     let k = key.to_ascii_lowercase();
-    ["email", "address", "phone", "name", "iban", "card"]
+    fields
         .iter()
-        .any(|w| k.contains(w))
+        .any(|w| k.contains(&w.as_ref().to_ascii_lowercase()))
 }
 
-/// Replace personal-data fields with a mask, recursively.
-pub fn mask_pii(v: &Value) -> Value {
+/// Replace the fields named like one of `fields` with a mask, recursively.
+pub fn mask_pii_with<S: AsRef<str>>(v: &Value, fields: &[S]) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, v)| {
-                    let v = if is_pii(k) && !v.is_object() && !v.is_array() {
+                    let v = if is_pii(k, fields) && !v.is_object() && !v.is_array() {
                         Value::String("••••••".into())
                     } else {
-                        mask_pii(v)
+                        mask_pii_with(v, fields)
                     };
                     (k.clone(), v)
                 })
                 .collect(),
         ),
-        Value::Array(a) => Value::Array(a.iter().map(mask_pii).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(|x| mask_pii_with(x, fields)).collect()),
         other => other.clone(),
     }
 }
 
-pub fn pretty(v: &Value, reveal: bool) -> String {
-    let v = if reveal { v.clone() } else { mask_pii(v) };
+/// Pretty JSON, personal data masked unless `reveal`.
+pub fn pretty_with<S: AsRef<str>>(v: &Value, reveal: bool, pii_fields: &[S]) -> String {
+    let v = if reveal {
+        v.clone()
+    } else {
+        mask_pii_with(v, pii_fields)
+    };
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }
 
@@ -112,7 +117,7 @@ mod tests {
     #[test]
     fn masks_pii_recursively() {
         let v = serde_json::json!({"customer_email": "a@b", "items": [{"shipping_address": "x", "qty": 1}], "total": 3});
-        let m = mask_pii(&v);
+        let m = mask_pii_with(&v, &crate::profile::DEFAULT_PII_FIELDS);
         assert_eq!(m["customer_email"], "••••••");
         assert_eq!(m["items"][0]["shipping_address"], "••••••");
         assert_eq!(m["items"][0]["qty"], 1);

@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use super::envelope::{
     decode, decode_envelope, DecodeConfig, EnvelopeFormat, ObservedEvent, VersionKind,
 };
-use super::record::{is_command_topic, Record};
+use super::record::Record;
 
 /// Position of a record in the observed log (arrival order, dense from 0).
 pub type LogIndex = u32;
@@ -423,7 +423,7 @@ impl ObservedLog {
             order_kind,
             format: ev.format.as_u8(),
             first_delivery: !self.by_event.contains_key(&event_id),
-            is_command: is_command_topic(&rec.topic),
+            is_command: self.cfg.is_command_topic(&rec.topic),
         })
     }
 

@@ -16,7 +16,7 @@ pub mod log;
 pub mod record;
 pub mod timetravel;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,11 @@ pub struct Model {
     anomalies: Vec<Anomaly>,
     counts: BTreeMap<AnomalyKind, u64>,
     anomaly_at: BTreeSet<LogIndex>,
+    /// Grouped findings so far: (kind, group key) → position in `anomalies` (None: counted but
+    /// not stored, past the per-kind limit).
+    groups: HashMap<(AnomalyKind, String), Option<usize>>,
+    /// Set once the backlog that existed at connect time has been read (the time it was cut).
+    backlog_end: Option<i64>,
     states: StateEngine,
 }
 
@@ -112,6 +117,8 @@ impl Model {
             anomalies: Vec::new(),
             counts: AnomalyKind::ALL.iter().map(|&k| (k, 0)).collect(),
             anomaly_at: BTreeSet::new(),
+            groups: HashMap::new(),
+            backlog_end: None,
             states: StateEngine::new(cfg.snapshot_every),
             cfg,
         }
@@ -135,14 +142,53 @@ impl Model {
         n
     }
 
+    /// Every record that existed when the observer connected has been read (`inspect`, the GUI
+    /// on connecting, `import` at the end of the file): the lints give their "never seen"
+    /// verdicts now, judging by the records' own times as of `as_of_ms` (when the backlog was
+    /// cut). Later records are the live tail, judged by [`Model::tick`]'s clock. Only the first
+    /// call counts. Returns how many anomalies were raised.
+    pub fn end_of_backlog(&mut self, as_of_ms: i64) -> usize {
+        if self.backlog_end.is_some() {
+            return 0;
+        }
+        self.backlog_end = Some(as_of_ms);
+        let found = self.detectors.on_backlog_end(&self.log, as_of_ms);
+        let n = found.len();
+        self.record_anomalies(found);
+        n
+    }
+
+    /// When the backlog ended (its cut time), if it has.
+    pub fn backlog_end(&self) -> Option<i64> {
+        self.backlog_end
+    }
+
     fn record_anomalies(&mut self, found: Vec<Anomaly>) {
         for a in found {
+            if let Some(g) = &a.group {
+                if let Some(&pos) = self.groups.get(&(a.kind, g.key.clone())) {
+                    // A grouped finding grows: the stored one is replaced, not counted again;
+                    // the new record still marks its row.
+                    if let Some(&i) = a.log_indices.last() {
+                        self.anomaly_at.insert(i);
+                    }
+                    if let Some(slot) = pos.and_then(|p| self.anomalies.get_mut(p)) {
+                        *slot = a;
+                    }
+                    continue;
+                }
+            }
             let c = self.counts.entry(a.kind).or_insert(0);
             *c += 1;
             if let Some(&i) = a.log_indices.first() {
                 self.anomaly_at.insert(i);
             }
-            if *c <= self.cfg.max_anomalies_per_kind as u64 {
+            let stored = *c <= self.cfg.max_anomalies_per_kind as u64;
+            if let Some(g) = &a.group {
+                let pos = stored.then_some(self.anomalies.len());
+                self.groups.insert((a.kind, g.key.clone()), pos);
+            }
+            if stored {
                 self.anomalies.push(a);
             }
         }
@@ -204,8 +250,8 @@ impl Model {
     }
 
     /// Rebuild a model offline from JSON Lines. Each record is ingested at `now` = its
-    /// timestamp (else the previous one); at the end the clock is advanced by `settle_ms`
-    /// so the time-based lints can conclude.
+    /// timestamp (else the previous one). A recording is all backlog: once it is read, the
+    /// lints give their verdicts as of `settle_ms` after the last record's time.
     pub fn from_jsonl<R: BufRead>(
         cfg: ModelConfig,
         r: R,
@@ -216,14 +262,13 @@ impl Model {
         for (n, rec) in jsonl::read(r).enumerate() {
             let rec = rec?;
             now = now.max(rec.timestamp_ms.unwrap_or(now));
-            m.tick(now);
             m.ingest(&rec, now)
                 .map_err(|source| ImportModelError::Log {
                     record: n + 1,
                     source,
                 })?;
         }
-        m.tick(now.saturating_add(settle_ms));
+        m.end_of_backlog(now.saturating_add(settle_ms));
         Ok(m)
     }
 }
@@ -307,6 +352,35 @@ mod tests {
             m.anomaly_indices().iter().copied().collect::<Vec<_>>(),
             vec![1, 2]
         );
+    }
+
+    /// A grouped finding is counted once per group, stored or not, and marks every row.
+    #[test]
+    fn grouped_findings_count_once_per_group() {
+        let cfg = ModelConfig {
+            max_anomalies_per_kind: 1,
+            ..ModelConfig::default()
+        };
+        let mut m = Model::new(cfg);
+        for (i, ty) in ["A", "B", "A", "B", "A"].into_iter().enumerate() {
+            let id = format!("e{i}");
+            let r = Ev {
+                id: &id,
+                ty,
+                corr: None,
+                offset: i as i64,
+                ..Ev::default()
+            }
+            .rec();
+            m.ingest(&r, 0).unwrap();
+        }
+        assert_eq!(m.anomaly_counts()[&AnomalyKind::MissingCorrelation], 2);
+        assert_eq!(m.anomalies().len(), 1);
+        let g = m.anomalies()[0].group.as_ref().unwrap();
+        assert_eq!((g.count, g.first_offset, g.last_offset), (3, 0, 4));
+        assert_eq!(m.anomaly_indices().len(), 5);
+        let j = m.report().to_json();
+        assert_eq!(j["anomalies"][0]["group"]["count"], 3);
     }
 
     #[test]

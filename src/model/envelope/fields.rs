@@ -1,0 +1,182 @@
+//! Helpers the envelope formats share: media types, JSON scalars and paths, W3C trace context,
+//! RFC 3339 times.
+
+use serde_json::Value;
+
+use super::{DecodeError, ObservedEvent};
+
+pub(super) fn media_type(ct: &str) -> String {
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+pub(super) fn is_json_media(ct: Option<&str>) -> bool {
+    match ct {
+        None => true,
+        Some(ct) => {
+            let m = media_type(ct);
+            m == "application/json" || m == "text/json" || m.ends_with("+json")
+        }
+    }
+}
+
+pub(super) fn parse_json(bytes: &[u8]) -> Result<Value, DecodeError> {
+    serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))
+}
+
+pub(super) fn validate_json(bytes: &[u8]) -> Result<(), DecodeError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(|e| DecodeError::InvalidJson(e.to_string()))
+}
+
+/// Parse an integer version/sequence, from a header string.
+pub(super) fn parse_int_header(name: &str, s: &str) -> Result<i64, DecodeError> {
+    s.trim()
+        .parse::<i64>()
+        .map_err(|e| DecodeError::InvalidHeader {
+            name: name.to_owned(),
+            reason: format!("`{s}` is not an integer: {e}"),
+        })
+}
+
+/// Look up a dot path (`a.b.0.c`) in a JSON value. The empty path is the value itself.
+pub fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    if path.is_empty() {
+        return Some(v);
+    }
+    path.split('.').try_fold(v, |cur, seg| match cur {
+        Value::Object(o) => o.get(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+pub(super) fn scalar_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+pub(super) fn scalar_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+pub(super) fn non_empty(s: Option<&str>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty()).map(str::to_owned)
+}
+
+/// Strip one level of JSON string quoting (`"abc"` → `abc`), as Debezium may write headers.
+pub(super) fn unquote(s: &str) -> String {
+    match serde_json::from_str::<Value>(s) {
+        Ok(Value::String(inner)) => inner,
+        _ => s.to_owned(),
+    }
+}
+
+pub(super) fn set_trace(ev: &mut ObservedEvent, traceparent: Option<&str>) {
+    if let Some(tp) = traceparent.filter(|s| !s.trim().is_empty()) {
+        ev.traceparent = Some(tp.to_owned());
+        ev.trace_id = trace_id_of(tp).map(str::to_owned);
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well-formed.
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.trim().split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2)
+    {
+        Some(trace)
+    } else {
+        None
+    }
+}
+
+/// Parse an RFC 3339 timestamp (`2026-11-05T10:20:30.123Z`, `...+01:00`) to epoch milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 20 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return None;
+    }
+    if !matches!(b.get(10), Some(b'T' | b't' | b' '))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 3 {
+                millis = millis * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for _ in (i - start)..3 {
+            millis *= 10;
+        }
+    }
+    let offset_min = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b.get(i + 3) == Some(&b':') => {
+            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if *sign == b'+' {
+                m
+            } else {
+                -m
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
+    Some(secs * 1000 + millis)
+}
+
+/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
