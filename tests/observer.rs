@@ -20,7 +20,7 @@ fn args(faults: &str, orders: u64) -> DemoArgs {
         timeout: 120,
         partitions: 3,
         snapshot_every: 100,
-        step_timeout: 30,
+        step_timeout: 3,
     }
 }
 
@@ -74,6 +74,10 @@ async fn each_fault_yields_its_anomaly_kind() {
         ("wrong-partition-key", &["out-of-order"]),
         ("poison-message=2", &["poison-message"]),
         ("missing-correlation=0.2", &["missing-correlation"]),
+        // A breaking OrderCreated reaches the topics only without the check.
+        ("no-schema-check,schema-drift=0.5", &["schema-drift"]),
+        ("schema-drift=0.5", &[]),
+        ("schema-evolve=0.5", &[]),
         // Compensations are normal saga outcomes, and an outage or a crashed
         // orchestrator that resumes leaves nothing wrong on the topics.
         (

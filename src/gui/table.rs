@@ -181,7 +181,7 @@ pub fn table_ui(
                 let meta = log.meta(idx);
                 let after_cursor = cursor.is_some_and(|c| idx > c);
                 let is_anomaly = anomalies.contains(&idx);
-                let redelivery = meta.is_some_and(|m| !m.first_delivery);
+                let redelivery = meta.is_some_and(|m| !m.first_delivery && !m.dead_letter);
                 row.set_selected(selected == Some(idx));
                 let weak = |ui: &egui::Ui, s: String| -> egui::RichText {
                     let t = egui::RichText::new(s).monospace();

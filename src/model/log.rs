@@ -223,6 +223,23 @@ pub struct EventMeta {
     pub first_delivery: bool,
     /// The record sits on a command topic.
     pub is_command: bool,
+    /// The record sits on a dead-letter topic: a consumer's copy of a record it
+    /// could not handle, not a delivery of the event (see [`is_dead_letter_topic`]).
+    pub dead_letter: bool,
+}
+
+/// A dead-letter topic: consumers forward there what they could not handle
+/// (`dlq`, `*.dlq`, `*-dlt` as Spring names them, `*dead-letter*`, …).
+pub fn is_dead_letter_topic(topic: &str) -> bool {
+    let t = topic.to_ascii_lowercase();
+    t == "dlq"
+        || t == "dlt"
+        || [".dlq", "-dlq", "_dlq", ".dlt", "-dlt", "_dlt"]
+            .iter()
+            .any(|s| t.ends_with(s))
+        || ["dead-letter", "deadletter", "dead_letter"]
+            .iter()
+            .any(|s| t.contains(s))
 }
 
 impl EventMeta {
@@ -406,6 +423,7 @@ impl ObservedLog {
         let causation_id = opt(&ev.causation_id)?;
         let trace_id = opt(&ev.trace_id)?;
         let event_id = self.strings.intern(&ev.event_id)?;
+        let dead_letter = is_dead_letter_topic(&rec.topic);
         let (order_kind, order) = match ev.order_key() {
             Some((VersionKind::AggregateVersion, v)) => (1, v),
             Some((VersionKind::Sequence, v)) => (2, v),
@@ -422,8 +440,9 @@ impl ObservedLog {
             order,
             order_kind,
             format: ev.format.as_u8(),
-            first_delivery: !self.by_event.contains_key(&event_id),
+            first_delivery: !dead_letter && !self.by_event.contains_key(&event_id),
             is_command: self.cfg.is_command_topic(&rec.topic),
+            dead_letter,
         })
     }
 
@@ -437,6 +456,10 @@ impl ObservedLog {
             self.stats.poison += 1;
             return;
         };
+        if m.dead_letter {
+            // Not a delivery: kept out of the event, chain and aggregate indexes.
+            return;
+        }
         if m.first_delivery {
             self.stats.unique += 1;
         } else {

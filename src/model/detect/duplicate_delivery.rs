@@ -22,7 +22,7 @@ impl Detector for DuplicateDelivery {
         "an event id was delivered more than once"
     }
     fn on_append(&mut self, log: &ObservedLog, idx: LogIndex, _now: i64) -> Vec<Anomaly> {
-        let Some(m) = log.meta(idx).filter(|m| !m.first_delivery) else {
+        let Some(m) = log.meta(idx).filter(|m| !m.first_delivery && !m.dead_letter) else {
             return Vec::new();
         };
         let deliveries = log.deliveries_of(m.event_id);

@@ -66,6 +66,8 @@ lints! {
     PoisonMessage = "poison-message" => poison_message,
     /// A gap in an aggregate's versions never filled.
     LostEvent = "lost-event" => lost_event,
+    /// A payload whose shape breaks its type's established or declared schema.
+    SchemaDrift = "schema-drift" => schema_drift,
 }
 
 impl AnomalyKind {

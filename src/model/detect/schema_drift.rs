@@ -1,0 +1,291 @@
+//! `schema-drift`: a record whose payload shape breaks what its type has
+//! established, or its declared schema.
+//!
+//! Per (topic, event type) the lint learns the payload's shape from the
+//! records it sees: field paths (top level, nested objects and the objects in
+//! arrays, one level down), their JSON kinds, and how often each is present.
+//! At the first record where a field that was always there is missing, or a
+//! field changes kind, it reports the drift, naming the field, the old and new
+//! shape, the producer and the offset. New fields are additive: a new version,
+//! not an anomaly. A record that names a `dataschema` the demo's registry
+//! holds is also validated against it. Shapes seen before are recognised by a
+//! hash, so a steady stream costs one payload walk per first delivery.
+
+use std::collections::{BTreeMap, HashSet};
+
+use eventscope_demo::contracts::{parse_uri, Registry};
+use serde_json::Value;
+
+use super::{loc, Anomaly, AnomalyKind, DetectConfig, Detector};
+use crate::model::log::{FxMap, LogIndex, ObservedLog, Sym};
+
+pub(super) fn make(_: &DetectConfig) -> Box<dyn Detector> {
+    Box::<SchemaDrift>::default()
+}
+
+/// Records of a type before a missing field counts as drift.
+const MIN_RECORDS: u64 = 3;
+
+#[derive(Default)]
+pub struct SchemaDrift {
+    types: FxMap<(Sym, Sym), TypeShape>,
+}
+
+#[derive(Default)]
+struct TypeShape {
+    records: u64,
+    fields: BTreeMap<String, FieldStat>,
+    /// Hashes of the field lists seen (a known shape needs no comparison).
+    known: HashSet<u64>,
+    /// Distinct shapes seen so far (the learned versions).
+    versions: u32,
+}
+
+#[derive(Default, Clone, Copy)]
+struct FieldStat {
+    kinds: u8,
+    present: u64,
+}
+
+/// JSON kinds as bits.
+fn kind_bit(v: &Value) -> u8 {
+    match v {
+        Value::Null => 1,
+        Value::Bool(_) => 2,
+        Value::Number(_) => 4,
+        Value::String(_) => 8,
+        Value::Array(_) => 16,
+        Value::Object(_) => 32,
+    }
+}
+
+fn kind_names(bits: u8) -> String {
+    let names = ["null", "boolean", "number", "string", "array", "object"];
+    let v: Vec<&str> = (0..6)
+        .filter(|i| bits & (1 << i) != 0)
+        .map(|i| names[i])
+        .collect();
+    v.join("|")
+}
+
+/// The payload's fields: path and kind bit, sorted by path.
+fn fields(payload: &Value) -> Vec<(String, u8)> {
+    fn walk(prefix: &str, v: &Value, depth: u8, out: &mut Vec<(String, u8)>) {
+        let Value::Object(map) = v else { return };
+        for (k, child) in map {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            out.push((path.clone(), kind_bit(child)));
+            if depth == 0 {
+                continue;
+            }
+            match child {
+                Value::Object(_) => walk(&path, child, depth - 1, out),
+                Value::Array(items) => {
+                    if let Some(first) = items.first() {
+                        walk(&format!("{path}[]"), first, depth - 1, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", payload, 1, &mut out);
+    out.sort();
+    out
+}
+
+fn shape_hash(fields: &[(String, u8)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    fields.hash(&mut h);
+    h.finish()
+}
+
+impl SchemaDrift {
+    const KIND: AnomalyKind = AnomalyKind::SchemaDrift;
+}
+
+impl TypeShape {
+    /// What `now` breaks in the shape learned so far.
+    fn breaks(&self, now: &[(String, u8)]) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.records < MIN_RECORDS {
+            return out;
+        }
+        let present: BTreeMap<&str, u8> = now.iter().map(|(p, k)| (p.as_str(), *k)).collect();
+        for (path, stat) in &self.fields {
+            let parent_present = match path.rsplit_once('.') {
+                // A nested field can only be missing where its parent is present.
+                Some((parent, _)) => present.contains_key(parent.trim_end_matches("[]")),
+                None => true,
+            };
+            match present.get(path.as_str()) {
+                // Fields inside array elements are judged by kind only (an
+                // empty array has none).
+                None if stat.present == self.records && parent_present && !path.contains("[]") => out.push(format!(
+                    "field '{path}' ({}, in all {} records so far) is missing",
+                    kind_names(stat.kinds),
+                    self.records
+                )),
+                Some(&k) if stat.kinds & k == 0 && stat.kinds & 1 == 0 && k != 1 => {
+                    out.push(format!(
+                        "field '{path}' was {}, is {} now",
+                        kind_names(stat.kinds),
+                        kind_names(k)
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if !out.is_empty() {
+            let added: Vec<&str> = now
+                .iter()
+                .filter(|(p, _)| !self.fields.contains_key(p))
+                .map(|(p, _)| p.as_str())
+                .collect();
+            if !added.is_empty() {
+                out.push(format!("new: {} (renamed?)", added.join(", ")));
+            }
+        }
+        out
+    }
+
+    fn learn(&mut self, now: &[(String, u8)], hash: u64) {
+        self.records += 1;
+        if self.known.insert(hash) {
+            self.versions += 1;
+        }
+        for (p, k) in now {
+            let s = self.fields.entry(p.clone()).or_default();
+            s.kinds |= *k;
+            s.present += 1;
+        }
+    }
+}
+
+/// Check a payload against the contract its `dataschema` names, where the
+/// registry holds that type: the named version, or, for a version nobody
+/// registered, the latest registered one (what its consumers read).
+fn declared(uri: &str, payload: &Value) -> Option<String> {
+    let (t, v) = parse_uri(uri)?;
+    let reg = Registry::demo().ok()?;
+    match reg.get(t, v) {
+        Some(c) => c
+            .validate(payload)
+            .err()
+            .map(|e| format!("violates its declared schema: {e}")),
+        None => {
+            let latest = reg.get(t, reg.latest(t)?)?;
+            latest.validate(payload).err().map(|e| {
+                format!(
+                    "names {t} v{v}, which is not registered, and breaks v{}, the latest registered version: {e}",
+                    latest.version
+                )
+            })
+        }
+    }
+}
+
+impl Detector for SchemaDrift {
+    fn kind(&self) -> AnomalyKind {
+        Self::KIND
+    }
+    fn summary(&self) -> &'static str {
+        "a payload whose shape breaks its type's established or declared schema"
+    }
+    fn on_append(&mut self, log: &ObservedLog, idx: LogIndex, _now: i64) -> Vec<Anomaly> {
+        let Some(m) = log.meta(idx).filter(|m| m.first_delivery) else {
+            return Vec::new();
+        };
+        let (Some(ty), Some(row)) = (m.event_type, log.row(idx)) else {
+            return Vec::new();
+        };
+        let Some(event) = log.event(idx) else {
+            return Vec::new();
+        };
+        let Some(payload) = event.payload.as_ref().filter(|p| p.is_object()) else {
+            return Vec::new();
+        };
+        let now = fields(payload);
+        let hash = shape_hash(&now);
+        let shape = self.types.entry((row.topic, ty)).or_default();
+        let mut problems = Vec::new();
+        if !shape.known.contains(&hash) {
+            problems = shape.breaks(&now);
+            if let Some(uri) = event.dataschema.as_deref() {
+                problems.extend(declared(uri, payload));
+            }
+        }
+        shape.learn(&now, hash);
+        if problems.is_empty() {
+            return Vec::new();
+        }
+        let declared = event
+            .dataschema
+            .as_deref()
+            .map(|d| format!(" (dataschema {d})"))
+            .unwrap_or_default();
+        let detail = format!(
+            "{} on {} changed shape at {}{declared}: {}; producer {}",
+            log.resolve(ty),
+            log.resolve(row.topic),
+            loc(log, idx),
+            problems.join("; "),
+            log.resolve_opt(m.source).unwrap_or("unknown"),
+        );
+        vec![Anomaly::at(Self::KIND, log, idx, detail)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn learns_shapes_and_names_what_broke() {
+        let mut t = TypeShape::default();
+        let v1 = json!({"id": "a", "items": [{"q": 1}], "total": 3});
+        for _ in 0..3 {
+            let f = fields(&v1);
+            assert!(t.breaks(&f).is_empty());
+            t.learn(&f, shape_hash(&f));
+        }
+        // Additive: a new optional field is not drift.
+        let v2 = json!({"id": "a", "items": [{"q": 1}], "total": 3, "currency": "EUR"});
+        assert!(t.breaks(&fields(&v2)).is_empty());
+        // Renamed: items gone, line_items new.
+        let renamed = json!({"id": "a", "line_items": [{"q": 1}], "total": 3});
+        let b = t.breaks(&fields(&renamed));
+        assert!(b[0].contains("'items'") && b[0].contains("missing"), "{b:?}");
+        assert!(b.iter().any(|x| x.contains("line_items")), "{b:?}");
+        // Retyped, nested too.
+        let retyped = json!({"id": "a", "items": [{"q": "1"}], "total": "3"});
+        let b = t.breaks(&fields(&retyped));
+        assert!(b.iter().any(|x| x.contains("'total' was number, is string")), "{b:?}");
+        assert!(b.iter().any(|x| x.contains("'items[].q'")), "{b:?}");
+        // An empty array hides nothing: its element fields are not "missing".
+        let empty = json!({"id": "a", "items": [], "total": 3});
+        assert!(t.breaks(&fields(&empty)).is_empty());
+    }
+
+    #[test]
+    fn declared_contracts_are_checked() {
+        use eventscope_demo::contracts::uri;
+        let v1 = json!({"order_id": "o", "customer_email": "e", "shipping_address": "a",
+                        "items": [], "total_cents": 1});
+        assert_eq!(declared(&uri("OrderCreated", 1), &v1), None);
+        let v3 = json!({"order_id": "o", "customer_email": "e", "shipping_address": "a",
+                        "line_items": [], "total_cents": 1});
+        let why = declared(&uri("OrderCreated", 3), &v3).unwrap();
+        assert!(why.contains("v3") && why.contains("items"), "{why}");
+        let bad = json!({"order_id": "o", "amount_cents": "12"});
+        assert!(declared(&uri("ProcessPayment", 1), &bad).unwrap().contains("amount_cents"));
+        assert_eq!(declared("urn:unknown", &bad), None);
+    }
+}
