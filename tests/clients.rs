@@ -153,3 +153,30 @@ fn aiokafka_produces_consumes_in_a_group_and_commits() {
     let (kcat, _) = librdkafka_sees(&broker.addr, "aio.orders");
     assert_eq!(kcat, 20, "kcat reads aiokafka's records");
 }
+
+/// The demo's AdminClient creates its topics through the proxy (the mock alone
+/// has no CreateTopics): `demo --headless --brokers` runs on `eventscope broker`.
+#[test]
+fn the_demo_runs_on_eventscope_broker() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let report = dir.path().join("report.json");
+    let out = Command::new(BIN)
+        .args(["demo", "--headless", "--orders", "3", "--timeout", "90"])
+        .args(["--brokers", &broker.addr])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("demo runs");
+    assert!(
+        out.status.success(),
+        "demo on eventscope broker failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(report["orders"]["created"], 3, "{report}");
+    assert_eq!(report["orders"]["stuck"], 0, "{report}");
+}
