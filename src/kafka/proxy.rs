@@ -691,19 +691,18 @@ async fn replies(mut sr: BufReader<OwnedReadHalf>, out: Shared) -> std::io::Resu
             .any(|a| matches!(a, Awaited::Mock { correlation: c, .. } if Some(*c) == correlation));
         // Replies owed before this one: the proxy's own are written; a request
         // to the mock still without its reply got none (acks=0 not recognised).
-        while known {
-            match o.awaited.pop_front() {
-                Some(Awaited::Own(own)) => o.cw.write_all(&own).await?,
-                Some(Awaited::Mock {
+        while let Some(front) = known.then(|| o.awaited.pop_front()).flatten() {
+            match front {
+                Awaited::Own(own) => o.cw.write_all(&own).await?,
+                Awaited::Mock {
                     correlation: c,
                     rewrite: r,
-                }) => {
+                } => {
                     if Some(c) == correlation {
                         rewrite = r;
                         break;
                     }
                 }
-                None => break,
             }
         }
         if big {
