@@ -9,3 +9,4 @@ pub mod headless;
 pub mod inspect;
 pub mod kafka;
 pub mod model;
+pub mod query;
