@@ -100,6 +100,11 @@ pub struct InspectArgs {
     /// Give up reaching the end after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// List the records this jq filter matches in the report (`filter`): input is
+    /// the payload, with $key, $headers, $topic, $partition, $offset; e.g.
+    /// '.data.amount > 100'. A bad expression exits 2.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +117,9 @@ pub struct ImportArgs {
     /// Where to write the JSON report (default: stdout).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// List the records this jq filter matches in the report (as for inspect).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Args)]

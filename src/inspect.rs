@@ -41,6 +41,9 @@ fn now_ms() -> i64 {
 }
 
 pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32> {
+    if let Some(code) = bad_filter(args.filter.as_deref()) {
+        return Ok(code);
+    }
     let Some(brokers) = conn.brokers.clone() else {
         anyhow::bail!("inspect needs --brokers HOST:PORT (the Kafka to observe)");
     };
@@ -151,7 +154,8 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     if let Some(mut w) = export {
         w.flush()?;
     }
-    let report = model_report(&model, json!({"brokers": brokers, "topics": topics}));
+    let mut report = model_report(&model, json!({"brokers": brokers, "topics": topics}));
+    add_filter(&mut report, &model, args.filter.as_deref());
     write_report(&report, args.report.as_deref())?;
     eprintln!(
         "{} records, anomalies {}",
@@ -167,9 +171,34 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Model> {
         .with_context(|| format!("reading {}", path.display()))
 }
 
+/// A `--filter` that is not a query: its message on stderr, exit code 2.
+fn bad_filter(expr: Option<&str>) -> Option<i32> {
+    let e = crate::query::Query::parse(expr?).err()?;
+    eprintln!("eventscope: --filter: {e}");
+    Some(2)
+}
+
+/// With `--filter`, the report lists the matching records.
+fn add_filter(report: &mut serde_json::Value, model: &Model, expr: Option<&str>) {
+    let Some((expr, query)) = expr.and_then(|e| Some((e, crate::query::Query::parse(e).ok()?)))
+    else {
+        return;
+    };
+    let section = crate::query::report_section(model.log(), &query, expr);
+    eprintln!(
+        "filter matched {} of {} records",
+        section["matched"], section["observed"]
+    );
+    report["filter"] = section;
+}
+
 pub fn import(args: &ImportArgs) -> anyhow::Result<i32> {
+    if let Some(code) = bad_filter(args.filter.as_deref()) {
+        return Ok(code);
+    }
     let model = load(&args.file)?;
-    let report = model_report(&model, json!({"file": args.file.display().to_string()}));
+    let mut report = model_report(&model, json!({"file": args.file.display().to_string()}));
+    add_filter(&mut report, &model, args.filter.as_deref());
     write_report(&report, args.report.as_deref())?;
     eprintln!(
         "{} records, anomalies {}",

@@ -19,6 +19,8 @@ use jaq_core::{Compiler, Ctx, Filter, Native, RcIter};
 use jaq_json::Val;
 use serde_json::{Map, Value};
 
+use crate::model::jsonl;
+use crate::model::log::{LogIndex, ObservedLog};
 use crate::model::record::Record;
 
 /// Why an expression is not a query: the parser's or compiler's message.
@@ -146,6 +148,32 @@ impl Query {
         let mut out = self.filter.run((Ctx::new(vars, &inputs), Val::from(input)));
         out.any(|v| matches!(v, Ok(v) if jaq_core::ValT::as_bool(&v)))
     }
+}
+
+/// Indices of the log's records that `query` matches, in log order.
+pub fn matching(log: &ObservedLog, query: &Query) -> Vec<LogIndex> {
+    (0..log.len())
+        .filter_map(|i| LogIndex::try_from(i).ok())
+        .filter(|&i| log.record(i).is_some_and(|r| query.matches(&r)))
+        .collect()
+}
+
+/// The report's `filter` section: the expression, how many records it
+/// matched of how many, and the matching records (as in a JSONL export).
+pub fn report_section(log: &ObservedLog, query: &Query, expression: &str) -> Value {
+    let matched = matching(log, query);
+    let records: Vec<Value> = matched
+        .iter()
+        .filter_map(|&i| log.record(i))
+        .filter_map(|r| jsonl::to_line(&r).ok())
+        .filter_map(|line| serde_json::from_str(&line).ok())
+        .collect();
+    serde_json::json!({
+        "expression": expression,
+        "observed": log.len(),
+        "matched": matched.len(),
+        "records": records,
+    })
 }
 
 #[cfg(test)]
