@@ -2,6 +2,10 @@
 //! the demo and the tap. The GUI talks to it only through channels:
 //! commands in, updates out (bounded, `try_send`, drops counted), and the
 //! latest connection status in a `watch`.
+//!
+//! A session either runs the demo (the embedded broker, or a user's Kafka when
+//! asked) or only observes: the tap reads the cluster's topics and nothing is
+//! created or written there (no topic, no group, no commit).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +22,30 @@ use tokio::sync::{mpsc, watch};
 use crate::cli::Connection;
 use crate::headless::{data_dir, database_url, kafka_settings};
 use crate::kafka::broker::EmbeddedBroker;
-use crate::kafka::tap::{self, TapStatus, TopicSelection};
+use crate::kafka::proxy;
+use crate::kafka::tap::{self, Steering, TapStatus, TopicInfo, TopicSelection};
 use crate::model::record::Record;
+
+/// What a session does on the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Run the demo order system there (creates its topics and groups, writes orders).
+    Demo,
+    /// Read the topics only: nothing is created or written.
+    Observe,
+}
+
+impl Mode {
+    /// The window's default: the demo on the embedded broker, observe-only on a
+    /// user's Kafka (`--brokers`).
+    pub fn default_for(conn: &Connection) -> Mode {
+        if conn.brokers.is_some() {
+            Mode::Observe
+        } else {
+            Mode::Demo
+        }
+    }
+}
 
 /// What the GUI asks for.
 #[derive(Debug, Clone)]
@@ -34,7 +60,11 @@ pub enum BackendCommand {
         enabled: bool,
         value: f64,
     },
-    Connect(Connection),
+    Connect(Connection, Mode),
+    /// Start the demo on the broker of an observe-only session.
+    StartDemo,
+    /// Follow every non-internal topic except these.
+    ExcludeTopics(Vec<String>),
 }
 
 /// A sample for the charts.
@@ -52,6 +82,8 @@ pub enum Update {
     Records(Vec<Record>),
     Metrics(Metrics),
     Faults(Vec<FaultState>),
+    /// The cluster's non-internal topics (sorted by name).
+    Topics(Vec<TopicInfo>),
     /// Something went wrong in the background: shown as a notice, never swallowed.
     Notice(String),
     /// Every record that existed when the tap connected has been forwarded (in the batches
@@ -70,6 +102,8 @@ pub enum ConnectionStatus {
     Connected {
         broker: String,
         embedded: bool,
+        /// The demo runs (else: observe-only, no database).
+        demo: bool,
         database: String,
         following: usize,
     },
@@ -97,12 +131,13 @@ const BATCH: usize = 512;
 /// Start the backend thread. `repaint` is called whenever there is news.
 pub fn spawn(
     initial: Connection,
+    mode: Mode,
     repaint: impl Fn() + Send + Sync + 'static,
 ) -> std::io::Result<BackendHandle> {
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (updates_tx, updates_rx) = mpsc::channel(UPDATE_CAPACITY);
     let (status_tx, status_rx) = watch::channel(ConnectionStatus::Connecting {
-        target: describe(&initial),
+        target: describe(&initial, mode),
     });
     let dropped = Arc::new(AtomicU64::new(0));
     let out = Outbox {
@@ -117,7 +152,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("eventscope-backend".into())
         .spawn(move || {
-            runtime.block_on(run(initial, commands_rx, out, status_tx));
+            runtime.block_on(run(initial, mode, commands_rx, out, status_tx));
         })?;
     Ok(BackendHandle {
         commands_tx,
@@ -127,11 +162,14 @@ pub fn spawn(
     })
 }
 
-fn describe(c: &Connection) -> String {
+fn describe(c: &Connection, mode: Mode) -> String {
     let broker = c
         .brokers
         .clone()
         .unwrap_or_else(|| "embedded broker".into());
+    if mode == Mode::Observe {
+        return format!("{broker} (observe only)");
+    }
     let db = c
         .database
         .as_deref()
@@ -208,22 +246,23 @@ fn backlog_highs(
     let topics: Vec<&str> = counts
         .keys()
         .map(String::as_str)
-        .filter(|t| match sel {
-            TopicSelection::AllNonInternal => !t.starts_with("__"),
-            TopicSelection::Named(names) => names.iter().any(|n| n == t),
-        })
+        .filter(|t| sel.wants(t))
         .collect();
     s.high_watermarks(&topics, Duration::from_secs(5))
         .map_err(|e| e.to_string())
 }
 
-/// One connected session: demo + tap.
+/// One connected session: the tap, and the demo when it runs.
 struct Live {
-    system: DemoSystem,
+    conn: Connection,
+    system: Option<DemoSystem>,
     settings: KafkaSettings,
     _broker: Option<Arc<EmbeddedBroker>>,
+    proxy: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     stop_tx: watch::Sender<bool>,
     tap_status: watch::Receiver<TapStatus>,
+    selection: watch::Sender<TopicSelection>,
+    topics: watch::Receiver<Vec<TopicInfo>>,
     forward: tokio::task::JoinHandle<()>,
 }
 
@@ -231,18 +270,23 @@ impl Live {
     async fn stop(self) {
         let _ = self.stop_tx.send(true);
         self.forward.abort();
-        self.system.shutdown().await;
+        if let Some(system) = self.system {
+            system.shutdown().await;
+        }
+        if let Some(p) = self.proxy {
+            p.abort();
+        }
     }
 }
 
-async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow::Result<Live> {
-    let conn = conn.clone();
-    let (settings, broker) =
-        tokio::time::timeout(Duration::from_secs(10), async { kafka_settings(&conn) })
-            .await
-            .map_err(|_| anyhow::anyhow!("timed out starting the broker client"))??;
-    std::fs::create_dir_all(data_dir(&conn)).ok();
-    let url = database_url(&conn, "session");
+/// Start the demo on `settings` (creates its topics and groups).
+async fn start_demo(
+    conn: &Connection,
+    settings: &KafkaSettings,
+    faults: Arc<Faults>,
+) -> anyhow::Result<DemoSystem> {
+    std::fs::create_dir_all(data_dir(conn)).ok();
+    let url = database_url(conn, "session");
     let mut cfg = DemoConfig::new(settings.clone(), url);
     cfg.seed = faults.seed();
     cfg.relay = conn.relay.into();
@@ -250,11 +294,44 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     let system = tokio::time::timeout(Duration::from_secs(15), DemoSystem::start(cfg, faults))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting to {} (15 s)", settings.brokers))??;
+    Ok(system)
+}
+
+async fn connect(
+    conn: &Connection,
+    mode: Mode,
+    faults: Arc<Faults>,
+    out: &Outbox,
+) -> anyhow::Result<Live> {
+    let conn = conn.clone();
+    let (mut settings, broker) =
+        tokio::time::timeout(Duration::from_secs(10), async { kafka_settings(&conn) })
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out starting the broker client"))??;
+    // The embedded broker behind the proxy, like `eventscope broker`: clients
+    // other than librdkafka (kafka-python, aiokafka) can use it too.
+    let proxy = match &broker {
+        Some(b) => {
+            let fronted = proxy::front(b.clone(), 0, 3).await?;
+            settings.brokers = fronted.addr.to_string();
+            Some(fronted.task)
+        }
+        None => None,
+    };
+    let system = match mode {
+        Mode::Demo => Some(start_demo(&conn, &settings, faults).await?),
+        Mode::Observe => {
+            // Reach the cluster first, so a wrong address fails here with librdkafka's reason.
+            let probe = settings.clone();
+            tokio::task::spawn_blocking(move || probe.probe(Duration::from_secs(10))).await??;
+            None
+        }
+    };
     // The backlog: what every partition holds now. Its end is where "never seen" verdicts are
     // given; if it cannot be read, the backlog is taken as empty (live-tail rules at once).
     let as_of_ms = chrono::Utc::now().timestamp_millis();
     // The profile's topics, if it names any; else every non-internal topic.
-    let topics = match crate::profile::Profile::load_or_default(conn.profile.as_deref()) {
+    let selected = match crate::profile::Profile::load_or_default(conn.profile.as_deref()) {
         Ok(p) if !p.topics.is_empty() => TopicSelection::Named(p.topics),
         Ok(_) => TopicSelection::AllNonInternal,
         Err(e) => {
@@ -264,7 +341,7 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     };
     let backlog = {
         let s = settings.clone();
-        let sel = topics.clone();
+        let sel = selected.clone();
         tokio::task::spawn_blocking(move || backlog_highs(&s, &sel))
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
@@ -278,9 +355,14 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
     let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
     let (status_tx, tap_status) = watch::channel(TapStatus::Connecting);
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(tap::run(
+    let (selection, selection_rx) = watch::channel(selected);
+    let (topics_tx, topics) = watch::channel(Vec::new());
+    tokio::spawn(tap::run_steered(
         settings.clone(),
-        topics,
+        Steering {
+            selection: selection_rx,
+            topics: topics_tx,
+        },
         records_tx,
         status_tx,
         stop_rx,
@@ -313,13 +395,38 @@ async fn connect(conn: &Connection, faults: Arc<Faults>, out: &Outbox) -> anyhow
         }
     });
     Ok(Live {
+        conn,
         system,
         settings,
         _broker: broker,
+        proxy,
         stop_tx,
         tap_status,
+        selection,
+        topics,
         forward,
     })
+}
+
+fn connected_status(l: &Live) -> ConnectionStatus {
+    let embedded = l.conn.brokers.is_none();
+    ConnectionStatus::Connected {
+        broker: if embedded {
+            format!("embedded {}", l.settings.brokers)
+        } else {
+            l.settings.brokers.clone()
+        },
+        embedded,
+        demo: l.system.is_some(),
+        database: match &l.system {
+            Some(s) => s.ctx.db.display_url.clone(),
+            None => "no database".into(),
+        },
+        following: match *l.tap_status.borrow() {
+            TapStatus::Following { partitions } => partitions,
+            _ => 0,
+        },
+    }
 }
 
 fn fault_states(f: &Faults) -> Vec<FaultState> {
@@ -328,13 +435,14 @@ fn fault_states(f: &Faults) -> Vec<FaultState> {
 
 async fn run(
     initial: Connection,
+    initial_mode: Mode,
     mut commands_rx: mpsc::UnboundedReceiver<BackendCommand>,
     out: Outbox,
     status_tx: watch::Sender<ConnectionStatus>,
 ) {
     let faults = Arc::new(Faults::new(1));
     let mut live: Option<Live> = None;
-    let mut pending_connect = Some(initial);
+    let mut pending_connect = Some((initial, initial_mode));
     let mut traffic: Option<f64> = None;
     let mut next_order = Instant::now();
     let mut placed: u64 = 0;
@@ -342,26 +450,17 @@ async fn run(
     let mut last_metrics = Instant::now() - Duration::from_secs(10);
     let mut last_faults = Vec::new();
     loop {
-        if let Some(conn) = pending_connect.take() {
+        if let Some((conn, mode)) = pending_connect.take() {
             if let Some(l) = live.take() {
                 l.stop().await;
             }
             let _ = status_tx.send(ConnectionStatus::Connecting {
-                target: describe(&conn),
+                target: describe(&conn, mode),
             });
             (out.repaint)();
-            match connect(&conn, faults.clone(), &out).await {
+            match connect(&conn, mode, faults.clone(), &out).await {
                 Ok(l) => {
-                    let _ = status_tx.send(ConnectionStatus::Connected {
-                        broker: if conn.brokers.is_some() {
-                            l.settings.brokers.clone()
-                        } else {
-                            format!("embedded {}", l.settings.brokers)
-                        },
-                        embedded: conn.brokers.is_none(),
-                        database: l.system.ctx.db.display_url.clone(),
-                        following: 0,
-                    });
+                    let _ = status_tx.send(connected_status(&l));
                     live = Some(l);
                 }
                 Err(e) => {
@@ -377,7 +476,34 @@ async fn run(
             cmd = commands_rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 match cmd {
-                    BackendCommand::Connect(c) => pending_connect = Some(c),
+                    BackendCommand::Connect(c, mode) => pending_connect = Some((c, mode)),
+                    BackendCommand::StartDemo => match &mut live {
+                        Some(l) if l.system.is_none() => {
+                            match start_demo(&l.conn, &l.settings, faults.clone()).await {
+                                Ok(system) => {
+                                    l.system = Some(system);
+                                    let _ = status_tx.send(connected_status(l));
+                                    out.send(Update::Notice(format!(
+                                        "the demo runs on {}", l.settings.brokers
+                                    )));
+                                }
+                                Err(e) => out.send(Update::Notice(format!(
+                                    "cannot start the demo: {e:#}"
+                                ))),
+                            }
+                        }
+                        Some(_) => {}
+                        None => out.send(Update::Notice("not connected: cannot start the demo".into())),
+                    },
+                    BackendCommand::ExcludeTopics(names) => {
+                        if let Some(l) = &live {
+                            let _ = l.selection.send(if names.is_empty() {
+                                TopicSelection::AllNonInternal
+                            } else {
+                                TopicSelection::AllExcept(names)
+                            });
+                        }
+                    }
                     BackendCommand::SetFault { fault, enabled, value } => {
                         faults.set(fault, enabled, value);
                         out.send(Update::Faults(fault_states(&faults)));
@@ -386,9 +512,9 @@ async fn run(
                         traffic = running.then_some(per_second.clamp(0.1, 500.0));
                     }
                     BackendCommand::PlaceOrders(n) => {
-                        if let Some(l) = &live {
+                        if let Some(system) = live.as_ref().and_then(|l| l.system.as_ref()) {
                             for _ in 0..n {
-                                match l.system.place_order().await {
+                                match system.place_order().await {
                                     Ok(Ok(_)) => placed += 1,
                                     Ok(Err(e)) => out.send(Update::Notice(format!("order rejected: {e}"))),
                                     // Refused by the schema check: the demo says so itself.
@@ -397,14 +523,28 @@ async fn run(
                                 }
                             }
                         } else {
-                            out.send(Update::Notice("not connected: cannot place orders".into()));
+                            out.send(Update::Notice("no demo running: cannot place orders".into()));
                         }
                     }
                 }
             }
             _ = tick.tick() => {}
         }
-        let Some(l) = &live else { continue };
+        let Some(l) = &mut live else { continue };
+        if l.topics.has_changed().unwrap_or(false) {
+            let topics = l.topics.borrow_and_update().clone();
+            out.send(Update::Topics(topics));
+        }
+        if let TapStatus::Following { partitions } = *l.tap_status.borrow() {
+            status_tx.send_if_modified(|s| match s {
+                ConnectionStatus::Connected { following, .. } if *following != partitions => {
+                    *following = partitions;
+                    true
+                }
+                _ => false,
+            });
+        }
+        let Some(system) = &l.system else { continue };
         if let Some(rate) = traffic {
             let now = Instant::now();
             let gap = Duration::from_secs_f64(1.0 / rate);
@@ -412,7 +552,7 @@ async fn run(
             while next_order <= now && n < 50 {
                 next_order += gap;
                 n += 1;
-                match l.system.place_order().await {
+                match system.place_order().await {
                     Ok(Ok(_)) => placed += 1,
                     Ok(Err(e)) => out.send(Update::Notice(format!("order rejected: {e}"))),
                     Err(StoreError::Contract(_)) => {}
@@ -425,7 +565,7 @@ async fn run(
         } else {
             next_order = Instant::now();
         }
-        for e in l.system.take_errors() {
+        for e in system.take_errors() {
             out.send(Update::Notice(e));
         }
         let states = fault_states(&faults);
@@ -433,19 +573,9 @@ async fn run(
             last_faults = states.clone();
             out.send(Update::Faults(states));
         }
-        if let TapStatus::Following { partitions } = *l.tap_status.borrow() {
-            status_tx.send_if_modified(|s| match s {
-                ConnectionStatus::Connected { following, .. } if *following != partitions => {
-                    *following = partitions;
-                    true
-                }
-                _ => false,
-            });
-        }
         if last_metrics.elapsed() >= Duration::from_secs(1) {
             last_metrics = Instant::now();
-            let pending = l
-                .system
+            let pending = system
                 .ctx
                 .db
                 .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")

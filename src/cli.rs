@@ -135,6 +135,11 @@ pub struct InspectArgs {
     /// read, instead of the report (which then goes only to --report).
     #[arg(long)]
     pub print_profile: bool,
+    /// List the records this jq filter matches in the report (`filter`): input is
+    /// the payload, with $key, $headers, $topic, $partition, $offset; e.g.
+    /// '.data.amount > 100'. A bad expression exits 2.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +152,9 @@ pub struct ImportArgs {
     /// Where to write the JSON report (default: stdout).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// List the records this jq filter matches in the report (as for inspect).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Args)]

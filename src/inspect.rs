@@ -42,6 +42,9 @@ fn now_ms() -> i64 {
 }
 
 pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32> {
+    if let Some(code) = bad_filter(args.filter.as_deref()) {
+        return Ok(code);
+    }
     let Some(brokers) = conn.brokers.clone() else {
         anyhow::bail!("inspect needs --brokers HOST:PORT (the Kafka to observe)");
     };
@@ -163,7 +166,8 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     if let Some(mut w) = export {
         w.flush()?;
     }
-    let report = model_report(&model, json!({"brokers": brokers, "topics": topics}));
+    let mut report = model_report(&model, json!({"brokers": brokers, "topics": topics}));
+    add_filter(&mut report, &model, args.filter.as_deref());
     if args.print_profile {
         let mut effective = profile.clone();
         effective.topics = topics.clone();
@@ -195,10 +199,35 @@ pub fn load_with(path: &std::path::Path, cfg: ModelConfig) -> anyhow::Result<Mod
         .with_context(|| format!("reading {}", path.display()))
 }
 
+/// A `--filter` that is not a query: its message on stderr, exit code 2.
+fn bad_filter(expr: Option<&str>) -> Option<i32> {
+    let e = crate::query::Query::parse(expr?).err()?;
+    eprintln!("eventscope: --filter: {e}");
+    Some(2)
+}
+
+/// With `--filter`, the report lists the matching records.
+fn add_filter(report: &mut serde_json::Value, model: &Model, expr: Option<&str>) {
+    let Some((expr, query)) = expr.and_then(|e| Some((e, crate::query::Query::parse(e).ok()?)))
+    else {
+        return;
+    };
+    let section = crate::query::report_section(model.log(), &query, expr);
+    eprintln!(
+        "filter matched {} of {} records",
+        section["matched"], section["observed"]
+    );
+    report["filter"] = section;
+}
+
 pub fn import(conn: &Connection, args: &ImportArgs) -> anyhow::Result<i32> {
+    if let Some(code) = bad_filter(args.filter.as_deref()) {
+        return Ok(code);
+    }
     let profile = Profile::load_or_default(conn.profile.as_deref())?;
     let model = load_with(&args.file, profile.model_config())?;
-    let report = model_report(&model, json!({"file": args.file.display().to_string()}));
+    let mut report = model_report(&model, json!({"file": args.file.display().to_string()}));
+    add_filter(&mut report, &model, args.filter.as_deref());
     write_report(&report, args.report.as_deref())?;
     eprintln!(
         "{} records, anomalies {}",

@@ -10,4 +10,5 @@ pub mod inspect;
 pub mod kafka;
 pub mod model;
 pub mod profile;
+pub mod query;
 pub mod schema_cmd;

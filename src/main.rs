@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use eventscope::backend::Mode;
 use eventscope::cli::{Cli, Command};
 
 fn exit(result: anyhow::Result<i32>) -> ExitCode {
@@ -28,11 +29,16 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // The window must own the main thread; the backend runs its own runtime.
+    // Without a subcommand it runs the demo on the embedded broker and only
+    // observes a user's Kafka (--brokers); `demo` runs the demo wherever it is.
     match cli.command {
-        None => return exit(eventscope::gui::run(cli.conn, None, Vec::new()).map(|()| 0)),
+        None => {
+            let mode = Mode::default_for(&cli.conn);
+            return exit(eventscope::gui::run(cli.conn, mode, None, Vec::new()).map(|()| 0));
+        }
         Some(Command::Demo(args)) if !args.headless => {
             let startup = eventscope::gui::startup_commands(&args);
-            return exit(eventscope::gui::run(cli.conn, None, startup).map(|()| 0));
+            return exit(eventscope::gui::run(cli.conn, Mode::Demo, None, startup).map(|()| 0));
         }
         Some(Command::Import(args)) if args.gui => {
             let loaded = eventscope::profile::Profile::load_or_default(cli.conn.profile.as_deref())
@@ -44,7 +50,8 @@ fn main() -> ExitCode {
             };
             let label = args.file.display().to_string();
             return exit(
-                eventscope::gui::run(cli.conn, Some((model, label)), Vec::new()).map(|()| 0),
+                eventscope::gui::run(cli.conn, Mode::Demo, Some((model, label)), Vec::new())
+                    .map(|()| 0),
             );
         }
         Some(Command::Import(args)) => return exit(eventscope::inspect::import(&cli.conn, &args)),

@@ -21,6 +21,10 @@ use eventscope::gui::{BottomTab, EventscopeApp, Prefs};
 use eventscope::model::detect::AnomalyKind;
 use eventscope::model::log::LogIndex;
 use eventscope_demo::faults::Fault;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
 
 /// One GUI test at a time: each runs a broker, the demo and the tap on a 2-core machine.
 static GUI_LOCK: Mutex<()> = Mutex::new(());
@@ -42,10 +46,16 @@ struct Gui {
 impl Gui {
     /// A live app on the embedded stack, connected.
     fn start(prefs: Prefs) -> Gui {
+        Self::start_on(None, prefs)
+    }
+
+    /// A live app on `brokers` (None: the embedded stack) in its default mode, connected.
+    fn start_on(brokers: Option<&str>, prefs: Prefs) -> Gui {
         let lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         let dir = tempfile::tempdir().expect("temp dir");
         let conn = Connection {
             data_dir: Some(dir.path().to_path_buf()),
+            brokers: brokers.map(str::to_owned),
             ..Connection::default()
         };
         // The backend's repaint requests go to this context; the test steps frames itself.
@@ -60,7 +70,7 @@ impl Gui {
             _lock: lock,
         };
         gui.wait_for(
-            "the embedded broker, SQLite and the demo to connect",
+            "the broker (and, on the embedded stack, SQLite and the demo) to connect",
             CONNECT_TIMEOUT,
             |g| matches!(g.app().status, ConnectionStatus::Connected { .. }),
         );
@@ -688,6 +698,7 @@ fn a_dangling_cause_in_the_backlog_is_reported_once_the_backlog_is_read() {
     let (_status_tx, status_rx) = tokio::sync::watch::channel(ConnectionStatus::Connected {
         broker: "test".into(),
         embedded: false,
+        demo: false,
         database: "-".into(),
         following: 1,
     });
@@ -748,4 +759,173 @@ fn a_dangling_cause_in_the_backlog_is_reported_once_the_backlog_is_read() {
         .expect("the finding");
     assert_eq!(a.event_id.as_deref(), Some("d-1"));
     assert!(a.detail.contains("ghost-0"), "{}", a.detail);
+}
+
+/// `eventscope broker` in a child process, killed on drop.
+struct StandaloneBroker {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl StandaloneBroker {
+    fn start() -> StandaloneBroker {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eventscope"))
+            .args(["broker", "--port", "0", "--partitions", "2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start eventscope broker");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("bootstrap address");
+        StandaloneBroker {
+            child,
+            addr: line.trim().to_owned(),
+        }
+    }
+
+    /// Topic names on the broker (metadata for all topics: creates none).
+    fn topics(&self) -> Vec<String> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()
+            .expect("metadata client");
+        let md = c
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("metadata");
+        let mut names: Vec<String> = md.topics().iter().map(|t| t.name().to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    /// Write `n` CloudEvents (binary mode) to `topic`, numbered from `first`.
+    fn produce(&self, topic: &str, first: usize, n: usize) {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()
+            .expect("producer");
+        for i in first..first + n {
+            let id = format!("shop-{i}");
+            let value = format!(r#"{{"customer":"c-{}","amount":{}}}"#, i % 3, 10 * i);
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "ce_specversion",
+                    value: Some("1.0"),
+                })
+                .insert(Header {
+                    key: "ce_id",
+                    value: Some(id.as_str()),
+                })
+                .insert(Header {
+                    key: "ce_type",
+                    value: Some("PurchaseMade"),
+                })
+                .insert(Header {
+                    key: "ce_source",
+                    value: Some("/shop"),
+                })
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                });
+            p.send(
+                BaseRecord::to(topic)
+                    .key(&id)
+                    .payload(&value)
+                    .headers(headers),
+            )
+            .map_err(|(e, _)| e)
+            .expect("queued");
+        }
+        p.flush(Duration::from_secs(10)).expect("flushed");
+    }
+}
+
+impl Drop for StandaloneBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn brokers_opens_observe_only_and_creates_nothing() {
+    let broker = StandaloneBroker::start();
+    broker.produce("shop.purchases", 0, 6);
+    broker.produce("shop.audit", 100, 2);
+    let before = broker.topics();
+    assert_eq!(before, vec!["shop.audit", "shop.purchases"]);
+
+    let mut g = Gui::start_on(Some(&broker.addr), Prefs::default());
+    let ConnectionStatus::Connected { demo, embedded, .. } = g.app().status.clone() else {
+        unreachable!("started means connected")
+    };
+    assert!(!demo && !embedded, "observe only on a user's broker");
+    g.wait_for("the foreign records", TIMEOUT, |g| {
+        g.app().model.log().len() == 8
+            && g.h
+                .query_all_by_label("PurchaseMade")
+                .any(|n| n.accesskit_node().role() == Role::Label)
+    });
+    // The failure-injection panel is replaced by the topics; no demo controls.
+    assert!(g.h.query_by_label("Failure injection").is_none());
+    assert!(g.h.query_by_label("Observed topics").is_some());
+    assert!(g.h.query_by_label("Place order").is_none());
+    g.wait_for("both topics listed", TIMEOUT, |g| {
+        g.h.query_by_role_and_label(Role::CheckBox, "shop.audit")
+            .is_some()
+            && g.h
+                .query_by_role_and_label(Role::CheckBox, "shop.purchases")
+                .is_some()
+    });
+    assert!(
+        g.label_containing("observe only: nothing is created or written")
+            .is_some(),
+        "the status bar says what the session does"
+    );
+    assert!(
+        g.label_containing("5 MiB").is_none(),
+        "no embedded-broker retention note on another broker"
+    );
+
+    // Unticked, a topic is no longer followed; ticked again, it resumes where it stopped.
+    g.click(Role::CheckBox, "shop.audit");
+    assert!(g.app().excluded_topics.contains("shop.audit"));
+    g.wait_for("shop.audit to be dropped", TIMEOUT, |g| {
+        matches!(
+            g.app().status,
+            ConnectionStatus::Connected { following: 2, .. }
+        )
+    });
+    broker.produce("shop.audit", 102, 3);
+    broker.produce("shop.purchases", 6, 1);
+    g.wait_for("the new purchase", TIMEOUT, |g| {
+        g.app().model.log().len() == 9
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    g.h.run_steps(1);
+    assert_eq!(g.app().model.log().len(), 9, "shop.audit is not followed");
+    g.click(Role::CheckBox, "shop.audit");
+    g.wait_for("the audit records written meanwhile", TIMEOUT, |g| {
+        g.app().model.log().len() == 12
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    g.h.run_steps(1);
+    let stats = g.app().model.log().stats();
+    assert_eq!(
+        (stats.observed, stats.duplicate_deliveries),
+        (12, 0),
+        "each record once"
+    );
+
+    let data_dir = g._dir.path().to_path_buf();
+    assert_eq!(
+        std::fs::read_dir(&data_dir).expect("data dir").count(),
+        0,
+        "no database file written"
+    );
+    drop(g);
+    assert_eq!(broker.topics(), before, "no topic created on the broker");
 }

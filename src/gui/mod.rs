@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use eventscope_demo::faults::{Fault, FaultState};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{BackendCommand, BackendHandle, ConnectionStatus, Metrics, Update};
+use crate::backend::{BackendCommand, BackendHandle, ConnectionStatus, Metrics, Mode, Update};
 use crate::cli::Connection;
+use crate::kafka::tap::TopicInfo;
 use crate::model::detect::AnomalyKind;
 use crate::model::log::{LogIndex, Sym};
 use crate::model::record::Record;
@@ -142,6 +143,12 @@ pub struct EventscopeApp {
         Option<crate::model::timetravel::AggregateState>,
     )>,
     pub status: ConnectionStatus,
+    /// What the session does on the broker (the demo, or observe only).
+    pub mode: Mode,
+    /// The cluster's non-internal topics (observe-only sessions show them).
+    pub topics: Vec<TopicInfo>,
+    /// Topics the user unticked: not followed.
+    pub excluded_topics: std::collections::BTreeSet<String>,
     pub faults: Vec<FaultState>,
     pub fault_values: HashMap<Fault, f64>,
     pub traffic_running: bool,
@@ -185,22 +192,36 @@ fn now_ms() -> i64 {
 }
 
 impl EventscopeApp {
-    /// A live app: backend connected per `conn`.
+    /// A live app: backend connected per `conn`; the demo on the embedded
+    /// broker, observe-only on a user's Kafka ([`Mode::default_for`]).
     pub fn live(
         conn: Connection,
         ctx: &egui::Context,
         prefs: Prefs,
     ) -> std::io::Result<EventscopeApp> {
+        let mode = Mode::default_for(&conn);
+        Self::live_with_mode(conn, mode, ctx, prefs)
+    }
+
+    /// A live app in the given mode.
+    pub fn live_with_mode(
+        conn: Connection,
+        mode: Mode,
+        ctx: &egui::Context,
+        prefs: Prefs,
+    ) -> std::io::Result<EventscopeApp> {
         let repaint_ctx = ctx.clone();
-        let backend = crate::backend::spawn(conn, move || repaint_ctx.request_repaint())?;
+        let backend = crate::backend::spawn(conn, mode, move || repaint_ctx.request_repaint())?;
         let status = backend.status_rx.borrow().clone();
-        Ok(Self::with_source(
+        let mut app = Self::with_source(
             Source {
                 backend: Some(backend),
             },
             status,
             prefs,
-        ))
+        );
+        app.mode = mode;
+        Ok(app)
     }
 
     /// A live app on a backend driven by someone else through the handle's channels (tests feed
@@ -242,6 +263,9 @@ impl EventscopeApp {
             selected: None,
             aggregate_cache: None,
             status,
+            mode: Mode::Demo,
+            topics: Vec::new(),
+            excluded_topics: Default::default(),
             faults: Fault::ALL
                 .iter()
                 .map(|f| FaultState {
@@ -351,6 +375,11 @@ impl EventscopeApp {
         self.source.backend.is_some()
     }
 
+    /// A live session that only observes (no demo on the broker).
+    pub fn is_observing(&self) -> bool {
+        self.is_live() && self.mode == Mode::Observe
+    }
+
     /// Queue an intent (views call this through `&mut Vec<Intent>`; tests may call it directly).
     pub fn push(&mut self, intent: Intent) {
         self.intents.push(intent);
@@ -384,6 +413,7 @@ impl EventscopeApp {
                         }
                     }
                     Update::Faults(f) => self.faults = f,
+                    Update::Topics(t) => self.topics = t,
                     Update::Notice(n) => self.notice(n),
                     Update::BacklogEnd { as_of_ms } => {
                         // Ends once the records queued before this marker are in the log.
@@ -546,6 +576,15 @@ impl EventscopeApp {
                     if let BackendCommand::SetTraffic { running, .. } = &cmd {
                         self.traffic_running = *running;
                     }
+                    match &cmd {
+                        BackendCommand::Connect(_, mode) => {
+                            self.mode = *mode;
+                            self.topics.clear();
+                            self.excluded_topics.clear();
+                        }
+                        BackendCommand::StartDemo => self.mode = Mode::Demo,
+                        _ => {}
+                    }
                     if let BackendCommand::SetFault {
                         fault,
                         enabled,
@@ -688,7 +727,11 @@ impl EventscopeApp {
                 egui::ScrollArea::vertical()
                     .id_salt("left_scroll")
                     .show(ui, |ui| {
-                        panels::faults_ui(self, ui, &mut intents);
+                        if self.is_observing() {
+                            panels::topics_ui(self, ui, &mut intents);
+                        } else {
+                            panels::faults_ui(self, ui, &mut intents);
+                        }
                         ui.separator();
                         panels::lints_ui(self, ui, &mut intents);
                     });
@@ -801,11 +844,13 @@ impl eframe::App for EframeApp {
     }
 }
 
-/// Open the window. `recording` opens a JSONL file instead of connecting.
-/// Open the window. `startup` is sent to the backend once it is connected
-/// (faults to turn on, orders to place), as if the user had pressed the buttons.
+/// Open the window. `recording` opens a JSONL file instead of connecting;
+/// else the session runs in `mode`. `startup` is sent to the backend once it
+/// is connected (faults to turn on, orders to place), as if the user had
+/// pressed the buttons.
 pub fn run(
     conn: Connection,
+    mode: Mode,
     recording: Option<(Model, String)>,
     startup: Vec<BackendCommand>,
 ) -> anyhow::Result<()> {
@@ -835,7 +880,7 @@ pub fn run(
                 .unwrap_or_default();
             let app = match recording {
                 Some((model, label)) => EventscopeApp::offline(model, label, prefs),
-                None => EventscopeApp::live(conn, &cc.egui_ctx, prefs)?,
+                None => EventscopeApp::live_with_mode(conn, mode, &cc.egui_ctx, prefs)?,
             };
             let mut app = app;
             app.connection_key = connection_key;

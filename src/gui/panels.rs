@@ -1,10 +1,11 @@
-//! Top bar, status bar, failure injection, lints, connection dialog.
+//! Top bar, status bar, failure injection (or, observing, the topics), lints,
+//! connection dialog.
 
 use eventscope_demo::faults::{Fault, FaultKind};
 
 use super::widgets;
 use super::{EventscopeApp, Intent};
-use crate::backend::{BackendCommand, ConnectionStatus};
+use crate::backend::{BackendCommand, ConnectionStatus, Mode};
 use crate::cli::Connection;
 use crate::model::detect::AnomalyKind;
 use crate::model::timetravel::CursorCommand;
@@ -17,12 +18,17 @@ fn status_text(s: &ConnectionStatus) -> (egui::Color32, String) {
         ),
         ConnectionStatus::Connected {
             broker,
+            demo,
             database,
             following,
             ..
         } => (
             egui::Color32::from_rgb(110, 200, 120),
-            format!("{broker} | {database} | {following} partitions"),
+            if *demo {
+                format!("{broker} | demo | {database} | {following} partitions")
+            } else {
+                format!("{broker} | observing | {following} partitions")
+            },
         ),
         ConnectionStatus::Failed { reason } => (widgets::ANOMALY, reason.clone()),
         ConnectionStatus::Offline { file } => (
@@ -61,35 +67,38 @@ pub fn top_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
         });
     });
     ui.horizontal_wrapped(|ui| {
-        let live = app.is_live();
-        ui.add_enabled_ui(live, |ui| {
-            if ui.button("Place order").clicked() {
-                intents.push(Intent::Backend(BackendCommand::PlaceOrders(1)));
-            }
-            let label = if app.traffic_running {
-                "Stop traffic"
-            } else {
-                "Start traffic"
-            };
-            if ui.button(label).clicked() {
-                intents.push(Intent::Backend(BackendCommand::SetTraffic {
-                    running: !app.traffic_running,
-                    per_second: app.prefs.traffic_rate,
-                }));
-            }
-            let r = ui.add(
-                egui::Slider::new(&mut app.prefs.traffic_rate, 0.5..=200.0)
-                    .logarithmic(true)
-                    .suffix(" orders/s"),
-            );
-            if r.changed() && app.traffic_running {
-                intents.push(Intent::Backend(BackendCommand::SetTraffic {
-                    running: true,
-                    per_second: app.prefs.traffic_rate,
-                }));
-            }
-        });
-        ui.separator();
+        // The demo's controls only where the demo runs.
+        if !app.is_observing() {
+            let live = app.is_live();
+            ui.add_enabled_ui(live, |ui| {
+                if ui.button("Place order").clicked() {
+                    intents.push(Intent::Backend(BackendCommand::PlaceOrders(1)));
+                }
+                let label = if app.traffic_running {
+                    "Stop traffic"
+                } else {
+                    "Start traffic"
+                };
+                if ui.button(label).clicked() {
+                    intents.push(Intent::Backend(BackendCommand::SetTraffic {
+                        running: !app.traffic_running,
+                        per_second: app.prefs.traffic_rate,
+                    }));
+                }
+                let r = ui.add(
+                    egui::Slider::new(&mut app.prefs.traffic_rate, 0.5..=200.0)
+                        .logarithmic(true)
+                        .suffix(" orders/s"),
+                );
+                if r.changed() && app.traffic_running {
+                    intents.push(Intent::Backend(BackendCommand::SetTraffic {
+                        running: true,
+                        per_second: app.prefs.traffic_rate,
+                    }));
+                }
+            });
+            ui.separator();
+        }
         if ui
             .button("< Step")
             .on_hover_text("step back (Left)")
@@ -178,10 +187,8 @@ pub fn status_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
                 ),
             );
         }
-        if app.is_live() {
-            ui.weak(
-                "| embedded broker keeps about 5 MiB per partition: eventscope keeps what it saw",
-            );
+        if let Some(note) = broker_note(&app.status) {
+            ui.weak(format!("| {note}"));
         }
     });
     let recent: Vec<String> = app
@@ -193,6 +200,97 @@ pub fn status_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
     for n in recent.iter().rev().take(2) {
         ui.colored_label(widgets::DUPLICATE, n);
     }
+}
+
+/// What the status bar says about the broker actually connected.
+fn broker_note(status: &ConnectionStatus) -> Option<String> {
+    match status {
+        ConnectionStatus::Connected { embedded: true, .. } => Some(
+            "embedded broker keeps about 5 MiB per partition: eventscope keeps what it saw".into(),
+        ),
+        ConnectionStatus::Connected {
+            broker,
+            demo: false,
+            ..
+        } => Some(format!(
+            "observe only: nothing is created or written on {broker}"
+        )),
+        ConnectionStatus::Connected {
+            broker, demo: true, ..
+        } => Some(format!(
+            "the demo's topics and groups are on {broker}; retention is the broker's"
+        )),
+        _ => None,
+    }
+}
+
+/// What running the demo on a broker creates there (said before it is done).
+pub fn demo_footprint(partitions: i32) -> String {
+    let groups: Vec<&str> = eventscope_demo::system::DemoSystem::groups()
+        .iter()
+        .map(|(g, _)| *g)
+        .collect();
+    format!(
+        "creates topics {} ({partitions} partitions each) and consumer groups {}, and writes the demo's orders there",
+        eventscope_demo::topics::ALL.join(", "),
+        groups.join(", ")
+    )
+}
+
+/// Observing: the cluster's topics, each followed or not, and the demo on request.
+pub fn topics_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
+    ui.heading("Observed topics");
+    if app.topics.is_empty() {
+        ui.weak("no topics yet (internal topics, starting with __, are not listed)");
+    }
+    let mut changed = false;
+    for t in &app.topics {
+        ui.horizontal(|ui| {
+            let mut on = !app.excluded_topics.contains(&t.name);
+            if ui.checkbox(&mut on, t.name.as_str()).changed() {
+                if on {
+                    app.excluded_topics.remove(&t.name);
+                } else {
+                    app.excluded_topics.insert(t.name.clone());
+                }
+                changed = true;
+            }
+            let seen = app
+                .rates
+                .per_topic
+                .get(&t.name)
+                .map(|per_sec| per_sec.values().map(|n| u64::from(*n)).sum::<u64>())
+                .unwrap_or(0);
+            ui.weak(format!("{} partitions, {seen} records seen", t.partitions));
+        });
+    }
+    if changed {
+        intents.push(Intent::Backend(BackendCommand::ExcludeTopics(
+            app.excluded_topics.iter().cloned().collect(),
+        )));
+    }
+    ui.label(
+        egui::RichText::new(
+            "Unticked topics are not followed; ticked again, they resume after the last record seen.",
+        )
+        .small()
+        .weak(),
+    );
+    ui.separator();
+    ui.label("Failure injection needs the demo, which this session does not run.");
+    let footprint = demo_footprint(3);
+    if ui
+        .button("Run the demo on this broker")
+        .on_hover_text(footprint.as_str())
+        .clicked()
+    {
+        intents.push(Intent::Backend(BackendCommand::StartDemo));
+    }
+    ui.label(
+        egui::RichText::new(format!("It {footprint}."))
+            .small()
+            .weak(),
+    );
 }
 
 fn value_ui(ui: &mut egui::Ui, fault: Fault, value: &mut f64) -> bool {
@@ -365,6 +463,8 @@ pub struct ConnectionDialog {
     /// Where to export the demo's spans (empty: no export).
     pub otlp_endpoint: String,
     pub otlp_grpc: bool,
+    /// Run the demo there (else observe only).
+    pub run_demo: bool,
     pub submitted: bool,
 }
 
@@ -493,6 +593,23 @@ impl ConnectionDialog {
                     ui.label("");
                     ui.checkbox(&mut self.otlp_grpc, "OTLP over gRPC (else HTTP/protobuf)");
                     ui.end_row();
+                    ui.label("On this broker");
+                    ui.vertical(|ui| {
+                        ui.radio_value(
+                            &mut self.run_demo,
+                            false,
+                            "Observe only: read its topics, create and write nothing",
+                        );
+                        ui.radio_value(&mut self.run_demo, true, "Run the demo here");
+                        if self.run_demo {
+                            ui.label(
+                                egui::RichText::new(format!("The demo {}.", demo_footprint(3)))
+                                    .small()
+                                    .weak(),
+                            );
+                        }
+                    });
+                    ui.end_row();
                 });
                 let valid = self.connection();
                 if let Err(e) = &valid {
@@ -508,7 +625,12 @@ impl ConnectionDialog {
                         .clicked()
                     {
                         if let Ok(c) = valid {
-                            intents.push(Intent::Backend(BackendCommand::Connect(c)));
+                            let mode = if self.run_demo {
+                                Mode::Demo
+                            } else {
+                                Mode::Observe
+                            };
+                            intents.push(Intent::Backend(BackendCommand::Connect(c, mode)));
                             self.submitted = true;
                         }
                     }

@@ -14,11 +14,39 @@ use tokio::sync::{mpsc, watch};
 use crate::model::record::Record;
 
 /// Which topics to follow.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TopicSelection {
     /// Every topic whose name does not start with `__`, including new ones.
     AllNonInternal,
     Named(Vec<String>),
+    /// Every topic not starting with `__` except these (the window's topic selection).
+    AllExcept(Vec<String>),
+}
+
+impl TopicSelection {
+    pub fn wants(&self, topic: &str) -> bool {
+        match self {
+            TopicSelection::AllNonInternal => !topic.starts_with("__"),
+            TopicSelection::Named(names) => names.iter().any(|n| n == topic),
+            TopicSelection::AllExcept(names) => {
+                !topic.starts_with("__") && !names.iter().any(|n| n == topic)
+            }
+        }
+    }
+}
+
+/// A topic of the cluster as the tap's metadata saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: usize,
+}
+
+/// What a window changes while the tap runs: the selection (in), the
+/// cluster's non-internal topics (out).
+pub struct Steering {
+    pub selection: watch::Receiver<TopicSelection>,
+    pub topics: watch::Sender<Vec<TopicInfo>>,
 }
 
 /// Connection status of the tap, latest value only.
@@ -66,22 +94,20 @@ fn create(settings: &KafkaSettings) -> Result<BaseConsumer, rdkafka::error::Kafk
     c.create()
 }
 
-/// Partitions of the selected topics that exist now.
-fn discover(
-    consumer: &BaseConsumer,
-    sel: &TopicSelection,
-) -> Result<Vec<(String, i32)>, rdkafka::error::KafkaError> {
+/// Partitions of every topic that exists now (metadata for all topics: it
+/// never auto-creates one).
+fn discover(consumer: &BaseConsumer) -> Result<Vec<TopicInfo>, rdkafka::error::KafkaError> {
     let md = consumer.fetch_metadata(None, Duration::from_secs(5))?;
-    let mut out = Vec::new();
-    for t in md.topics() {
-        let wanted = match sel {
-            TopicSelection::AllNonInternal => !t.name().starts_with("__"),
-            TopicSelection::Named(names) => names.iter().any(|n| n == t.name()),
-        };
-        if wanted && t.error().is_none() {
-            out.extend(t.partitions().iter().map(|p| (t.name().to_owned(), p.id())));
-        }
-    }
+    let mut out: Vec<TopicInfo> = md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| TopicInfo {
+            name: t.name().to_owned(),
+            partitions: t.partitions().len(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
@@ -116,10 +142,37 @@ pub async fn run_from(
     status_tx: watch::Sender<TapStatus>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let (_keep, selection) = watch::channel(sel);
+    let (topics, _) = watch::channel(Vec::new());
+    let steer = Steering { selection, topics };
     // A plain polling consumer on a thread of its own: no timer or waker per
     // record on the hot path (tap + model went from 82k to 104k records/s).
     tokio::task::spawn_blocking(move || {
-        tap_loop(settings, sel, from, records_tx, status_tx, shutdown)
+        tap_loop(settings, steer, from, records_tx, status_tx, shutdown)
+    })
+    .await?
+}
+
+/// Like [`run`], with the selection changed while running: a topic dropped
+/// from it is unassigned; taken back, it resumes after the last record seen,
+/// so nothing is delivered twice. The cluster's topics are published on
+/// `steer.topics` as they are discovered.
+pub async fn run_steered(
+    settings: KafkaSettings,
+    steer: Steering,
+    records_tx: mpsc::Sender<Record>,
+    status_tx: watch::Sender<TapStatus>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        tap_loop(
+            settings,
+            steer,
+            HashMap::new(),
+            records_tx,
+            status_tx,
+            shutdown,
+        )
     })
     .await?
 }
@@ -131,7 +184,7 @@ fn stopped(shutdown: &watch::Receiver<bool>, records_tx: &mpsc::Sender<Record>) 
 
 fn tap_loop(
     settings: KafkaSettings,
-    sel: TopicSelection,
+    mut steer: Steering,
     from: HashMap<(String, i32), i64>,
     records_tx: mpsc::Sender<Record>,
     status_tx: watch::Sender<TapStatus>,
@@ -140,6 +193,8 @@ fn tap_loop(
     let consumer = create(&settings)?;
     let meta: BaseConsumer = settings.base().create()?;
     let mut assigned: HashSet<(String, i32)> = HashSet::new();
+    // Next offset per partition: where to start or resume.
+    let mut next = from;
     let mut last_discovery = Instant::now() - Duration::from_secs(60);
     let mut since_check = 0u32;
     loop {
@@ -150,25 +205,69 @@ fn tap_loop(
                 return Ok(());
             }
         }
-        if last_discovery.elapsed() > Duration::from_secs(2) {
+        let reselected = steer.selection.has_changed().unwrap_or(false);
+        if reselected || last_discovery.elapsed() > Duration::from_secs(2) {
             last_discovery = Instant::now();
-            match discover(&meta, &sel) {
-                Ok(parts) => {
-                    let mut tpl = TopicPartitionList::new();
-                    for (t, p) in parts {
-                        if assigned.insert((t.clone(), p)) {
-                            let start = match from.get(&(t.clone(), p)) {
+            let sel = steer.selection.borrow_and_update().clone();
+            match discover(&meta) {
+                Ok(topics) => {
+                    let wanted: HashSet<(String, i32)> = topics
+                        .iter()
+                        .filter(|t| sel.wants(&t.name))
+                        .flat_map(|t| {
+                            (0..i32::try_from(t.partitions).unwrap_or(0))
+                                .map(|p| (t.name.clone(), p))
+                        })
+                        .collect();
+                    let mut add = TopicPartitionList::new();
+                    for (t, p) in &wanted {
+                        if assigned.insert((t.clone(), *p)) {
+                            let start = match next.get(&(t.clone(), *p)) {
                                 Some(&o) => Offset::Offset(o),
                                 None => Offset::Beginning,
                             };
-                            tpl.add_partition_offset(&t, p, start)?;
+                            add.add_partition_offset(t, *p, start)?;
                         }
                     }
-                    if tpl.count() > 0 {
-                        consumer.incremental_assign(&tpl)?;
+                    let mut gone = TopicPartitionList::new();
+                    assigned.retain(|(t, p)| {
+                        let keep = wanted.contains(&(t.clone(), *p));
+                        if !keep {
+                            gone.add_partition(t, *p);
+                        }
+                        keep
+                    });
+                    if gone.count() > 0 {
+                        // Remember where each stops (the next offset the
+                        // application would have got), to resume there.
+                        if let Ok(pos) = consumer.position() {
+                            for e in gone.elements() {
+                                if let Some(Offset::Offset(o)) = pos
+                                    .find_partition(e.topic(), e.partition())
+                                    .map(|x| x.offset())
+                                {
+                                    next.insert((e.topic().to_owned(), e.partition()), o);
+                                }
+                            }
+                        }
+                        consumer.incremental_unassign(&gone)?;
+                    }
+                    if add.count() > 0 {
+                        consumer.incremental_assign(&add)?;
                     }
                     let _ = status_tx.send(TapStatus::Following {
                         partitions: assigned.len(),
+                    });
+                    let listed: Vec<TopicInfo> = topics
+                        .into_iter()
+                        .filter(|t| !t.name.starts_with("__"))
+                        .collect();
+                    steer.topics.send_if_modified(|old| {
+                        let changed = *old != listed;
+                        if changed {
+                            *old = listed;
+                        }
+                        changed
                     });
                 }
                 Err(e) => {
