@@ -561,3 +561,105 @@ terminal_types = ["TransferCompleted"]
         "{printed}"
     );
 }
+
+/// The third pitfall on a foreign stream: kcat writes plain JSON and binary
+/// CloudEvents where one event type retypes a field midway (an amount that
+/// was a number becomes a string). One-shot `inspect` reports exactly one
+/// `schema-drift`, at that record, naming the field; a field added later is
+/// a new version, not drift.
+#[test]
+fn inspect_finds_the_record_where_a_foreign_type_changed_shape() {
+    assert!(
+        kcat_available(),
+        "kcat is not installed (Debian package kcat; .ci/test installs it)"
+    );
+    let broker = Broker::start();
+    let addr = broker.addr.as_str();
+    // CloudEvents binary: PaymentReceived with a numeric amount, then a string.
+    for i in 0..5 {
+        let h = ce(
+            &format!("p-{i}"),
+            "PaymentReceived",
+            &format!("corr-{i}"),
+            &[],
+        );
+        kcat_ce(
+            addr,
+            "pay.events",
+            "acct",
+            &h,
+            &format!(r#"{{"account":"a{i}","amount":{i}}}"#),
+        );
+    }
+    let h = ce("p-5", "PaymentReceived", "corr-5", &[]);
+    kcat_ce(
+        addr,
+        "pay.events",
+        "acct",
+        &h,
+        r#"{"account":"a5","amount":"5.00"}"#,
+    );
+    let h = ce("p-6", "PaymentReceived", "corr-6", &[]);
+    kcat_ce(
+        addr,
+        "pay.events",
+        "acct",
+        &h,
+        r#"{"account":"a6","amount":6,"memo":"new field"}"#,
+    );
+    // Plain JSON: a shape that only grows.
+    for i in 0..5 {
+        kcat_produce(
+            addr,
+            "audit",
+            "k",
+            &[],
+            &format!(r#"{{"id":"x-{i}","type":"Audit","who":"u{i}"}}"#),
+        );
+    }
+    kcat_produce(
+        addr,
+        "audit",
+        "k",
+        &[],
+        r#"{"id":"x-5","type":"Audit","who":"u5","extra":1}"#,
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let report = dir.path().join("r.json");
+    let out = Command::new(BIN)
+        .args([
+            "inspect",
+            "--brokers",
+            addr,
+            "--topics",
+            "pay.events,audit",
+            "--timeout",
+            "60",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("inspect");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(r["anomaly_counts"]["schema-drift"], 1, "{}", r["anomalies"]);
+    let drift: Vec<&serde_json::Value> = r["anomalies"]
+        .as_array()
+        .expect("anomalies")
+        .iter()
+        .filter(|a| a["kind"] == "schema-drift")
+        .collect();
+    assert_eq!(drift[0]["event_id"], "p-5");
+    assert_eq!(drift[0]["topic"], "pay.events");
+    let detail = drift[0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("'amount' was number, is string"),
+        "{detail}"
+    );
+}
