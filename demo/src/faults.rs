@@ -266,6 +266,9 @@ fn validate(fault: Fault, value: f64) -> Result<(), FaultSpecError> {
     }
 }
 
+/// Keys [`Faults::hits_attempt`] remembers before it starts afresh.
+const MAX_ATTEMPT_KEYS: usize = 200_000;
+
 #[derive(Debug, Default)]
 struct Slot {
     enabled: AtomicBool,
@@ -282,9 +285,10 @@ struct Slot {
 pub struct Faults {
     seed: u64,
     slots: [Slot; 15],
-    /// Attempts so far per (fault, key) for [`Faults::hits_attempt`]; an entry
-    /// is dropped once an attempt gets through, so the map holds only records
-    /// that are being retried.
+    /// Attempts so far per (fault, key) for [`Faults::hits_attempt`]. Kept
+    /// after an attempt gets through: a record can come round again (a relay
+    /// restarted after another fault re-reads its batch), and must then be
+    /// decided as a further attempt, not as the first one again.
     attempts: Mutex<HashMap<(Fault, String), u32>>,
 }
 
@@ -393,14 +397,13 @@ impl Faults {
         let Ok(mut attempts) = self.attempts.lock() else {
             return false;
         };
-        let entry = (fault, key.to_owned());
-        let n = attempts.get(&entry).copied().unwrap_or(0);
-        let hit = self.hits(fault, &format!("{key}#{n}"));
-        if hit {
-            attempts.insert(entry, n + 1);
-        } else {
-            attempts.remove(&entry);
+        // Bounded: a long session forgets old keys (their next attempt counts from 0).
+        if attempts.len() >= MAX_ATTEMPT_KEYS {
+            attempts.clear();
         }
+        let n = attempts.entry((fault, key.to_owned())).or_insert(0);
+        let hit = self.hits(fault, &format!("{key}#{n}"));
+        *n += 1;
         hit
     }
 
@@ -524,6 +527,23 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(seq(9), seq(9));
+        // A key that comes round again after getting through is a further
+        // attempt: decided afresh, not as attempt 0 again (which, when attempt
+        // 0 hits, would crash a relay on every other pass forever).
+        let f = Faults::new(42);
+        f.set(Fault::RelayCrash, true, 0.02);
+        let key = "f599f109-598c-50d3-9cc7-1514d4328aa1";
+        assert!(
+            f.hits(Fault::RelayCrash, &format!("{key}#0")),
+            "attempt 0 hits"
+        );
+        let crashes = (0..343)
+            .filter(|_| f.hits_attempt(Fault::RelayCrash, key))
+            .count();
+        assert!(
+            crashes < 20,
+            "{crashes} of 343 attempts crashed at p = 0.02"
+        );
         assert!(seq(9).iter().any(|h| *h) && seq(9).iter().any(|h| !*h));
         // A count stays a count.
         let c = Faults::new(1);
