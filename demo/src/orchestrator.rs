@@ -318,13 +318,21 @@ pub async fn run_deadlines(
     let due_sql = format!(
         "SELECT order_id FROM sagas WHERE phase IN ({phases}) AND updated_at < $1 ORDER BY updated_at LIMIT 200"
     );
+    // A deadline counts the time the orchestrator ran: after a restart every
+    // open saga gets a full step timeout again, so the system's own downtime
+    // (a kill -9, a deploy) does not cancel the orders it left in flight.
+    let started = now_ms();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return Ok(Exit::Shutdown),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+        let cutoff = now_ms().saturating_sub(timeout_ms);
+        if cutoff <= started {
+            continue;
+        }
         let due: Vec<String> = sqlx::query(&due_sql)
-            .bind(now_ms().saturating_sub(timeout_ms))
+            .bind(cutoff)
             .fetch_all(&ctx.db.pool)
             .await
             .map_err(StoreError::from)?
