@@ -775,3 +775,47 @@ fn brokers_opens_observe_only_and_creates_nothing() {
     drop(g);
     assert_eq!(broker.topics(), before, "no topic created on the broker");
 }
+
+#[test]
+fn query_filter_finds_records_by_payload_and_shows_a_bad_expression() {
+    let broker = StandaloneBroker::start();
+    // amounts 0, 10, ..., 50; customers c-0, c-1, c-2, c-0, c-1, c-2
+    broker.produce("shop.purchases", 0, 6);
+    let mut g = Gui::start_on(Some(&broker.addr), Prefs::default());
+    g.wait_for("the records", TIMEOUT, |g| g.app().model.log().len() == 6);
+
+    g.h.state_mut().filter.query = ".amount > 30".into();
+    g.wait_for("the query's matches", TIMEOUT, |g| {
+        g.h.query_by_label("2 of 6 records").is_some()
+    });
+    g.h.state_mut().filter.query = r#".customer == "c-1" and $key == "shop-4""#.into();
+    g.wait_for("a query over payload and key", TIMEOUT, |g| {
+        g.h.query_by_label("1 of 6 records").is_some()
+    });
+    // Combined with the other filters.
+    g.h.state_mut().filter.query = r#"$headers.ce_type == "PurchaseMade""#.into();
+    g.h.state_mut().filter.topic = "nope".into();
+    g.wait_for("no row in another topic", TIMEOUT, |g| {
+        g.h.query_by_label("0 of 6 records").is_some()
+    });
+    g.h.state_mut().filter.topic.clear();
+    g.wait_for("every row of the type", TIMEOUT, |g| {
+        g.h.query_by_label("6 of 6 records").is_some()
+    });
+
+    g.h.state_mut().filter.query = ".amount >".into();
+    g.h.run_steps(2);
+    let shown = g
+        .label_containing("query: expected")
+        .expect("the parser's message is shown inline");
+    assert!(shown.contains("expected"), "{shown}");
+    // New records are tested as they arrive.
+    g.h.state_mut().filter.query = ".amount >= 50".into();
+    g.wait_for("one match", TIMEOUT, |g| {
+        g.h.query_by_label("1 of 6 records").is_some()
+    });
+    broker.produce("shop.purchases", 6, 2);
+    g.wait_for("the new records tested", TIMEOUT, |g| {
+        g.h.query_by_label("3 of 8 records").is_some()
+    });
+}
