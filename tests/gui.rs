@@ -819,3 +819,34 @@ fn query_filter_finds_records_by_payload_and_shows_a_bad_expression() {
         g.h.query_by_label("3 of 8 records").is_some()
     });
 }
+
+#[test]
+fn run_the_demo_button_runs_it_on_the_observed_broker() {
+    let broker = StandaloneBroker::start();
+    let mut g = Gui::start_on(Some(&broker.addr), Prefs::default());
+    assert!(broker.topics().is_empty(), "observing created nothing");
+    assert!(
+        g.label_containing("It creates topics orders, payments")
+            .is_some(),
+        "the button says what it will create"
+    );
+    g.click(Role::Button, "Run the demo on this broker");
+    g.wait_for("the demo to start", CONNECT_TIMEOUT, |g| {
+        matches!(
+            g.app().status,
+            ConnectionStatus::Connected { demo: true, .. }
+        )
+    });
+    // Now the demo's controls replace the topic list.
+    g.wait_for("the failure-injection panel", TIMEOUT, |g| {
+        g.h.query_by_label("Failure injection").is_some()
+    });
+    g.click(Role::Button, "Place order");
+    g.wait_for("the order's events", TIMEOUT, |g| {
+        g.has_type("OrderCreated")
+    });
+    let topics = broker.topics();
+    for t in eventscope_demo::topics::ALL {
+        assert!(topics.iter().any(|x| x == t), "{t} created: {topics:?}");
+    }
+}
