@@ -14,7 +14,7 @@ use crate::query::Query;
 
 /// Time per frame for copying records to the worker.
 const SEND_BUDGET: Duration = Duration::from_millis(4);
-const BATCH: usize = 2048;
+const BATCH: usize = 256;
 
 /// What the worker reports: indices matched in a batch, and how far it got.
 struct Progress {
