@@ -784,7 +784,12 @@ fn query_filter_finds_records_by_payload_and_shows_a_bad_expression() {
     let mut g = Gui::start_on(Some(&broker.addr), Prefs::default());
     g.wait_for("the records", TIMEOUT, |g| g.app().model.log().len() == 6);
 
-    g.h.state_mut().filter.query = ".amount > 30".into();
+    // Typed into the filter bar like a user does.
+    g.click(Role::TextInput, "jq");
+    g.h.get_by_role_and_label(Role::TextInput, "jq")
+        .type_text(".amount > 30");
+    g.h.run_steps(1);
+    assert_eq!(g.app().filter.query, ".amount > 30");
     g.wait_for("the query's matches", TIMEOUT, |g| {
         g.h.query_by_label("2 of 6 records").is_some()
     });
@@ -849,4 +854,38 @@ fn run_the_demo_button_runs_it_on_the_observed_broker() {
     for t in eventscope_demo::topics::ALL {
         assert!(topics.iter().any(|x| x == t), "{t} created: {topics:?}");
     }
+}
+
+#[test]
+fn kafka_python_writes_to_the_windows_embedded_broker() {
+    assert!(
+        std::process::Command::new("python3")
+            .args(["-c", "import kafka"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "kafka-python is not installed (python3 -m pip install kafka-python; .ci/test does)"
+    );
+    let mut g = Gui::start(Prefs::default());
+    let ConnectionStatus::Connected { broker, .. } = g.app().status.clone() else {
+        unreachable!("started means connected")
+    };
+    let addr = broker
+        .strip_prefix("embedded ")
+        .expect("the status names the embedded broker's address")
+        .to_owned();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/roundtrip.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args([addr.as_str(), "py.orders", "kafka-python"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "kafka-python on the window's broker: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    g.wait_for("kafka-python's records in the window", TIMEOUT, |g| {
+        g.indices_of("OrderPlaced").len() == 20
+    });
 }

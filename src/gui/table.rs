@@ -81,11 +81,14 @@ pub fn table_ui(
                     .desired_width(110.0),
             );
         }
-        let q = ui.add(
-            egui::TextEdit::singleline(&mut app.filter.query)
-                .hint_text("jq: .data.amount > 100")
-                .desired_width(220.0),
-        );
+        let l = ui.label("jq");
+        let q = ui
+            .add(
+                egui::TextEdit::singleline(&mut app.filter.query)
+                    .hint_text(".data.amount > 100")
+                    .desired_width(220.0),
+            )
+            .labelled_by(l.id);
         q.on_hover_text(
             "jq filter: input is the payload (JSON, else a string); $key, $headers, $topic, \
              $partition, $offset; a record matches when the result is not false or null",
