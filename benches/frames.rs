@@ -253,6 +253,32 @@ fn main() {
         &d.run(300, |_, _| vec![]),
     ));
 
+    // A jq query over every record, tested on its worker thread while frames go
+    // on (a frame every 16 ms, as with vsync); the GUI thread only copies records.
+    d.app.filter.query = ".amount_cents > 5000".into();
+    let t = Instant::now();
+    let mut query_frames = Vec::new();
+    loop {
+        let f = d.frame(vec![]);
+        let spare = Duration::from_millis(16).saturating_sub(f.wall());
+        query_frames.push(f);
+        if d.app.query_progress().is_none() || t.elapsed() > Duration::from_secs(900) {
+            break;
+        }
+        std::thread::sleep(spare);
+    }
+    println!(
+        "jq query `.amount_cents > 5000` over {len} records: {:.1} s wall, {} frames, {} matched",
+        secs(t.elapsed()),
+        query_frames.len(),
+        d.app.visible_rows().len()
+    );
+    lines.push(report(
+        "jq query filter running (worker thread)",
+        &query_frames,
+    ));
+    d.app.filter.query.clear();
+
     println!();
     println!("==== summary ====");
     println!("command: {}", common::command("frames"));

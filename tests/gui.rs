@@ -932,3 +932,117 @@ fn brokers_opens_observe_only_and_creates_nothing() {
     drop(g);
     assert_eq!(broker.topics(), before, "no topic created on the broker");
 }
+
+#[test]
+fn query_filter_finds_records_by_payload_and_shows_a_bad_expression() {
+    let broker = StandaloneBroker::start();
+    // amounts 0, 10, ..., 50; customers c-0, c-1, c-2, c-0, c-1, c-2
+    broker.produce("shop.purchases", 0, 6);
+    let mut g = Gui::start_on(Some(&broker.addr), Prefs::default());
+    g.wait_for("the records", TIMEOUT, |g| g.app().model.log().len() == 6);
+
+    // Typed into the filter bar like a user does.
+    g.click(Role::TextInput, "jq");
+    g.h.get_by_role_and_label(Role::TextInput, "jq")
+        .type_text(".amount > 30");
+    g.h.run_steps(1);
+    assert_eq!(g.app().filter.query, ".amount > 30");
+    g.wait_for("the query's matches", TIMEOUT, |g| {
+        g.h.query_by_label("2 of 6 records").is_some()
+    });
+    g.h.state_mut().filter.query = r#".customer == "c-1" and $key == "shop-4""#.into();
+    g.wait_for("a query over payload and key", TIMEOUT, |g| {
+        g.h.query_by_label("1 of 6 records").is_some()
+    });
+    // Combined with the other filters.
+    g.h.state_mut().filter.query = r#"$headers.ce_type == "PurchaseMade""#.into();
+    g.h.state_mut().filter.topic = "nope".into();
+    g.wait_for("no row in another topic", TIMEOUT, |g| {
+        g.h.query_by_label("0 of 6 records").is_some()
+    });
+    g.h.state_mut().filter.topic.clear();
+    g.wait_for("every row of the type", TIMEOUT, |g| {
+        g.h.query_by_label("6 of 6 records").is_some()
+    });
+
+    g.h.state_mut().filter.query = ".amount >".into();
+    g.h.run_steps(2);
+    let shown = g
+        .label_containing("query: expected")
+        .expect("the parser's message is shown inline");
+    assert!(shown.contains("expected"), "{shown}");
+    // New records are tested as they arrive.
+    g.h.state_mut().filter.query = ".amount >= 50".into();
+    g.wait_for("one match", TIMEOUT, |g| {
+        g.h.query_by_label("1 of 6 records").is_some()
+    });
+    broker.produce("shop.purchases", 6, 2);
+    g.wait_for("the new records tested", TIMEOUT, |g| {
+        g.h.query_by_label("3 of 8 records").is_some()
+    });
+}
+
+#[test]
+fn run_the_demo_button_runs_it_on_the_observed_broker() {
+    let broker = StandaloneBroker::start();
+    let mut g = Gui::start_on(Some(&broker.addr), Prefs::default());
+    assert!(broker.topics().is_empty(), "observing created nothing");
+    assert!(
+        g.label_containing("It creates topics orders, payments")
+            .is_some(),
+        "the button says what it will create"
+    );
+    g.click(Role::Button, "Run the demo on this broker");
+    g.wait_for("the demo to start", CONNECT_TIMEOUT, |g| {
+        matches!(
+            g.app().status,
+            ConnectionStatus::Connected { demo: true, .. }
+        )
+    });
+    // Now the demo's controls replace the topic list.
+    g.wait_for("the failure-injection panel", TIMEOUT, |g| {
+        g.h.query_by_label("Failure injection").is_some()
+    });
+    g.click(Role::Button, "Place order");
+    g.wait_for("the order's events", TIMEOUT, |g| {
+        g.has_type("OrderCreated")
+    });
+    let topics = broker.topics();
+    for t in eventscope_demo::topics::ALL {
+        assert!(topics.iter().any(|x| x == t), "{t} created: {topics:?}");
+    }
+}
+
+#[test]
+fn kafka_python_writes_to_the_windows_embedded_broker() {
+    assert!(
+        std::process::Command::new("python3")
+            .args(["-c", "import kafka"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "kafka-python is not installed (python3 -m pip install kafka-python; .ci/test does)"
+    );
+    let mut g = Gui::start(Prefs::default());
+    let ConnectionStatus::Connected { broker, .. } = g.app().status.clone() else {
+        unreachable!("started means connected")
+    };
+    let addr = broker
+        .strip_prefix("embedded ")
+        .expect("the status names the embedded broker's address")
+        .to_owned();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/roundtrip.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args([addr.as_str(), "py.orders", "kafka-python"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "kafka-python on the window's broker: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    g.wait_for("kafka-python's records in the window", TIMEOUT, |g| {
+        g.indices_of("OrderPlaced").len() == 20
+    });
+}

@@ -12,6 +12,7 @@ mod inspect;
 mod lanes;
 mod panels;
 mod profile;
+mod query;
 mod saga;
 mod table;
 mod widgets;
@@ -105,11 +106,14 @@ pub struct Filter {
     /// W3C trace id (from `traceparent` / `ce_traceparent`).
     pub trace: String,
     pub header_text: String,
+    /// A jq filter over payload, key and headers (see `crate::query`).
+    pub query: String,
 }
 
 impl Filter {
     fn is_empty(&self) -> bool {
-        self.topic.is_empty()
+        self.query.trim().is_empty()
+            && self.topic.is_empty()
             && self.event_type.is_empty()
             && self.correlation.is_empty()
             && self.trace.is_empty()
@@ -157,6 +161,12 @@ pub struct EventscopeApp {
     filtered: Vec<LogIndex>,
     filtered_upto: usize,
     filtered_for: Filter,
+    /// The query filter's worker, while a valid query is set.
+    query_job: Option<query::QueryJob>,
+    /// Why the query does not parse (shown under the filter bar).
+    pub query_error: Option<String>,
+    /// The query text `query_error` and `query_job` are for.
+    query_checked: String,
     pub notices: VecDeque<(String, Instant)>,
     pub metrics: VecDeque<Metrics>,
     pub rates: Rates,
@@ -283,6 +293,9 @@ impl EventscopeApp {
             filtered: Vec::new(),
             filtered_upto: 0,
             filtered_for: Filter::default(),
+            query_job: None,
+            query_error: None,
+            query_checked: String::new(),
             notices: VecDeque::new(),
             metrics: VecDeque::new(),
             rates: Rates::default(),
@@ -500,6 +513,8 @@ impl EventscopeApp {
         }
         self.filtered.clear();
         self.filtered_upto = 0;
+        self.query_job = None;
+        self.query_checked.clear();
         self.selected = None;
         self.follow_live = false;
         self.cursor = Cursor::default();
@@ -514,17 +529,48 @@ impl EventscopeApp {
         ));
     }
 
-    /// Keep the filtered row list up to date incrementally.
-    fn refresh_filter(&mut self) {
+    /// Keep the filtered row list up to date incrementally. A query filter
+    /// runs on its worker; its matches are merged here as they come.
+    fn refresh_filter(&mut self, ctx: &egui::Context) {
         if self.filter != self.filtered_for {
             self.filtered.clear();
             self.filtered_upto = 0;
             self.filtered_for = self.filter.clone();
+            // The query starts over with the other parts of the filter.
+            self.query_checked.clear();
+            self.query_job = None;
+        }
+        let expr = self.filter.query.trim();
+        if expr != self.query_checked {
+            self.query_checked = expr.to_owned();
+            self.query_job = None;
+            self.query_error = None;
+            if !expr.is_empty() {
+                match crate::query::Query::parse(expr) {
+                    Err(e) => self.query_error = Some(e.0),
+                    Ok(_) => {
+                        let repaint = ctx.clone();
+                        match query::QueryJob::start(expr, move || repaint.request_repaint()) {
+                            Ok(job) => self.query_job = Some(job),
+                            Err(e) => self.query_error = Some(format!("cannot start: {e}")),
+                        }
+                    }
+                }
+            }
         }
         let log = self.model.log();
         let len = log.len();
         if self.filter.is_empty() {
             self.filtered_upto = len;
+            return;
+        }
+        if let Some(job) = &mut self.query_job {
+            for idx in job.pump(log) {
+                if table::matches(log, idx, &self.filter) {
+                    self.filtered.push(idx);
+                }
+            }
+            self.filtered_upto = job.done_upto;
             return;
         }
         for i in self.filtered_upto..len {
@@ -536,6 +582,15 @@ impl EventscopeApp {
             }
         }
         self.filtered_upto = len;
+    }
+
+    /// While the query filter is still testing records already observed: (tested, total).
+    pub fn query_progress(&self) -> Option<(usize, usize)> {
+        let len = self.model.log().len();
+        self.query_job
+            .as_ref()
+            .filter(|j| j.busy(len))
+            .map(|j| (j.done_upto, len))
     }
 
     /// The rows the table shows: all, or the filtered ones.
@@ -710,7 +765,7 @@ impl EventscopeApp {
         let ctx = ui.ctx().clone();
         self.pump();
         self.advance_play();
-        self.refresh_filter();
+        self.refresh_filter(&ctx);
         self.keyboard(&ctx);
         let mut intents = Vec::new();
         egui::Panel::top("top_bar").show(ui, |ui| panels::top_bar_ui(self, ui, &mut intents));

@@ -81,6 +81,18 @@ pub fn table_ui(
                     .desired_width(110.0),
             );
         }
+        let l = ui.label("jq");
+        let q = ui
+            .add(
+                egui::TextEdit::singleline(&mut app.filter.query)
+                    .hint_text(".data.amount > 100")
+                    .desired_width(220.0),
+            )
+            .labelled_by(l.id);
+        q.on_hover_text(
+            "jq filter: input is the payload (JSON, else a string); $key, $headers, $topic, \
+             $partition, $offset; a record matches when the result is not false or null",
+        );
         if ui.button("Clear").clicked() {
             app.filter = Filter::default();
         }
@@ -111,6 +123,12 @@ pub fn table_ui(
             app.prefs.extra_columns.remove(i);
         }
     });
+    if let Some(e) = &app.query_error {
+        ui.colored_label(widgets::ANOMALY, format!("query: {e}"));
+    }
+    if let Some((done, total)) = app.query_progress() {
+        ui.weak(format!("querying: {done} of {total} records tested"));
+    }
     let rows = app.visible_rows();
     let n = rows.len();
     let cursor = app.cursor.pos();
