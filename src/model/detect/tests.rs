@@ -329,7 +329,7 @@ fn switch_off_and_describe() {
     det.set_enabled(AnomalyKind::PoisonMessage, true);
     assert_eq!(det.on_append(&log, i, 0).len(), 1);
     assert_eq!(det.lints().len(), AnomalyKind::ALL.len());
-    assert_eq!(AnomalyKind::ALL.len(), 8);
+    assert_eq!(AnomalyKind::ALL.len(), 9);
     assert!(det.lints().iter().all(|l| !l.summary.is_empty()));
     assert_eq!(
         AnomalyKind::parse("stuck-saga"),
