@@ -210,17 +210,7 @@ impl Handler for Orchestrator {
                 .clone()
                 .unwrap_or_else(|| order_id.to_owned());
             let actions = saga::begin(&state);
-            sqlx::query(
-                "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(order_id)
-            .bind(&correlation_id)
-            .bind(state.phase.name())
-            .bind(serde_json::to_string(&state)?)
-            .bind(now)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            insert_saga(tx, &state, &correlation_id, now).await?;
             let span = step_span(trace, None, &state, Cause::of(msg), &actions);
             let done = perform(tx, &state, &correlation_id, Cause::of(msg), &actions, &span).await;
             span.end();
@@ -245,20 +235,30 @@ impl Handler for Orchestrator {
             return Ok(());
         }
         let state = SagaState::unreadable(msg.subject.clone());
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&msg.subject)
-        .bind(msg.correlation_id.as_deref().unwrap_or(&msg.subject))
-        .bind(state.phase.name())
-        .bind(serde_json::to_string(&state)?)
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        let correlation_id = msg.correlation_id.as_deref().unwrap_or(&msg.subject);
+        insert_saga(tx, &state, correlation_id, now_ms()).await
     }
+}
+
+/// Store a new saga in its first phase.
+async fn insert_saga(
+    tx: &mut Tx,
+    state: &SagaState,
+    correlation_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&state.order_id)
+    .bind(correlation_id)
+    .bind(state.phase.name())
+    .bind(serde_json::to_string(state)?)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Step a stored saga with `input`, store the new state (only if nobody else
