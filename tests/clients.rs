@@ -4,42 +4,12 @@
 //! same records afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_eventscope");
-
-/// The standalone broker, killed on drop.
-struct Broker {
-    child: Child,
-    addr: String,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let mut child = Command::new(BIN)
-            .args(["broker", "--port", "0", "--partitions", "2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start eventscope broker");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("bootstrap address");
-        let addr = line.trim().to_owned();
-        assert!(addr.starts_with("127.0.0.1:"), "printed {addr:?}");
-        Broker { child, addr }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::broker::{Broker, BIN};
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/roundtrip.py")

@@ -3,67 +3,11 @@
 //! with the parser's message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_eventscope");
+use std::process::Command;
 
-struct Broker {
-    child: Child,
-    addr: String,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let mut child = Command::new(BIN)
-            .args(["broker", "--port", "0", "--partitions", "2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start eventscope broker");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("bootstrap address");
-        Broker {
-            child,
-            addr: line.trim().to_owned(),
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn kcat_produce(addr: &str, topic: &str, key: &str, headers: &[(&str, &str)], value: &str) {
-    let mut cmd = Command::new("kcat");
-    cmd.args(["-b", addr, "-t", topic, "-P", "-k", key]);
-    for (k, v) in headers {
-        cmd.args(["-H", &format!("{k}={v}")]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat runs (Debian package kcat)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{value}\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("kcat");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::broker::{kcat_produce, Broker, BIN};
 
 /// (key, topic) of the report's matching records (as in a JSONL export).
 fn keys_and_topics(report: &serde_json::Value) -> Vec<(String, String)> {

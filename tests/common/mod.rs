@@ -1,6 +1,8 @@
 //! Shared set-up: a demo session on a fresh embedded broker and SQLite file.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod broker;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
