@@ -25,6 +25,7 @@ use crate::kafka::broker::EmbeddedBroker;
 use crate::kafka::proxy;
 use crate::kafka::tap::{self, Steering, TapStatus, TopicInfo, TopicSelection};
 use crate::model::record::Record;
+use crate::registry::RegistryNews;
 
 /// What a session does on the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +61,7 @@ pub enum BackendCommand {
         enabled: bool,
         value: f64,
     },
-    Connect(Connection, Mode),
+    Connect(Box<Connection>, Mode),
     /// Start the demo on the broker of an observe-only session.
     StartDemo,
     /// Follow every non-internal topic except these.
@@ -91,6 +92,11 @@ pub enum Update {
     BacklogEnd {
         as_of_ms: i64,
     },
+    /// Records may be in the Confluent wire format: decode them with this registry's schemas
+    /// (sent before any record).
+    Registry(crate::registry::RegistryHandle),
+    /// The schema registry answers again: re-read what it could not decode.
+    RegistryRecovered,
 }
 
 /// Latest connection state.
@@ -367,6 +373,23 @@ async fn connect(
         status_tx,
         stop_rx,
     ));
+    // Confluent-framed records: their schemas fetched (once per id) before the GUI gets them.
+    if let Some(client) = conn.registry_client()?.map(Arc::new) {
+        out.send_marker(Update::Registry(client.handle())).await;
+        let news_out = out.clone();
+        let url = client.cache().url().to_owned();
+        records_rx = crate::registry::stage(client, records_rx, 65_536, move |news| {
+            let update = match news {
+                RegistryNews::Unavailable(why) => Update::Notice(format!(
+                    "schema registry {url} does not answer ({why}); its records are shown \
+                     undecoded and decoded again when it answers"
+                )),
+                RegistryNews::Recovered => Update::RegistryRecovered,
+            };
+            let o = news_out.clone();
+            tokio::spawn(async move { o.send_marker(update).await });
+        });
+    }
     let fwd_out = out.clone();
     // Batch records for the GUI; a full GUI queue drops batches (counted), never blocks the tap.
     let forward = tokio::spawn(async move {
@@ -476,7 +499,7 @@ async fn run(
             cmd = commands_rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 match cmd {
-                    BackendCommand::Connect(c, mode) => pending_connect = Some((c, mode)),
+                    BackendCommand::Connect(c, mode) => pending_connect = Some((*c, mode)),
                     BackendCommand::StartDemo => match &mut live {
                         Some(l) if l.system.is_none() => {
                             match start_demo(&l.conn, &l.settings, faults.clone()).await {

@@ -71,6 +71,28 @@ pub struct Connection {
     /// JSON paths, PII fields, trace link, topics. Default: settings that fit the demo.
     #[arg(long, global = true, value_name = "FILE")]
     pub profile: Option<PathBuf>,
+    /// A directory of JSON Schemas laid out as <Type>/v<N>.json: records whose
+    /// `dataschema` ends in <Type>/v<N>.json are checked against them (schema-drift).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub schemas: Option<PathBuf>,
+    /// A Confluent-compatible Schema Registry (http[s]://HOST:PORT) to decode records in the
+    /// Confluent wire format (Avro, Protobuf, JSON Schema). Also `schema.registry.url` in the
+    /// --kafka-config-file.
+    #[arg(long = "schema-registry", global = true, value_name = "URL")]
+    pub schema_registry: Option<String>,
+    /// Basic auth for the registry. Also `basic.auth.user.info` in the --kafka-config-file.
+    #[arg(
+        long = "schema-registry-auth",
+        global = true,
+        value_name = "USER:PASSWORD"
+    )]
+    pub schema_registry_auth: Option<String>,
+}
+
+/// Properties of a Confluent client config file that are for the Schema Registry, not for
+/// librdkafka (which would refuse them).
+fn is_registry_property(key: &str) -> bool {
+    key.starts_with("schema.registry.") || key.starts_with("basic.auth.")
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +144,11 @@ pub struct InspectArgs {
     /// Also write every observed record as JSON Lines.
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
+    /// Mask personal data in what is written (--export, and the records of the report's
+    /// `filter` section): values of the profile's PII fields (email, address, ...) become
+    /// "••••••", as the inspector shows them. Keys and headers are kept.
+    #[arg(long)]
+    pub redact: bool,
     /// Field paths for plain-JSON records, e.g. id=meta.id,type=meta.type,correlation=meta.corr.
     #[arg(long, value_name = "PATHS")]
     pub json_paths: Option<String>,
@@ -216,22 +243,62 @@ impl Connection {
             .map(|e| OtlpSettings::new(e, self.otlp_protocol))
     }
 
-    /// Client properties: the config file's, then `--kafka-config` pairs.
+    /// Client properties: the config file's, then `--kafka-config` pairs (the Schema
+    /// Registry's own entries left out).
     pub fn client_properties(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        if let Some(path) = &self.kafka_config_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!("cannot read the Kafka config file {}: {e}", path.display())
-            })?;
-            out = parse_properties(&text)
-                .map_err(|(line, why)| anyhow::anyhow!("{} line {line}: {why}", path.display()))?;
-        }
+        let mut out = self.file_properties()?;
         out.extend(self.kafka_config.iter().cloned());
+        out.retain(|(k, _)| !is_registry_property(k));
         Ok(out)
+    }
+
+    fn file_properties(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let Some(path) = &self.kafka_config_file else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("cannot read the Kafka config file {}: {e}", path.display())
+        })?;
+        parse_properties(&text)
+            .map_err(|(line, why)| anyhow::anyhow!("{} line {line}: {why}", path.display()))
+    }
+
+    /// The Schema Registry client, if one is configured (flag, else config file).
+    pub fn registry_client(&self) -> anyhow::Result<Option<crate::registry::RegistryClient>> {
+        let file = self.file_properties()?;
+        let from_file = |key: &str| {
+            file.iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let Some(url) = self
+            .schema_registry
+            .clone()
+            .or_else(|| from_file("schema.registry.url"))
+        else {
+            return Ok(None);
+        };
+        let auth = match self
+            .schema_registry_auth
+            .clone()
+            .or_else(|| from_file("basic.auth.user.info"))
+            .or_else(|| from_file("schema.registry.basic.auth.user.info"))
+        {
+            Some(a) => Some(
+                crate::registry::parse_auth(&a)
+                    .map_err(|e| anyhow::anyhow!("--schema-registry-auth: {e}"))?,
+            ),
+            None => None,
+        };
+        // A list of URLs (Confluent clients accept one): the first.
+        let first = url.split(',').next().unwrap_or_default().trim();
+        crate::registry::RegistryClient::new(first, auth).map(Some)
     }
 }
 
-/// `key=value` lines; blank lines and lines starting with `#` or `!` are skipped.
+/// `key=value` (or Java-style `key: value`) lines; blank lines and lines starting with `#`
+/// or `!` are skipped. An error names the line, never its text (it may hold a password).
 pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -239,11 +306,11 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, (usize, Str
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
         }
-        match line.split_once('=') {
+        match line.find(['=', ':']).map(|i| line.split_at(i)) {
             Some((k, v)) if !k.trim().is_empty() => {
-                out.push((k.trim().to_owned(), v.trim().to_owned()))
+                out.push((k.trim().to_owned(), v[1..].trim().to_owned()))
             }
-            _ => return Err((n + 1, format!("expected key=value, got {line:?}"))),
+            _ => return Err((n + 1, "expected key=value".to_owned())),
         }
     }
     Ok(out)
@@ -267,5 +334,14 @@ mod tests {
             ])
         );
         assert_eq!(parse_properties("a=1\nnonsense\n").map_err(|e| e.0), Err(2));
+        assert_eq!(
+            parse_properties("sasl.password: hunter2\nbootstrap.servers=h:9092"),
+            Ok(vec![
+                ("sasl.password".into(), "hunter2".into()),
+                ("bootstrap.servers".into(), "h:9092".into()),
+            ])
+        );
+        let e = parse_properties("sasl.password hunter2").unwrap_err();
+        assert!(e.0 == 1 && !e.1.contains("hunter2"), "{e:?}");
     }
 }

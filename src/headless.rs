@@ -174,8 +174,7 @@ impl Session {
         from_beginning: bool,
     ) -> anyhow::Result<Session> {
         let started = Instant::now();
-        let model_cfg =
-            crate::profile::Profile::load_or_default(conn.profile.as_deref())?.model_config();
+        let model_cfg = crate::profile::Profile::for_connection(conn)?.model_config();
         let (settings, broker) = kafka_settings(conn)?;
         let url = database_url(conn, "demo");
         let mut cfg = DemoConfig::new(settings.clone(), url);

@@ -14,7 +14,7 @@ use crate::cli::{Connection, ImportArgs, InspectArgs};
 use crate::kafka::tap::{self, TapStatus, TopicSelection};
 use crate::model::envelope::PlainJsonPaths;
 use crate::model::record::Record;
-use crate::model::{jsonl, Model, ModelConfig};
+use crate::model::{jsonl, redact, Model, ModelConfig, Recording};
 use crate::profile::{self, Profile};
 
 fn write_report(report: &serde_json::Value, path: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -50,12 +50,16 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     };
     let mut settings = KafkaSettings::new(brokers.clone());
     settings.extra = conn.client_properties()?;
-    let profile = Profile::load_or_default(conn.profile.as_deref())?;
+    let profile = Profile::for_connection(&conn)?;
     let mut cfg = profile.model_config();
     if let Some(paths) = &args.json_paths {
         cfg.decode.plain = paths
             .parse::<PlainJsonPaths>()
             .map_err(|e| anyhow::anyhow!("--json-paths: {e}"))?;
+    }
+    let registry = conn.registry_client()?.map(std::sync::Arc::new);
+    if let Some(c) = &registry {
+        cfg.decode.registry = c.handle();
     }
     let probe = settings.clone();
     tokio::task::spawn_blocking(move || probe.probe(Duration::from_secs(5))).await??;
@@ -108,6 +112,21 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         status_tx,
         stop_rx,
     ));
+    // Confluent-framed records: their schemas fetched (once per id) before the model reads them.
+    let recovered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(client) = registry.clone() {
+        let flag = recovered.clone();
+        let url = client.cache().url().to_owned();
+        records_rx = crate::registry::stage(client, records_rx, 65_536, move |news| match news {
+            crate::registry::RegistryNews::Unavailable(why) => eprintln!(
+                "schema registry {url} does not answer ({why}); its records stay undecoded \
+                 unless it answers before the end"
+            ),
+            crate::registry::RegistryNews::Recovered => {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
     let mut model = Model::new(cfg);
     let mut export = match &args.export {
         Some(p) => Some(std::io::BufWriter::new(
@@ -146,7 +165,12 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
                 let e = seen.entry((r.topic.clone(), r.partition)).or_insert(0);
                 *e = (*e).max(r.offset + 1);
                 if let Some(w) = &mut export {
-                    writeln!(w, "{}", jsonl::to_line(&r)?)?;
+                    let line = if args.redact {
+                        jsonl::to_line(&redact::redact_record(&r, &profile.pii_fields))?
+                    } else {
+                        jsonl::to_line(&r)?
+                    };
+                    writeln!(w, "{line}")?;
                 }
                 model.ingest(&r, now_ms())?;
             }
@@ -163,11 +187,18 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     }
     let _ = stop_tx.send(true);
     let _ = tap.await;
+    if recovered.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("the schema registry answers again: reading the records again");
+        model = model.reread(model.config().clone())?;
+    }
     if let Some(mut w) = export {
         w.flush()?;
     }
     let mut report = model_report(&model, json!({"brokers": brokers, "topics": topics}));
     add_filter(&mut report, &model, args.filter.as_deref());
+    if args.redact {
+        redact_filter_records(&mut report, &profile.pii_fields);
+    }
     if args.print_profile {
         let mut effective = profile.clone();
         effective.topics = topics.clone();
@@ -193,10 +224,86 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Model> {
 
 /// Rebuild a recording with these settings (e.g. a profile's). A recording is all backlog:
 /// its verdicts are given as of its last record's time, never by today's clock.
+/// Lines that cannot be read are left out and named on stderr.
 pub fn load_with(path: &std::path::Path, cfg: ModelConfig) -> anyhow::Result<Model> {
+    let rec = read_recording(path, cfg)?;
+    say_bad_lines(path, &rec);
+    Ok(rec.model)
+}
+
+/// A recording for a command line: read with the profile's settings, its Confluent-framed
+/// records decoded through `--schema-registry` when one is given.
+pub fn load_for(conn: &Connection, path: &std::path::Path) -> anyhow::Result<Model> {
+    let model = load_with(path, Profile::for_connection(conn)?.model_config())?;
+    decode_through_registry(model, conn)
+}
+
+/// Fetch the schemas that a model's framed records name (once per id), then read the
+/// records again, decoded. Without a registry the model is returned as it is.
+pub fn decode_through_registry(model: Model, conn: &Connection) -> anyhow::Result<Model> {
+    let Some(client) = conn.registry_client()? else {
+        return Ok(model);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        for rec in model.records() {
+            client.prepare(&rec).await;
+        }
+    });
+    if let Some(why) = client.cache().unavailable() {
+        eprintln!(
+            "schema registry {} does not answer ({why}); its records stay undecoded",
+            client.cache().url()
+        );
+    }
+    let mut cfg = model.config().clone();
+    cfg.decode.registry = client.handle();
+    Ok(model.reread(cfg)?)
+}
+
+/// Every good line of a recording, and the bad ones named.
+pub fn read_recording(path: &std::path::Path, cfg: ModelConfig) -> anyhow::Result<Recording> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     Model::from_jsonl(cfg, std::io::BufReader::new(f), 0)
         .with_context(|| format!("reading {}", path.display()))
+}
+
+/// Bad lines named on stderr, one per line (the first 20; the report has more).
+fn say_bad_lines(path: &std::path::Path, rec: &Recording) {
+    if rec.bad_line_count == 0 {
+        return;
+    }
+    eprintln!(
+        "{}: {} line(s) could not be read and were left out:",
+        path.display(),
+        rec.bad_line_count
+    );
+    for b in rec.bad_lines.iter().take(20) {
+        eprintln!("  {}", b.reason);
+    }
+    if rec.bad_line_count > 20 {
+        eprintln!("  ... and {} more", rec.bad_line_count - 20);
+    }
+}
+
+/// `--redact`: the PII values of the report's filter records masked (their values are
+/// JSONL byte fields: `{"json": …}` or `{"utf8": "…"}`).
+fn redact_filter_records(report: &mut serde_json::Value, pii_fields: &[String]) {
+    let Some(records) = report
+        .pointer_mut("/filter/records")
+        .and_then(|r| r.as_array_mut())
+    else {
+        return;
+    };
+    for value in records.iter_mut().filter_map(|r| r.get_mut("value")) {
+        if let Some(j) = value.get_mut("json") {
+            *j = redact::mask_value(j, pii_fields);
+        } else if let Some(serde_json::Value::String(t)) = value.get_mut("utf8") {
+            *t = redact::mask_json_text(t, pii_fields).into_owned();
+        }
+    }
 }
 
 /// A `--filter` that is not a query: its message on stderr, exit code 2.
@@ -224,9 +331,12 @@ pub fn import(conn: &Connection, args: &ImportArgs) -> anyhow::Result<i32> {
     if let Some(code) = bad_filter(args.filter.as_deref()) {
         return Ok(code);
     }
-    let profile = Profile::load_or_default(conn.profile.as_deref())?;
-    let model = load_with(&args.file, profile.model_config())?;
+    let profile = Profile::for_connection(conn)?;
+    let rec = read_recording(&args.file, profile.model_config())?;
+    say_bad_lines(&args.file, &rec);
+    let model = decode_through_registry(rec.model, conn)?;
     let mut report = model_report(&model, json!({"file": args.file.display().to_string()}));
+    report["bad_lines"] = json!({"count": rec.bad_line_count, "lines": rec.bad_lines});
     add_filter(&mut report, &model, args.filter.as_deref());
     write_report(&report, args.report.as_deref())?;
     eprintln!(

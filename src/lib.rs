@@ -11,4 +11,5 @@ pub mod kafka;
 pub mod model;
 pub mod profile;
 pub mod query;
+pub mod registry;
 pub mod schema_cmd;

@@ -41,9 +41,7 @@ fn main() -> ExitCode {
             return exit(eventscope::gui::run(cli.conn, Mode::Demo, None, startup).map(|()| 0));
         }
         Some(Command::Import(args)) if args.gui => {
-            let loaded = eventscope::profile::Profile::load_or_default(cli.conn.profile.as_deref())
-                .map_err(anyhow::Error::from)
-                .and_then(|p| eventscope::inspect::load_with(&args.file, p.model_config()));
+            let loaded = eventscope::inspect::load_for(&cli.conn, &args.file);
             let model = match loaded {
                 Ok(m) => m,
                 Err(e) => return exit(Err(e)),

@@ -11,6 +11,7 @@
 //! stuck_saga_timeout_ms = 60000
 //! pii_fields = ["email", "iban"]
 //! trace_link = "http://localhost:16686/trace/{trace_id}"
+//! schemas = "contracts/"      # JSON Schemas <Type>/v<N>.json that dataschema URIs name
 //!
 //! [json_paths]        # plain-JSON records
 //! id = "meta.id"
@@ -58,6 +59,9 @@ pub struct Profile {
     pub pii_fields: Vec<String>,
     /// Link to a trace; `{trace_id}` is replaced.
     pub trace_link: String,
+    /// A directory of JSON Schemas (`<Type>/v<N>.json`) that the records' `dataschema`
+    /// URIs name; `--schemas DIR` overrides it.
+    pub schemas: Option<std::path::PathBuf>,
 }
 
 impl Default for Profile {
@@ -72,6 +76,7 @@ impl Default for Profile {
             json_paths: m.decode.plain,
             pii_fields: DEFAULT_PII_FIELDS.iter().map(|s| (*s).to_owned()).collect(),
             trace_link: DEFAULT_TRACE_LINK.to_owned(),
+            schemas: None,
         }
     }
 }
@@ -87,6 +92,8 @@ pub enum ProfileError {
     },
     #[error("the profile {path} is not valid: {reason}")]
     Invalid { path: String, reason: String },
+    #[error("--schemas: {0}")]
+    Schemas(#[from] eventscope_demo::contracts::ContractError),
 }
 
 impl Profile {
@@ -131,6 +138,20 @@ impl Profile {
         path.map_or_else(|| Ok(Profile::default()), Profile::load)
     }
 
+    /// The profile for a command line: `--profile FILE` (or the defaults) with
+    /// `--schemas DIR` over it; the schema directory is loaded once here so that a
+    /// bad file is reported with its path and reason before anything runs.
+    pub fn for_connection(conn: &crate::cli::Connection) -> Result<Profile, ProfileError> {
+        let mut p = Self::load_or_default(conn.profile.as_deref())?;
+        if let Some(dir) = &conn.schemas {
+            p.schemas = Some(dir.clone());
+        }
+        if let Some(dir) = &p.schemas {
+            eventscope_demo::contracts::Registry::load_dir(dir)?;
+        }
+        Ok(p)
+    }
+
     /// The model settings this profile makes.
     pub fn model_config(&self) -> ModelConfig {
         let mut cfg = ModelConfig::default();
@@ -139,6 +160,7 @@ impl Profile {
         cfg.detect.terminal_types = self.terminal_types.clone();
         cfg.detect.stuck_saga_timeout_ms = self.stuck_saga_timeout_ms;
         cfg.detect.flows = self.flows.clone();
+        cfg.detect.schemas_dir = self.schemas.clone();
         cfg
     }
 

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 use crate::model::jsonl;
 use crate::model::log::{LogIndex, ObservedLog};
 use crate::model::record::Record;
+use crate::registry::RegistryHandle;
 
 /// Why an expression is not a query: the parser's or compiler's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,14 +119,26 @@ impl Query {
 
     /// Does `record` match?
     pub fn matches(&self, record: &Record) -> bool {
+        self.matches_in(record, &RegistryHandle::default())
+    }
+
+    /// Does `record` match, its Confluent-framed value and key decoded through `registry`
+    /// (the filter sees the decoded JSON)?
+    pub fn matches_in(&self, record: &Record, registry: &RegistryHandle) -> bool {
         let input = match &record.value {
             None => Value::Null,
-            Some(bytes) => serde_json::from_slice(bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
+            Some(bytes) => unframed(bytes, registry)
+                .or_else(|| serde_json::from_slice(bytes).ok())
+                .unwrap_or_else(|| Value::String(String::from_utf8_lossy(bytes).into_owned())),
         };
-        let key = record.key.as_deref().map_or(Value::Null, |k| {
-            Value::String(String::from_utf8_lossy(k).into_owned())
-        });
+        let key = record
+            .key
+            .as_deref()
+            .map_or(Value::Null, |k| match unframed(k, registry) {
+                Some(Value::String(s)) => Value::String(s),
+                Some(v) => v,
+                None => Value::String(String::from_utf8_lossy(k).into_owned()),
+            });
         let headers: Map<String, Value> = record
             .headers
             .iter()
@@ -152,10 +165,24 @@ impl Query {
 
 /// Indices of the log's records that `query` matches, in log order.
 pub fn matching(log: &ObservedLog, query: &Query) -> Vec<LogIndex> {
+    let registry = &log.decode_config().registry;
     (0..log.len())
         .filter_map(|i| LogIndex::try_from(i).ok())
-        .filter(|&i| log.record(i).is_some_and(|r| query.matches(&r)))
+        .filter(|&i| {
+            log.record(i)
+                .is_some_and(|r| query.matches_in(&r, registry))
+        })
         .collect()
+}
+
+/// Confluent-framed bytes decoded through the registry, if they are and it can.
+fn unframed(bytes: &[u8], registry: &RegistryHandle) -> Option<Value> {
+    match (crate::registry::frame(bytes)?, &registry.0) {
+        (crate::registry::Frame::Confluent { id, payload }, Some(cache)) => {
+            cache.decode(id, payload).ok().map(|(v, _)| v)
+        }
+        _ => None,
+    }
 }
 
 /// The report's `filter` section: the expression, how many records it

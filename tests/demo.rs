@@ -519,4 +519,14 @@ async fn cdc_relay_restarted_mid_stream_loses_nothing() {
         .filter(|(k, n)| **n > 0 && k.as_str() != "duplicate-delivery")
         .collect();
     assert!(unexpected.is_empty(), "{unexpected:?}");
+    // A clean end with nothing pending leaves no replication slot behind.
+    let url = conn.database.clone().expect("a PostgreSQL URL");
+    let db = eventscope_demo::store::Db::connect(&url)
+        .await
+        .expect("connect");
+    let left = db
+        .count("SELECT COUNT(*) FROM pg_replication_slots WHERE database = current_database()")
+        .await
+        .expect("count slots");
+    assert_eq!(left, 0, "the CDC run left its replication slot behind");
 }

@@ -17,7 +17,7 @@ use egui_kittest::Harness;
 use eventscope::backend::ConnectionStatus;
 use eventscope::cli::Connection;
 use eventscope::folds::fold_for;
-use eventscope::gui::{BottomTab, EventscopeApp, Prefs};
+use eventscope::gui::{BottomTab, EventscopeApp, Intent, Prefs};
 use eventscope::model::detect::AnomalyKind;
 use eventscope::model::log::LogIndex;
 use eventscope_demo::faults::Fault;
@@ -171,7 +171,13 @@ impl Gui {
     /// Set the drag value that sits in the same row as the fault checkbox `fault`
     /// (what a screen reader's "set value" does; the value stays off until the box is ticked).
     fn set_fault_value(&mut self, fault: Fault, value: f64) {
-        let checkbox = self.h.get_by_role_and_label(Role::CheckBox, fault.name());
+        // The failure-injection panel comes before the lints (`schema-drift` is both a fault
+        // and a lint): its checkbox is the first.
+        let checkbox = self
+            .h
+            .query_all_by_role_and_label(Role::CheckBox, fault.name())
+            .next()
+            .unwrap_or_else(|| panic!("no checkbox {}", fault.name()));
         let row = checkbox.parent().expect("the fault checkbox sits in a row");
         let spin = row
             .children()
@@ -196,7 +202,20 @@ impl Gui {
 
     /// Tick a fault's checkbox and wait until the backend reports it on.
     fn turn_on(&mut self, fault: Fault) {
-        self.click(Role::CheckBox, fault.name());
+        let first = |g: &Gui| {
+            g.h.query_all_by_role_and_label(Role::CheckBox, fault.name())
+                .next()
+                .unwrap_or_else(|| panic!("no checkbox {}", fault.name()))
+                .accesskit_node()
+                .id()
+        };
+        let id = first(self);
+        self.h.get_by(move |n| n.id() == id).scroll_to_me();
+        self.h.run_steps(2);
+        // As a screen reader ticks it: the panel's scroll clip does not matter.
+        let id = first(self);
+        self.h.get_by(move |n| n.id() == id).click_accesskit();
+        self.h.run_steps(2);
         self.wait_for(&format!("{} to be on", fault.name()), TIMEOUT, |g| {
             g.app().faults.iter().any(|s| s.fault == fault && s.enabled)
         });
@@ -340,6 +359,115 @@ fn duplicate_effect_is_listed_and_selects_its_record() {
             .is_some(),
         "the record inspector names the anomaly"
     );
+}
+
+/// A drift run (`no-schema-check`, `schema-drift`): the Schemas tab lists OrderCreated's
+/// versions, v1 as written by default and v3 as the drifting producer writes it, with the
+/// breaking diff between them; clicking its drift finding selects that record. The record
+/// inspector names each record's contract, and time travel reads v1 through the upcaster.
+#[test]
+fn schemas_tab_lists_the_versions_and_its_drift_finding_selects_the_record() {
+    let mut g = Gui::start(prefs_with_tab(BottomTab::Schemas));
+    g.turn_on(Fault::NoSchemaCheck);
+    g.set_fault_value(Fault::SchemaDrift, 0.5);
+    g.turn_on(Fault::SchemaDrift);
+    for _ in 0..8 {
+        g.click(Role::Button, "Place order");
+    }
+    g.wait_settled("a schema-drift anomaly", |g| {
+        g.app()
+            .model
+            .anomaly_counts()
+            .get(&AnomalyKind::SchemaDrift)
+            .is_some_and(|&n| n > 0)
+    });
+    g.h.run_steps(3);
+    let entry = g
+        .label_containing("OrderCreated  2 versions")
+        .or_else(|| {
+            g.h.query_all_by_label_contains("OrderCreated  2 versions")
+                .find_map(|n| n.accesskit_node().label())
+        })
+        .expect("the Schemas tab lists OrderCreated with two versions");
+    assert!(entry.contains("records"), "{entry}");
+    for v in ["v1", "v3"] {
+        assert!(
+            g.h.query_all_by_label(v).next().is_some(),
+            "the versions table lists {v}"
+        );
+    }
+    // The diff from v1 to v3 marks the renamed field as breaking.
+    assert!(
+        g.h.query_by_label_contains("removed (array)").is_some(),
+        "the diff names the removed items field"
+    );
+    assert!(g.h.query_all_by_label("breaking").next().is_some());
+
+    // The drift finding, as listed in the tab, and the anomaly it stands for.
+    let drift =
+        g.h.query_all_by_label_contains("drift at ")
+            .find(|n| n.accesskit_node().role() == Role::Button)
+            .and_then(|n| n.accesskit_node().label())
+            .expect("the Schemas tab lists the drift finding");
+    let anomaly = g
+        .app()
+        .model
+        .anomalies()
+        .iter()
+        .find(|a| {
+            a.kind == AnomalyKind::SchemaDrift
+                && drift.contains(&format!("{}[{}]@{}", a.topic, a.partition, a.offset))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no anomaly matches '{drift}'"));
+    assert!(anomaly.detail.contains("items"), "{}", anomaly.detail);
+    let idx = anomaly.log_indices[0];
+    assert_ne!(g.app().selected, Some(idx));
+    g.h.get_by_role_and_label(Role::Button, &drift)
+        .click_accesskit();
+    g.h.run_steps(2);
+    assert_eq!(
+        g.app().selected,
+        Some(idx),
+        "the drift's record is selected"
+    );
+    assert_eq!(g.app().cursor.pos(), Some(idx), "the cursor moved there");
+    g.h.run_steps(2);
+    let line = g
+        .label_containing("schema: OrderCreated v3")
+        .expect("the inspector names the record's contract");
+    assert!(
+        line.contains("not registered (registered: v1, v2)"),
+        "{line}"
+    );
+
+    // A v1 OrderCreated, at the cursor: the aggregate view reads it through the upcaster.
+    let v1 = g
+        .indices_of("OrderCreated")
+        .into_iter()
+        .find(|&i| {
+            g.app()
+                .model
+                .log()
+                .event(i)
+                .and_then(|e| e.dataschema)
+                .is_some_and(|d| d.ends_with("/OrderCreated/v1.json"))
+        })
+        .expect("an OrderCreated written as v1");
+    g.h.state_mut().push(Intent::Select {
+        index: v1,
+        move_cursor: true,
+    });
+    g.h.run_steps(3);
+    assert!(
+        g.label_containing("schema: OrderCreated v1 (payload matches its contract)")
+            .is_some(),
+        "the inspector says the v1 record keeps its contract"
+    );
+    let applied = g
+        .label_containing("last applied: OrderCreated")
+        .expect("the aggregate view names the last applied event");
+    assert!(applied.contains("read as v2 (upcast from v1)"), "{applied}");
 }
 
 #[test]

@@ -152,3 +152,42 @@ async fn bad_database_urls_are_clear_errors() {
     assert!(msg.contains("cannot open database"), "{msg}");
     assert!(!msg.contains("secret"), "password leaked: {msg}");
 }
+
+/// The CDC relay's replication slot is kept while an outbox row is unpublished (a later run
+/// publishes it from the slot), dropped once none is, and listed as idle while no relay reads
+/// it (the start-up warning). PostgreSQL only.
+#[tokio::test]
+async fn the_cdc_slot_is_kept_while_work_is_pending_and_dropped_after() {
+    use eventscope_demo::cdc::{self, SlotRelease};
+    if !common::wants_postgres() {
+        eprintln!("replication slots need PostgreSQL: run with EVENTSCOPE_TEST_DB=postgres (.ci/test does)");
+        return;
+    }
+    let (_d, db) = db().await;
+    let ours = "SELECT COUNT(*) FROM pg_replication_slots WHERE database = current_database()";
+    assert_eq!(
+        cdc::release_slot(&db).await.expect("release"),
+        SlotRelease::Absent
+    );
+    let slot = cdc::ensure_slot(&db).await.expect("slot");
+    let idle = cdc::idle_slots(&db).await.expect("idle slots");
+    assert!(idle.iter().any(|s| s.slot == slot), "{idle:?}");
+    order_service::execute(&db, "o1", place("o1"), &Meta::default(), 100)
+        .await
+        .expect("store")
+        .expect("placed");
+    match cdc::release_slot(&db).await.expect("release") {
+        SlotRelease::Kept { slot: s, pending } => assert!(s == slot && pending > 0),
+        other => panic!("dropped with work pending: {other:?}"),
+    }
+    assert_eq!(db.count(ours).await.expect("count"), 1, "kept");
+    sqlx::query("UPDATE outbox SET published_at = 1")
+        .execute(&db.pool)
+        .await
+        .expect("mark published");
+    assert_eq!(
+        cdc::release_slot(&db).await.expect("release"),
+        SlotRelease::Dropped(slot)
+    );
+    assert_eq!(db.count(ours).await.expect("count"), 0, "dropped");
+}

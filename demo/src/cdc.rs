@@ -87,6 +87,100 @@ pub async fn ensure_slot(db: &Db) -> Result<String, CdcError> {
     Ok(slot)
 }
 
+/// Our slots: `eventscope_outbox_<db>` (`_` escaped for LIKE).
+const SLOT_PATTERN: &str = "eventscope\\_outbox\\_%";
+
+/// A replication slot of ours that no process is using.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdleSlot {
+    pub slot: String,
+    pub database: String,
+    /// WAL bytes the server keeps for it.
+    pub retained_bytes: i64,
+}
+
+/// Our slots on this server (any database) that no process uses: each makes PostgreSQL
+/// keep WAL until it is dropped or read again.
+pub async fn idle_slots(db: &Db) -> Result<Vec<IdleSlot>, StoreError> {
+    if db.backend != Backend::Postgres {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT slot_name::text, COALESCE(database::text, ''), \
+         COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint \
+         FROM pg_replication_slots WHERE slot_name LIKE $1 AND NOT active ORDER BY slot_name",
+    )
+    .bind(SLOT_PATTERN)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(IdleSlot {
+                slot: r.try_get(0)?,
+                database: r.try_get(1)?,
+                retained_bytes: r.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+/// Warn about our idle slots (a CDC run that was killed, or that ended with work pending).
+pub async fn warn_idle_slots(db: &Db) {
+    match idle_slots(db).await {
+        Ok(slots) => {
+            for s in slots {
+                tracing::warn!(
+                    "found the inactive replication slot {} (database {}, keeping {} KiB of WAL) \
+                     left by an earlier `--relay cdc` run: PostgreSQL keeps WAL for it until \
+                     it is read again (a `--relay cdc` run on that database resumes from it) or dropped: \
+                     SELECT pg_drop_replication_slot('{}')",
+                    s.slot,
+                    s.database,
+                    s.retained_bytes / 1024,
+                    s.slot
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list the replication slots"),
+    }
+}
+
+/// What became of this database's slot at the end of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlotRelease {
+    /// Nothing was pending: the slot is gone.
+    Dropped(String),
+    /// Outbox rows are unpublished: the slot is kept so that a later run publishes them.
+    Kept { slot: String, pending: i64 },
+    /// There was no slot.
+    Absent,
+}
+
+/// At the end of a clean run: drop this database's slot when no outbox row is
+/// unpublished, else keep it (it holds the changes a restarted relay must publish).
+pub async fn release_slot(db: &Db) -> Result<SlotRelease, StoreError> {
+    let slot = slot_name(db).await?;
+    let exists = db
+        .count(&format!(
+            "SELECT COUNT(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ))
+        .await?;
+    if exists == 0 {
+        return Ok(SlotRelease::Absent);
+    }
+    let pending = db
+        .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .await?;
+    if pending > 0 {
+        return Ok(SlotRelease::Kept { slot, pending });
+    }
+    sqlx::query("SELECT pg_drop_replication_slot($1::name)::text")
+        .bind(&slot)
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(SlotRelease::Dropped(slot))
+}
+
 /// One decoded change of interest.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {

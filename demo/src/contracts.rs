@@ -416,6 +416,59 @@ impl Registry {
         Ok(Registry { by_type, drafts })
     }
 
+    /// The contracts in a directory laid out like `demo/schemas/`:
+    /// `<dir>/<Type>/v<N>.json`. Other files are ignored; a file in that layout
+    /// that is not a usable JSON Schema is an error naming it, and so is a
+    /// directory holding no contract at all.
+    pub fn load_dir(dir: &std::path::Path) -> Result<Registry, ContractError> {
+        let shown = dir.display().to_string();
+        let read_dir = |d: &std::path::Path| {
+            std::fs::read_dir(d).map_err(|e| bad(&d.display().to_string(), e))
+        };
+        let mut by_type: BTreeMap<String, Vec<Contract>> = BTreeMap::new();
+        for entry in read_dir(dir)? {
+            let entry = entry.map_err(|e| bad(&shown, e))?;
+            let type_dir = entry.path();
+            let Some(event_type) = type_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|_| type_dir.is_dir())
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            for file in read_dir(&type_dir)? {
+                let path = file.map_err(|e| bad(&shown, e))?.path();
+                let Some(version) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .and_then(|n| n.strip_prefix('v'))
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let what = path.display().to_string();
+                let text = std::fs::read_to_string(&path).map_err(|e| bad(&what, e))?;
+                let c = Contract::new(&event_type, version, parse_schema(&what, &text)?, &what)?;
+                by_type.entry(event_type.clone()).or_default().push(c);
+            }
+        }
+        if by_type.is_empty() {
+            return Err(bad(
+                &shown,
+                "holds no contract (expected files <Type>/v<N>.json)",
+            ));
+        }
+        for versions in by_type.values_mut() {
+            versions.sort_by_key(|c| c.version);
+        }
+        Ok(Registry {
+            by_type,
+            drafts: Vec::new(),
+        })
+    }
+
     pub fn types(&self) -> impl Iterator<Item = &str> {
         self.by_type.keys().map(String::as_str)
     }
@@ -551,6 +604,38 @@ mod tests {
         registered.sort();
         assert_eq!(on_disk, registered);
         assert_eq!(reg.versions("OrderCreated"), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_directory_of_contracts_loads_like_the_demos() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let reg = Registry::load_dir(&dir).unwrap();
+        let demo = Registry::demo().unwrap();
+        assert_eq!(
+            reg.types().collect::<Vec<_>>(),
+            demo.types().collect::<Vec<_>>()
+        );
+        assert_eq!(reg.versions("OrderCreated"), vec![1, 2]);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let err = Registry::load_dir(tmp.path()).err().unwrap().to_string();
+        assert!(err.contains("holds no contract"), "{err}");
+        std::fs::create_dir(tmp.path().join("Paid")).unwrap();
+        std::fs::write(tmp.path().join("Paid/README.md"), "ignored").unwrap();
+        std::fs::write(tmp.path().join("Paid/v1.json"), "{\"type\": 12}").unwrap();
+        let err = Registry::load_dir(tmp.path()).err().unwrap().to_string();
+        assert!(
+            err.contains("Paid/v1.json") && err.contains("not a usable JSON Schema"),
+            "{err}"
+        );
+        std::fs::write(
+            tmp.path().join("Paid/v1.json"),
+            r#"{"type": "object", "required": ["id"]}"#,
+        )
+        .unwrap();
+        let reg = Registry::load_dir(tmp.path()).unwrap();
+        assert!(reg.get("Paid", 1).unwrap().validate(&json!({})).is_err());
+        assert!(Registry::load_dir(&tmp.path().join("missing")).is_err());
     }
 
     /// The code-level check: each registered version is BACKWARD compatible

@@ -187,9 +187,10 @@ pub enum FaultSpecError {
     Unknown { name: String, known: String },
     #[error("fault '{fault}': '{value}' is not a number")]
     NotANumber { fault: &'static str, value: String },
-    #[error("fault '{fault}': {why}")]
+    #[error("fault '{fault}': {value} is out of range: {why}")]
     OutOfRange {
         fault: &'static str,
+        value: f64,
         why: &'static str,
     },
     #[error("fault '{0}' is named twice")]
@@ -248,6 +249,7 @@ fn validate(fault: Fault, value: f64) -> Result<(), FaultSpecError> {
     let bad = |why| {
         Err(FaultSpecError::OutOfRange {
             fault: fault.name(),
+            value,
             why,
         })
     };

@@ -83,17 +83,45 @@ pub struct Db {
     pub display_url: String,
 }
 
-/// Remove a password from a URL for display.
+/// Remove passwords from a URL for display: the user info's (`user:***@`, even when the
+/// password holds an unescaped `@`) and query parameters named like a secret
+/// (`?password=***`, `sslpassword`, tokens).
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let query_at = rest.find('?').unwrap_or(rest.len());
+    let (head, query) = rest.split_at(query_at);
+    let head = match head.rfind('@') {
+        Some(at) if head[..at].contains(':') => {
+            let user = head[..at].split(':').next().unwrap_or("");
+            format!("{user}:***{}", &head[at..])
         }
-    }
-    url.to_owned()
+        _ => head.to_owned(),
+    };
+    let query = match query.strip_prefix('?') {
+        None => String::new(),
+        Some(q) => {
+            let params: Vec<String> = q
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if is_secret_name(k) => format!("{k}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("?{}", params.join("&"))
+        }
+    };
+    format!("{scheme}://{head}{query}")
+}
+
+/// A setting whose value is a secret: `password`, `sslpassword`, `sasl.password`,
+/// `*secret*`, `*token*`, `*credentials*` (ASCII case ignored).
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["pass", "secret", "token", "credential"]
+        .iter()
+        .any(|w| n.contains(w))
 }
 
 pub fn now_ms() -> i64 {
@@ -292,6 +320,14 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://u:p@ss:w/rd@h:5432/db?sslmode=require&password=x&user=u"),
+            "postgres://u:***@h:5432/db?sslmode=require&password=***&user=u"
+        );
+        assert_eq!(
+            redact_url("postgresql:///db?host=/run&passfile=/p"),
+            "postgresql:///db?host=/run&passfile=***"
+        );
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }
 }

@@ -194,6 +194,7 @@ impl DemoSystem {
     /// Connect, migrate, seed stock, create topics and start every task.
     pub async fn start(config: DemoConfig, faults: Arc<Faults>) -> Result<DemoSystem, DemoError> {
         let db = Db::connect(&config.database_url).await?;
+        crate::cdc::warn_idle_slots(&db).await;
         if config.relay == RelayMode::Cdc {
             crate::cdc::ensure_slot(&db).await?;
         }
@@ -403,11 +404,36 @@ impl DemoSystem {
     }
 
     /// Stop every task and wait for them.
-    pub async fn shutdown(mut self) {
+    /// With the CDC relay, the replication slot is dropped when no outbox row is left
+    /// unpublished, else kept for the next run (what became of it is returned and logged).
+    pub async fn shutdown(mut self) -> Option<crate::cdc::SlotRelease> {
         let _ = self.shutdown_tx.send(true);
         while self.tasks.join_next().await.is_some() {}
         // Export what the tasks left queued; bounded when the collector is down.
         self.ctx.telemetry.shutdown().await;
+        if self.ctx.config.relay != RelayMode::Cdc {
+            return None;
+        }
+        match crate::cdc::release_slot(&self.ctx.db).await {
+            Ok(r) => {
+                match &r {
+                    crate::cdc::SlotRelease::Dropped(slot) => {
+                        tracing::info!(slot, "nothing pending: dropped the replication slot")
+                    }
+                    crate::cdc::SlotRelease::Kept { slot, pending } => tracing::warn!(
+                        "kept the replication slot {slot}: {pending} outbox row(s) unpublished; \
+                         a later `--relay cdc` run on this database publishes them (until then \
+                         PostgreSQL keeps WAL for it)"
+                    ),
+                    crate::cdc::SlotRelease::Absent => {}
+                }
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the replication slot");
+                None
+            }
+        }
     }
 }
 

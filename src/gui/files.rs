@@ -1,7 +1,9 @@
-//! Export the observed records as JSON Lines and open recordings. Dialogs run
-//! on their own thread (rfd, xdg-portal); where no dialog can be shown, a path
-//! field appears instead. Export writes a slice per frame; import parses on a
-//! thread and hands the finished model over.
+//! Export the observed records as JSON Lines and open recordings. Export opens a small
+//! window first: the path, "Mask personal data" (on by default: the PII fields the inspector
+//! masks are written masked) and, where a desktop portal exists, "Browse...". File dialogs
+//! run on their own thread (rfd, xdg-portal); where none can be shown, the path field is
+//! the way. Export writes a slice per frame; import parses on a thread and hands the
+//! finished model over.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -9,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{EventscopeApp, Intent};
-use crate::model::{jsonl, Model};
+use crate::model::{jsonl, redact, Model, Recording};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathAction {
@@ -17,23 +19,27 @@ pub enum PathAction {
     Open,
 }
 
-/// A path entry shown when no file dialog is available.
+/// A path entry: the export window, or the open window when no file dialog is available.
 pub struct PathPrompt {
     pub action: PathAction,
     pub path: String,
     pub why: String,
+    /// Export only: mask personal data.
+    pub redact: bool,
 }
 
 /// Background file work the app polls each frame.
 #[derive(Default)]
 pub struct FileJobs {
-    dialog: Option<(PathAction, Instant, mpsc::Receiver<Option<PathBuf>>)>,
+    dialog: Option<(PathAction, bool, Instant, mpsc::Receiver<Option<PathBuf>>)>,
     export: Option<ExportJob>,
-    import: Option<(PathBuf, mpsc::Receiver<Result<Model, String>>)>,
+    import: Option<(PathBuf, mpsc::Receiver<Result<Recording, String>>)>,
 }
 
 struct ExportJob {
     path: PathBuf,
+    /// Mask these PII fields (None: write the records as observed).
+    redact: Option<Vec<String>>,
     out: BufWriter<std::fs::File>,
     next: usize,
     end: usize,
@@ -43,12 +49,13 @@ fn portal_available() -> bool {
     std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
 }
 
-fn start_dialog(app: &mut EventscopeApp, action: PathAction) {
+fn start_dialog(app: &mut EventscopeApp, action: PathAction, redact: bool) {
     if !portal_available() {
         app.path_prompt = Some(PathPrompt {
             action,
             path: default_path(action),
             why: "No file dialog can be shown here (no desktop portal on the session bus): type a path.".into(),
+            redact,
         });
         return;
     }
@@ -64,12 +71,13 @@ fn start_dialog(app: &mut EventscopeApp, action: PathAction) {
             let _ = tx.send(picked);
         });
     match spawned {
-        Ok(_) => app.files.dialog = Some((action, Instant::now(), rx)),
+        Ok(_) => app.files.dialog = Some((action, redact, Instant::now(), rx)),
         Err(e) => {
             app.path_prompt = Some(PathPrompt {
                 action,
                 path: default_path(action),
                 why: format!("No file dialog: {e}"),
+                redact,
             })
         }
     }
@@ -84,20 +92,33 @@ fn default_path(action: PathAction) -> String {
     }
 }
 
+/// The export window: path, masking (on), Browse... where a file dialog can be shown.
 pub fn export(app: &mut EventscopeApp) {
-    start_dialog(app, PathAction::Export);
+    app.path_prompt = Some(PathPrompt {
+        action: PathAction::Export,
+        path: default_path(PathAction::Export),
+        why: if portal_available() {
+            "Type a path or browse.".into()
+        } else {
+            "No file dialog can be shown here (no desktop portal on the session bus): type a path."
+                .into()
+        },
+        redact: true,
+    });
 }
 
 pub fn open(app: &mut EventscopeApp) {
-    start_dialog(app, PathAction::Open);
+    start_dialog(app, PathAction::Open, false);
 }
 
-/// Start writing every record observed so far to `path`.
-pub fn begin_export(app: &mut EventscopeApp, path: PathBuf) {
+/// Start writing every record observed so far to `path`; with `redact`, the values of the
+/// profile's PII fields masked as in the inspector.
+pub fn begin_export(app: &mut EventscopeApp, path: PathBuf, redact: bool) {
     match std::fs::File::create(&path) {
         Ok(f) => {
             app.files.export = Some(ExportJob {
                 path,
+                redact: redact.then(|| app.pii_fields.clone()),
                 out: BufWriter::new(f),
                 next: 0,
                 end: app.model.log().len(),
@@ -134,10 +155,10 @@ pub fn begin_import(app: &mut EventscopeApp, path: PathBuf) {
 
 /// Advance background file work; called once per frame.
 pub fn poll(app: &mut EventscopeApp, ctx: &egui::Context) {
-    if let Some((action, started, rx)) = app.files.dialog.take() {
+    if let Some((action, redact, started, rx)) = app.files.dialog.take() {
         match rx.try_recv() {
             Ok(Some(path)) => match action {
-                PathAction::Export => begin_export(app, path),
+                PathAction::Export => begin_export(app, path, redact),
                 PathAction::Open => begin_import(app, path),
             },
             Ok(None) if started.elapsed() < Duration::from_millis(300) => {
@@ -145,11 +166,12 @@ pub fn poll(app: &mut EventscopeApp, ctx: &egui::Context) {
                     action,
                     path: default_path(action),
                     why: "The file dialog could not be shown: type a path.".into(),
+                    redact,
                 });
             }
             Ok(None) => {}
             Err(mpsc::TryRecvError::Empty) => {
-                app.files.dialog = Some((action, started, rx));
+                app.files.dialog = Some((action, redact, started, rx));
                 ctx.request_repaint_after(Duration::from_millis(100));
             }
             Err(mpsc::TryRecvError::Disconnected) => {}
@@ -163,6 +185,10 @@ pub fn poll(app: &mut EventscopeApp, ctx: &egui::Context) {
             let Some(rec) = u32::try_from(job.next).ok().and_then(|i| log.record(i)) else {
                 job.next += 1;
                 continue;
+            };
+            let rec = match &job.redact {
+                Some(fields) => redact::redact_record(&rec, fields),
+                None => rec,
             };
             let line = jsonl::to_line(&rec).map_err(|e| e.to_string());
             if let Err(e) = line.and_then(|l| writeln!(job.out, "{l}").map_err(|e| e.to_string())) {
@@ -179,9 +205,14 @@ pub fn poll(app: &mut EventscopeApp, ctx: &egui::Context) {
         } else if job.next >= job.end {
             match job.out.flush() {
                 Ok(()) => app.push(Intent::Notice(format!(
-                    "exported {} records to {}",
+                    "exported {} records to {}{}",
                     job.end,
-                    job.path.display()
+                    job.path.display(),
+                    if job.redact.is_some() {
+                        " (personal data masked)"
+                    } else {
+                        ""
+                    }
                 ))),
                 Err(e) => app.push(Intent::Notice(format!(
                     "export to {} failed: {e}",
@@ -195,7 +226,29 @@ pub fn poll(app: &mut EventscopeApp, ctx: &egui::Context) {
     }
     if let Some((path, rx)) = app.files.import.take() {
         match rx.try_recv() {
-            Ok(Ok(model)) => app.load_recording(model, path.display().to_string()),
+            Ok(Ok(rec)) => {
+                app.load_recording(rec.model, path.display().to_string());
+                if rec.bad_line_count > 0 {
+                    let named: Vec<&str> = rec
+                        .bad_lines
+                        .iter()
+                        .take(3)
+                        .map(|b| b.reason.as_str())
+                        .collect();
+                    let more = rec.bad_line_count.saturating_sub(named.len());
+                    app.push(Intent::Notice(format!(
+                        "{}: {} bad line(s) left out: {}{}",
+                        path.display(),
+                        rec.bad_line_count,
+                        named.join("; "),
+                        if more > 0 {
+                            format!("; and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    )));
+                }
+            }
             Ok(Err(e)) => app.push(Intent::Notice(e)),
             Err(mpsc::TryRecvError::Empty) => {
                 app.files.import = Some((path, rx));
@@ -233,11 +286,21 @@ pub fn prompt_ui(app: &mut EventscopeApp, prompt: &mut PathPrompt, ctx: &egui::C
     };
     egui::Window::new(title).collapsible(false).show(ctx, |ui| {
         ui.label(&prompt.why);
+        let l = ui.label("path");
         ui.add(
             egui::TextEdit::singleline(&mut prompt.path)
                 .hint_text("/path/to/file.jsonl")
                 .desired_width(420.0),
-        );
+        )
+        .labelled_by(l.id);
+        if prompt.action == PathAction::Export {
+            ui.checkbox(&mut prompt.redact, "Mask personal data")
+                .on_hover_text(format!(
+                    "write the values of the PII fields ({}) as {}, as the inspector shows them",
+                    app.pii_fields.join(", "),
+                    redact::MASK
+                ));
+        }
         ui.horizontal(|ui| {
             let go = match prompt.action {
                 PathAction::Export => "Export",
@@ -249,9 +312,16 @@ pub fn prompt_ui(app: &mut EventscopeApp, prompt: &mut PathPrompt, ctx: &egui::C
             {
                 let path = PathBuf::from(prompt.path.trim());
                 match prompt.action {
-                    PathAction::Export => begin_export(app, path),
+                    PathAction::Export => begin_export(app, path, prompt.redact),
                     PathAction::Open => begin_import(app, path),
                 }
+                keep = false;
+            }
+            if prompt.action == PathAction::Export
+                && portal_available()
+                && ui.button("Browse...").clicked()
+            {
+                start_dialog(app, PathAction::Export, prompt.redact);
                 keep = false;
             }
             if ui.button("Cancel").clicked() {

@@ -4,7 +4,58 @@ use super::widgets;
 use super::{EventscopeApp, Intent};
 use crate::folds::fold_for;
 
-fn hex_dump(bytes: &[u8]) -> String {
+/// The inspector shows at most this much of a key, header value or value; a larger one is
+/// cut and its size shown (a 50 MB value is never copied into a widget).
+pub const SHOW_BYTES: usize = 64 * 1024;
+
+/// A size for people: `812 B`, `64.0 KiB`, `50.0 MiB`.
+pub fn fmt_size(n: usize) -> String {
+    const K: f64 = 1024.0;
+    let f = n as f64;
+    if f < K {
+        format!("{n} B")
+    } else if f < K * K {
+        format!("{:.1} KiB", f / K)
+    } else if f < K * K * K {
+        format!("{:.1} MiB", f / (K * K))
+    } else {
+        format!("{:.1} GiB", f / (K * K * K))
+    }
+}
+
+/// Bytes for display: UTF-8 text as it is; anything else escaped (`\xff`, `\n`) and marked
+/// `(binary, N bytes)`, so no byte is lost. `full` is the size before any clipping.
+pub fn show_bytes(b: &[u8], full: usize) -> String {
+    let text = as_text(b, full);
+    let cut = if full > b.len() {
+        format!(
+            " ... ({} in all, first {} shown)",
+            fmt_size(full),
+            fmt_size(b.len())
+        )
+    } else {
+        String::new()
+    };
+    match text {
+        Some(s) => format!("{s}{cut}"),
+        None => format!("(binary, {full} bytes) {}{cut}", b.escape_ascii()),
+    }
+}
+
+/// The first 4 KiB as a hex dump; `full` is the size before any clipping.
+/// The bytes as text when they are UTF-8 (`full` > their length: cut from a longer value,
+/// so a character cut in two at the end is dropped).
+fn as_text(b: &[u8], full: usize) -> Option<&str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Some(s),
+        Err(e) if e.error_len().is_none() && full > b.len() => b
+            .get(..e.valid_up_to())
+            .and_then(|p| std::str::from_utf8(p).ok()),
+        Err(_) => None,
+    }
+}
+
+fn hex_dump(bytes: &[u8], full: usize) -> String {
     let mut out = String::new();
     for (i, chunk) in bytes.chunks(16).take(256).enumerate() {
         let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
@@ -20,8 +71,8 @@ fn hex_dump(bytes: &[u8]) -> String {
             .collect();
         out.push_str(&format!("{:06x}  {:<48} {}\n", i * 16, hex.join(" "), text));
     }
-    if bytes.len() > 4096 {
-        out.push_str(&format!("... {} bytes in all\n", bytes.len()));
+    if full > 4096 {
+        out.push_str(&format!("... {full} bytes in all\n"));
     }
     out
 }
@@ -42,11 +93,14 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
         ui.weak("Select a record in the table, the graph, the lanes or the lints.");
         return;
     };
+    let schema = schema_line(app, idx);
     let log = app.model.log();
-    let (Some(row), Some(rec)) = (log.row(idx), log.record(idx)) else {
+    let (Some(row), Some((rec, sizes))) = (log.row(idx), log.record_clipped(idx, SHOW_BYTES))
+    else {
         ui.weak("the selected record is gone");
         return;
     };
+    let value_cut = sizes.value > SHOW_BYTES;
     egui::Grid::new("record_grid")
         .num_columns(2)
         .striped(true)
@@ -68,9 +122,15 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
             ui.monospace(
                 rec.key
                     .as_deref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .map(|k| show_bytes(k, sizes.key))
                     .unwrap_or_else(|| "(none)".into()),
             );
+            ui.end_row();
+            ui.label("value size");
+            ui.monospace(match &rec.value {
+                None => "(no value)".to_owned(),
+                Some(_) => format!("{} ({} bytes)", fmt_size(sizes.value), sizes.value),
+            });
             ui.end_row();
             if let Some(m) = row.meta() {
                 for (label, v) in [
@@ -192,24 +252,24 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
             egui::Grid::new("headers_grid")
                 .num_columns(2)
                 .show(ui, |ui| {
-                    for (k, v) in &rec.headers {
+                    for (i, (k, v)) in rec.headers.iter().enumerate() {
                         ui.monospace(k);
                         ui.monospace(match v {
                             None => "(null)".to_owned(),
-                            Some(v) => match std::str::from_utf8(v) {
-                                Ok(s) => s.to_owned(),
-                                Err(_) => {
-                                    format!("(binary) {}", hex_dump(v).lines().next().unwrap_or(""))
-                                }
-                            },
+                            Some(v) => show_bytes(v, sizes.headers.get(i).copied().unwrap_or(0)),
                         });
                         ui.end_row();
                     }
                 });
         });
     // The rest of what the envelope says, extensions included (the selected record only,
-    // decoded again); folded away by default.
-    if let Some(ev) = log.event(idx) {
+    // decoded again); folded away by default. A value too large to show is not decoded again.
+    if value_cut && row.meta().is_some() {
+        ui.weak(format!(
+            "Envelope attributes: not decoded again for display (the value is {})",
+            fmt_size(sizes.value)
+        ));
+    } else if let Some(ev) = log.event(idx) {
         egui::CollapsingHeader::new("Envelope attributes")
             .default_open(false)
             .show(ui, |ui| {
@@ -239,6 +299,13 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
                     });
             });
     }
+    if let Some((text, problem)) = schema {
+        if problem {
+            ui.colored_label(widgets::ANOMALY, text);
+        } else {
+            ui.label(text);
+        }
+    }
     ui.checkbox(
         &mut app.prefs.reveal_pii,
         "Reveal personal data (email, address, ...)",
@@ -246,24 +313,42 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
     if let Some(err) = log.poison_error(idx) {
         ui.colored_label(widgets::ANOMALY, format!("undecodable: {err}"));
         ui.label("Raw value");
-        let raw = rec
-            .value
-            .as_deref()
-            .map(hex_dump)
-            .unwrap_or_else(|| "(no value)".into());
+        // Text as text (personal data masked unless revealed), anything else as a hex dump.
+        let raw = match rec.value.as_deref() {
+            None => "(no value)".into(),
+            Some(v) if as_text(v, sizes.value).is_some() => {
+                let shown = show_bytes(v, sizes.value);
+                if app.prefs.reveal_pii {
+                    shown
+                } else {
+                    crate::model::redact::mask_json_text(&shown, &app.pii_fields).into_owned()
+                }
+            }
+            Some(v) => hex_dump(v, sizes.value),
+        };
         ui.add(
             egui::Label::new(egui::RichText::new(raw).monospace().small())
                 .wrap_mode(egui::TextWrapMode::Extend),
         );
     } else {
         ui.label("Payload");
-        let text = match log.payload(idx) {
+        // Text not parsed (cut from a large value, or not JSON): masked as text.
+        let as_shown = |v: Option<&[u8]>| match v {
+            None => "(no value)".to_owned(),
+            Some(v) => {
+                let shown = show_bytes(v, sizes.value);
+                if app.prefs.reveal_pii {
+                    shown
+                } else {
+                    crate::model::redact::mask_json_text(&shown, &app.pii_fields).into_owned()
+                }
+            }
+        };
+        // A value too large to show whole is never parsed for display.
+        let parsed = if value_cut { None } else { log.payload(idx) };
+        let text = match parsed {
             Some(v) => widgets::pretty_with(&v, app.prefs.reveal_pii, &app.pii_fields),
-            None => rec
-                .value
-                .as_deref()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_else(|| "(no value)".into()),
+            None => as_shown(rec.value.as_deref()),
         };
         ui.add(
             egui::Label::new(egui::RichText::new(text).monospace())
@@ -271,6 +356,71 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
         );
     }
     let _ = intents;
+}
+
+/// The record's schema version: the contract its `dataschema` names (and
+/// whether the payload keeps it), else the shape the Schemas view learned.
+/// The flag marks a problem (an unknown contract, a violated one).
+fn schema_line(
+    app: &mut EventscopeApp,
+    idx: crate::model::log::LogIndex,
+) -> Option<(String, bool)> {
+    use eventscope_demo::contracts::parse_uri;
+    let user = app.schemas.user_registry(app.profile.schemas.as_ref());
+    let log = app.model.log();
+    let event = log.event(idx)?;
+    let ty = event.event_type.as_deref().unwrap_or("?");
+    // Decoded through the schema registry: that says most.
+    if let Some(s) = &event.value_schema {
+        return Some((format!("value decoded with {s}"), false));
+    }
+    let Some(uri) = event.dataschema.as_deref() else {
+        return app.schemas.catalog.version_of(log, idx).map(|(t, v)| {
+            (
+                format!(
+                    "schema: {t} {} (learned from the payloads; no dataschema)",
+                    v.label
+                ),
+                false,
+            )
+        });
+    };
+    let Some((t, v)) = parse_uri(uri) else {
+        return Some((
+            format!("schema: {uri} (not a <Type>/v<N>.json URI; not checked)"),
+            false,
+        ));
+    };
+    let Some(reg) = crate::model::schemas::registry_for(user.as_deref(), uri) else {
+        return Some((
+            format!("schema: {t} v{v} (no contracts to check it against; give --schemas DIR)"),
+            false,
+        ));
+    };
+    let Some(contract) = reg.get(t, v) else {
+        let known = reg.versions(t);
+        let known = if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known
+                .iter()
+                .map(|v| format!("v{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Some((
+            format!("schema: {t} v{v}, not registered (registered: {known})"),
+            true,
+        ));
+    };
+    let payload = event.payload.unwrap_or(serde_json::Value::Null);
+    Some(match contract.validate(&payload) {
+        Ok(()) => (
+            format!("schema: {ty} v{v} (payload matches its contract)"),
+            false,
+        ),
+        Err(e) => (format!("schema: {ty} v{v}: {e}"), true),
+    })
 }
 
 pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
@@ -327,8 +477,13 @@ pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
     ));
     if let Some(last) = state.last_index {
         let log = app.model.log();
+        let read_as = log
+            .event(last)
+            .and_then(|ev| fold.read_as(&ev))
+            .map(|r| format!(", {r}"))
+            .unwrap_or_default();
         ui.label(format!(
-            "last applied: {} at {}",
+            "last applied: {} at {}{read_as}",
             widgets::type_of(log, last),
             log.row(last)
                 .map(|r| widgets::fmt_time(r.time_ms))

@@ -14,6 +14,7 @@ mod panels;
 mod profile;
 mod query;
 mod saga;
+mod schemas;
 mod table;
 mod widgets;
 
@@ -73,6 +74,7 @@ pub enum BottomTab {
     Lanes,
     Sagas,
     Charts,
+    Schemas,
 }
 
 /// What a view asks the app to do; applied at the end of the frame.
@@ -192,6 +194,8 @@ pub struct EventscopeApp {
     /// What profiles are remembered under: the broker list, "embedded", or the recording.
     pub connection_key: String,
     profile_dialog: Option<profile::ProfileDialog>,
+    /// The Schemas tab: its catalog of versions, filled as records arrive.
+    schemas: schemas::SchemasView,
 }
 
 /// Budget for ingesting records per frame.
@@ -318,6 +322,7 @@ impl EventscopeApp {
             profile: crate::profile::Profile::default(),
             connection_key: String::new(),
             profile_dialog: None,
+            schemas: schemas::SchemasView::default(),
         }
     }
 
@@ -329,7 +334,10 @@ impl EventscopeApp {
             self.prefs.trace_link_template = profile.trace_link.clone();
         }
         if self.is_live() && self.model.log().is_empty() {
-            self.model = Model::new(profile.model_config());
+            let mut cfg = profile.model_config();
+            cfg.decode.registry = self.model.config().decode.registry.clone();
+            self.model = Model::new(cfg);
+            self.schemas = schemas::SchemasView::default();
         }
         self.profile = profile.clone();
     }
@@ -340,33 +348,14 @@ impl EventscopeApp {
     pub fn apply_profile_text(&mut self, text: &str) -> Result<(), String> {
         let profile =
             crate::profile::Profile::parse(text, "the profile").map_err(|e| e.to_string())?;
-        let mut model = Model::new(profile.model_config());
-        for k in AnomalyKind::ALL {
-            if !self.model.detectors().is_enabled(k) {
-                model.detectors_mut().set_enabled(k, false);
-            }
-        }
-        for rec in self.model.records() {
-            let now = rec.timestamp_ms.unwrap_or(0);
-            if let Err(e) = model.ingest(&rec, now) {
-                return Err(format!("re-reading the records: {e}"));
-            }
-        }
-        if let Some(cut) = self.model.backlog_end() {
-            model.end_of_backlog(cut);
-        }
-        let n = model.log().len();
-        self.model = model;
-        self.aggregate_cache = None;
-        self.correlations.clear();
-        self.seen_correlations.clear();
-        for i in 0..n {
-            if let Ok(i) = LogIndex::try_from(i) {
-                self.index_correlation(i);
-            }
-        }
-        self.filtered.clear();
-        self.filtered_upto = 0;
+        let mut cfg = profile.model_config();
+        // The schema registry (a connection setting, not the profile's) stays.
+        cfg.decode.registry = self.model.config().decode.registry.clone();
+        let model = self
+            .model
+            .reread(cfg)
+            .map_err(|e| format!("re-reading the records: {e}"))?;
+        let n = self.replace_model(model);
         self.pii_fields = profile.pii_fields.clone();
         if profile.trace_link != crate::profile::DEFAULT_TRACE_LINK {
             self.prefs.trace_link_template = profile.trace_link.clone();
@@ -377,6 +366,38 @@ impl EventscopeApp {
             .insert(self.connection_key.clone(), text.to_owned());
         self.notice(format!("profile applied: {n} records re-read"));
         Ok(())
+    }
+
+    /// Read the records again with `cfg` (saying why, if given).
+    fn reread(&mut self, cfg: crate::model::ModelConfig, why: Option<&str>) {
+        match self.model.reread(cfg) {
+            Ok(model) => {
+                let n = self.replace_model(model);
+                if let Some(why) = why {
+                    self.notice(format!("{why}: {n} records re-read"));
+                }
+            }
+            Err(e) => self.notice(format!("re-reading the records: {e}")),
+        }
+    }
+
+    /// Put a model that re-read the same records in place (same log indices: the cursor and
+    /// the selection stay); views rebuild what they derived. Returns the record count.
+    fn replace_model(&mut self, model: Model) -> usize {
+        let n = model.log().len();
+        self.model = model;
+        self.schemas = schemas::SchemasView::default();
+        self.aggregate_cache = None;
+        self.correlations.clear();
+        self.seen_correlations.clear();
+        for i in 0..n {
+            if let Ok(i) = LogIndex::try_from(i) {
+                self.index_correlation(i);
+            }
+        }
+        self.filtered.clear();
+        self.filtered_upto = 0;
+        n
     }
 
     /// The chain the "Chain graph" tab drew last (nodes and edges of the selected record's chain).
@@ -432,6 +453,15 @@ impl EventscopeApp {
                         // Ends once the records queued before this marker are in the log.
                         let upto = self.model.log().len() + self.pending.len();
                         self.backlog_end_at = Some((upto, as_of_ms));
+                    }
+                    Update::Registry(handle) => {
+                        let mut cfg = self.model.config().clone();
+                        cfg.decode.registry = handle;
+                        self.reread(cfg, None);
+                    }
+                    Update::RegistryRecovered => {
+                        let cfg = self.model.config().clone();
+                        self.reread(cfg, Some("the schema registry answers again"));
                     }
                 }
             }
@@ -502,6 +532,7 @@ impl EventscopeApp {
             file: label.clone(),
         };
         self.model = model;
+        self.schemas = schemas::SchemasView::default();
         self.aggregate_cache = None;
         self.pending.clear();
         self.correlations.clear();
@@ -550,7 +581,11 @@ impl EventscopeApp {
                     Err(e) => self.query_error = Some(e.0),
                     Ok(_) => {
                         let repaint = ctx.clone();
-                        match query::QueryJob::start(expr, move || repaint.request_repaint()) {
+                        match query::QueryJob::start(
+                            expr,
+                            self.model.config().decode.registry.clone(),
+                            move || repaint.request_repaint(),
+                        ) {
                             Ok(job) => self.query_job = Some(job),
                             Err(e) => self.query_error = Some(format!("cannot start: {e}")),
                         }
@@ -837,6 +872,7 @@ impl EventscopeApp {
                 (BottomTab::Lanes, "Partition lanes"),
                 (BottomTab::Sagas, "Sagas"),
                 (BottomTab::Charts, "Charts"),
+                (BottomTab::Schemas, "Schemas"),
             ] {
                 ui.selectable_value(&mut self.prefs.bottom_tab, tab, label);
             }
@@ -851,6 +887,7 @@ impl EventscopeApp {
             BottomTab::Lanes => lanes::lanes_ui(self, ui, intents),
             BottomTab::Sagas => saga::sagas_ui(self, ui, intents),
             BottomTab::Charts => charts::charts_ui(self, ui),
+            BottomTab::Schemas => schemas::schemas_ui(self, ui, intents),
         }
     }
 }
@@ -916,10 +953,9 @@ pub fn run(
         ..Default::default()
     };
     // An explicit --profile wins; else the one remembered for this connection; else defaults.
-    let explicit = conn
-        .profile
-        .as_deref()
-        .map(crate::profile::Profile::load)
+    // (`--schemas DIR` counts as explicit: it goes over the profile file or the defaults.)
+    let explicit = (conn.profile.is_some() || conn.schemas.is_some())
+        .then(|| crate::profile::Profile::for_connection(&conn))
         .transpose()?;
     let connection_key = match &recording {
         Some((_, label)) => label.clone(),

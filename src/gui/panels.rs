@@ -630,7 +630,8 @@ impl ConnectionDialog {
                             } else {
                                 Mode::Observe
                             };
-                            intents.push(Intent::Backend(BackendCommand::Connect(c, mode)));
+                            intents
+                                .push(Intent::Backend(BackendCommand::Connect(Box::new(c), mode)));
                             self.submitted = true;
                         }
                     }

@@ -34,7 +34,11 @@ pub struct QueryJob {
 impl QueryJob {
     /// Start a worker for `expr` (already known to parse). `repaint` is called
     /// when results arrive.
-    pub fn start(expr: &str, repaint: impl Fn() + Send + 'static) -> std::io::Result<QueryJob> {
+    pub fn start(
+        expr: &str,
+        registry: crate::registry::RegistryHandle,
+        repaint: impl Fn() + Send + 'static,
+    ) -> std::io::Result<QueryJob> {
         let (tx, work_rx) = mpsc::channel::<(Vec<(LogIndex, Record)>, usize)>();
         let (done_tx, rx) = mpsc::channel();
         let text = expr.to_owned();
@@ -48,7 +52,7 @@ impl QueryJob {
                 while let Ok((batch, upto)) = work_rx.recv() {
                     let matched = batch
                         .iter()
-                        .filter(|(_, r)| query.matches(r))
+                        .filter(|(_, r)| query.matches_in(r, &registry))
                         .map(|(i, _)| *i)
                         .collect();
                     if done_tx.send(Progress { matched, upto }).is_err() {

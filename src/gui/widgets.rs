@@ -56,33 +56,8 @@ pub fn is_compensation(event_type: &str) -> bool {
     .any(|w| event_type.contains(w))
 }
 
-/// Whether a field name is personal data: it contains one of `fields` (ASCII case ignored).
-fn is_pii<S: AsRef<str>>(key: &str, fields: &[S]) -> bool {
-    let k = key.to_ascii_lowercase();
-    fields
-        .iter()
-        .any(|w| k.contains(&w.as_ref().to_ascii_lowercase()))
-}
-
 /// Replace the fields named like one of `fields` with a mask, recursively.
-pub fn mask_pii_with<S: AsRef<str>>(v: &Value, fields: &[S]) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    let v = if is_pii(k, fields) && !v.is_object() && !v.is_array() {
-                        Value::String("••••••".into())
-                    } else {
-                        mask_pii_with(v, fields)
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(|x| mask_pii_with(x, fields)).collect()),
-        other => other.clone(),
-    }
-}
+pub use crate::model::redact::mask_value as mask_pii_with;
 
 /// Pretty JSON, personal data masked unless `reveal`.
 pub fn pretty_with<S: AsRef<str>>(v: &Value, reveal: bool, pii_fields: &[S]) -> String {
@@ -113,16 +88,6 @@ pub fn service_of(log: &ObservedLog, idx: LogIndex) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masks_pii_recursively() {
-        let v = serde_json::json!({"customer_email": "a@b", "items": [{"shipping_address": "x", "qty": 1}], "total": 3});
-        let m = mask_pii_with(&v, &crate::profile::DEFAULT_PII_FIELDS);
-        assert_eq!(m["customer_email"], "••••••");
-        assert_eq!(m["items"][0]["shipping_address"], "••••••");
-        assert_eq!(m["items"][0]["qty"], 1);
-        assert_eq!(m["total"], 3);
-    }
 
     #[test]
     fn compensation_names() {

@@ -166,16 +166,68 @@ pub fn write<'a, W: Write>(
     w.flush()
 }
 
-/// Read JSON Lines lazily; each item is a record or the error of that line.
+/// Read JSON Lines lazily; each item is a record or the error of that line. A bad line (not
+/// UTF-8, not a record, cut short) is the error of that line and reading goes on with the
+/// next one; an I/O error is the last item.
 pub fn read<R: BufRead>(r: R) -> impl Iterator<Item = Result<Record, ImportError>> {
-    r.lines().enumerate().filter_map(|(i, line)| match line {
-        Err(source) => Some(Err(ImportError::Io {
-            line: i + 1,
-            source,
-        })),
-        Ok(l) if l.trim().is_empty() => None,
-        Ok(l) => Some(from_line(&l, i + 1)),
-    })
+    read_numbered(r).map(|(_, item)| item)
+}
+
+/// As [`read`], each item with its 1-based line number.
+pub fn read_numbered<R: BufRead>(
+    r: R,
+) -> impl Iterator<Item = (usize, Result<Record, ImportError>)> {
+    Lines {
+        r,
+        line: 0,
+        done: false,
+        buf: Vec::new(),
+    }
+}
+
+struct Lines<R> {
+    r: R,
+    line: usize,
+    done: bool,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> Iterator for Lines<R> {
+    type Item = (usize, Result<Record, ImportError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            self.buf.clear();
+            self.line += 1;
+            let line = self.line;
+            match self.r.read_until(b'\n', &mut self.buf) {
+                Ok(0) => self.done = true,
+                Ok(_) => {
+                    let mut bytes = self.buf.as_slice();
+                    bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+                    bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+                    let text = match std::str::from_utf8(bytes) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            let message = format!(
+                                "not UTF-8 text (bad byte at column {})",
+                                e.valid_up_to() + 1
+                            );
+                            return Some((line, Err(ImportError::Malformed { line, message })));
+                        }
+                    };
+                    if !text.trim().is_empty() {
+                        return Some((line, from_line(text, line)));
+                    }
+                }
+                Err(source) => {
+                    self.done = true;
+                    return Some((line, Err(ImportError::Io { line, source })));
+                }
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -243,9 +295,23 @@ mod tests {
             msg.starts_with("line 4:") && msg.contains("base64"),
             "{msg}"
         );
-        let invalid_utf8: &[u8] = b"{\"topic\":\"\xff\"}\n";
-        let res: Vec<_> = read(invalid_utf8).collect();
-        assert!(matches!(res[0], Err(ImportError::Io { line: 1, .. })));
+        let mut invalid_utf8 = b"{\"topic\":\"\xff\"}\r\n".to_vec();
+        invalid_utf8.extend_from_slice(good.as_bytes());
+        invalid_utf8.extend_from_slice(b"\r\n");
+        invalid_utf8.extend_from_slice(&good.as_bytes()[..good.len() / 2]);
+        let res: Vec<_> = read_numbered(&invalid_utf8[..]).collect();
+        assert_eq!(res.len(), 3);
+        assert!(
+            matches!(&res[0], (1, Err(ImportError::Malformed { line: 1, message })) if message.contains("not UTF-8") && message.contains("column 11")),
+            "{:?}",
+            res[0]
+        );
+        assert!(
+            matches!(&res[1], (2, Ok(_))),
+            "the line after a bad one is read"
+        );
+        let cut = res[2].1.as_ref().unwrap_err().to_string();
+        assert!(cut.starts_with("line 3:") && cut.contains("EOF"), "{cut}");
     }
 
     proptest! {

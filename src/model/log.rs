@@ -546,17 +546,26 @@ impl ObservedLog {
 
     /// The raw record back, byte for byte.
     pub fn record(&self, idx: LogIndex) -> Option<Record> {
+        self.record_clipped(idx, usize::MAX).map(|(r, _)| r)
+    }
+
+    /// The record with its key, header values and value cut to at most `max` bytes each,
+    /// and their full sizes: for showing a record without copying a large value.
+    pub fn record_clipped(&self, idx: LogIndex, max: usize) -> Option<(Record, RecordSizes)> {
         let row = self.row(idx)?;
         let mut r = Reader(self.bytes.get(row.blob)?);
-        let key = r.opt()?;
+        let (key, key_len) = r.opt_clipped(max)?;
         let n = r.u32()?;
         let mut headers = Vec::with_capacity(n.min(1024) as usize);
+        let mut header_lens = Vec::with_capacity(n.min(1024) as usize);
         for _ in 0..n {
             let name = Sym(NonZeroU32::new(r.u32()?)?);
-            headers.push((self.resolve(name).to_owned(), r.opt()?));
+            let (v, len) = r.opt_clipped(max)?;
+            headers.push((self.resolve(name).to_owned(), v));
+            header_lens.push(len);
         }
-        let value = r.opt()?;
-        Some(Record {
+        let (value, value_len) = r.opt_clipped(max)?;
+        let rec = Record {
             topic: self.resolve(row.topic).to_owned(),
             partition: row.partition,
             offset: row.offset,
@@ -564,7 +573,13 @@ impl ObservedLog {
             key,
             headers,
             value,
-        })
+        };
+        let sizes = RecordSizes {
+            key: key_len,
+            headers: header_lens,
+            value: value_len,
+        };
+        Some((rec, sizes))
     }
 
     /// The decoded event, payload included (re-decoded from the raw bytes). `None` for poison.
@@ -676,12 +691,25 @@ impl Reader<'_> {
         let b = self.take(4)?;
         Some(u32::from_le_bytes(b.try_into().ok()?))
     }
-    fn opt(&mut self) -> Option<Option<Vec<u8>>> {
+    /// An optional byte field cut to `max` bytes, and its full length (0 when absent).
+    fn opt_clipped(&mut self, max: usize) -> Option<(Option<Vec<u8>>, usize)> {
         match self.u32()? {
-            NONE_LEN => Some(None),
-            n => Some(Some(self.take(n as usize)?.to_vec())),
+            NONE_LEN => Some((None, 0)),
+            n => {
+                let b = self.take(n as usize)?;
+                Some((Some(b[..b.len().min(max)].to_vec()), b.len()))
+            }
         }
     }
+}
+
+/// Full sizes in bytes of a record's byte fields (0 when absent), for
+/// [`ObservedLog::record_clipped`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordSizes {
+    pub key: usize,
+    pub headers: Vec<usize>,
+    pub value: usize,
 }
 
 #[cfg(test)]

@@ -7,13 +7,16 @@
 //! - [`log`]: the append-only [`log::ObservedLog`] with its indexes;
 //! - [`detect`]: the anomaly lints;
 //! - [`timetravel`]: cursor, folds with snapshots, diffs;
-//! - [`jsonl`]: recorded sessions as JSON Lines.
+//! - [`jsonl`]: recorded sessions as JSON Lines;
+//! - [`redact`]: personal data masking (inspector, exports).
 
 pub mod detect;
 pub mod envelope;
 pub mod jsonl;
 pub mod log;
 pub mod record;
+pub mod redact;
+pub mod schemas;
 pub mod timetravel;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -251,25 +254,77 @@ impl Model {
 
     /// Rebuild a model offline from JSON Lines. Each record is ingested at `now` = its
     /// timestamp (else the previous one). A recording is all backlog: once it is read, the
-    /// lints give their verdicts as of `settle_ms` after the last record's time.
+    /// lints give their verdicts as of `settle_ms` after the last record's time. A line that
+    /// cannot be read (cut short, not a record, too large to store) is left out and named in
+    /// [`Recording::bad_lines`]; every good line is read.
     pub fn from_jsonl<R: BufRead>(
         cfg: ModelConfig,
         r: R,
         settle_ms: i64,
-    ) -> Result<Model, ImportModelError> {
+    ) -> Result<Recording, ImportModelError> {
         let mut m = Model::new(cfg);
+        let mut bad = BadLines::default();
         let mut now = 0i64;
-        for (n, rec) in jsonl::read(r).enumerate() {
-            let rec = rec?;
+        for (line, rec) in jsonl::read_numbered(r) {
+            let rec = match rec {
+                Ok(rec) => rec,
+                Err(e @ jsonl::ImportError::Io { .. }) => return Err(e.into()),
+                Err(e @ jsonl::ImportError::Malformed { .. }) => {
+                    bad.push(line, e.to_string());
+                    continue;
+                }
+            };
             now = now.max(rec.timestamp_ms.unwrap_or(now));
-            m.ingest(&rec, now)
-                .map_err(|source| ImportModelError::Log {
-                    record: n + 1,
-                    source,
-                })?;
+            match m.ingest(&rec, now) {
+                Ok(_) => {}
+                Err(source @ LogError::Full(_)) => {
+                    return Err(ImportModelError::Log { line, source })
+                }
+                Err(e @ LogError::TooLarge(_)) => bad.push(line, format!("line {line}: {e}")),
+            }
         }
         m.end_of_backlog(now.saturating_add(settle_ms));
-        Ok(m)
+        Ok(Recording {
+            model: m,
+            bad_lines: bad.kept,
+            bad_line_count: bad.count,
+        })
+    }
+}
+
+/// A recording read back: the model of its good lines and the lines left out.
+pub struct Recording {
+    pub model: Model,
+    /// The first [`BAD_LINES_KEPT`] lines left out, in file order.
+    pub bad_lines: Vec<BadLine>,
+    /// Every line left out.
+    pub bad_line_count: usize,
+}
+
+/// Bad lines named one by one; beyond this only the count grows.
+pub const BAD_LINES_KEPT: usize = 1000;
+
+/// A line of a recording that was left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadLine {
+    /// 1-based.
+    pub line: usize,
+    /// Why, starting with `line N:`.
+    pub reason: String,
+}
+
+#[derive(Default)]
+struct BadLines {
+    kept: Vec<BadLine>,
+    count: usize,
+}
+
+impl BadLines {
+    fn push(&mut self, line: usize, reason: String) {
+        self.count += 1;
+        if self.kept.len() < BAD_LINES_KEPT {
+            self.kept.push(BadLine { line, reason });
+        }
     }
 }
 
@@ -278,9 +333,9 @@ impl Model {
 pub enum ImportModelError {
     #[error(transparent)]
     Import(#[from] jsonl::ImportError),
-    #[error("record {record}: {source}")]
+    #[error("line {line}: {source}")]
     Log {
-        record: usize,
+        line: usize,
         #[source]
         source: LogError,
     },
@@ -299,6 +354,26 @@ impl Model {
     pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
         (0..self.log.len())
             .filter_map(|i| LogIndex::try_from(i).ok().and_then(|i| self.log.record(i)))
+    }
+
+    /// The same records read again with `cfg` (same order, same log indices): after a profile
+    /// changed, or once a schema registry that did not answer can decode what it could not.
+    /// Switched-off lints stay off; the end of the backlog is kept.
+    pub fn reread(&self, cfg: ModelConfig) -> Result<Model, LogError> {
+        let mut model = Model::new(cfg);
+        for k in AnomalyKind::ALL {
+            if !self.detectors().is_enabled(k) {
+                model.detectors_mut().set_enabled(k, false);
+            }
+        }
+        for rec in self.records() {
+            let now = rec.timestamp_ms.unwrap_or(0);
+            model.ingest(&rec, now)?;
+        }
+        if let Some(cut) = self.backlog_end() {
+            model.end_of_backlog(cut);
+        }
+        Ok(model)
     }
 
     /// The report's `events` counters.
@@ -416,7 +491,9 @@ mod tests {
             &mut buf,
         )
         .unwrap();
-        let m2 = Model::from_jsonl(ModelConfig::default(), &buf[..], 100_000).unwrap();
+        let m2 = Model::from_jsonl(ModelConfig::default(), &buf[..], 100_000)
+            .unwrap()
+            .model;
         assert_eq!(m.report(), m2.report());
         assert!(m2.report().anomaly_counts["duplicate-delivery"] == 5);
     }

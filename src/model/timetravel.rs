@@ -91,6 +91,11 @@ pub trait Fold: Send + Sync {
         true
     }
     fn apply(&self, state: Value, event: &ObservedEvent, payload: &Value) -> Value;
+    /// How the fold reads an event written in an older (or newer) version of its
+    /// schema, e.g. "read as v2 (upcast from v1)"; `None` when read as written.
+    fn read_as(&self, _event: &ObservedEvent) -> Option<String> {
+        None
+    }
 }
 
 /// The default fold for foreign aggregates: deep object merge of the payloads, plus

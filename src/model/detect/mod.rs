@@ -183,6 +183,9 @@ pub struct DetectConfig {
     /// The observed system's own flows (from the profile): judged whether they carry commands
     /// or not.
     pub flows: Vec<FlowConfig>,
+    /// A directory of JSON Schemas (`<Type>/v<N>.json`) that records' `dataschema` URIs
+    /// name (`--schemas DIR`); the demo's own contracts are known without it.
+    pub schemas_dir: Option<std::path::PathBuf>,
 }
 
 /// One flow of the observed system: a correlation chain holding one of `start_types` (any
@@ -204,6 +207,7 @@ impl Default for DetectConfig {
             stuck_saga_timeout_ms: 60_000,
             terminal_types: vec!["OrderCompleted".into(), "OrderCancelled".into()],
             flows: Vec::new(),
+            schemas_dir: None,
         }
     }
 }

@@ -18,9 +18,22 @@ use serde_json::Value;
 
 use super::{loc, Anomaly, AnomalyKind, DetectConfig, Detector};
 use crate::model::log::{FxMap, LogIndex, ObservedLog, Sym};
+use crate::model::schemas::{fields, kind_names, registry_for, shape_hash, FieldStat};
 
-pub(super) fn make(_: &DetectConfig) -> Box<dyn Detector> {
-    Box::<SchemaDrift>::default()
+pub(super) fn make(cfg: &DetectConfig) -> Box<dyn Detector> {
+    // The directory was checked when the flag or profile was read; a directory
+    // that broke since then leaves the demo's contracts.
+    let registry = cfg.schemas_dir.as_deref().and_then(|d| match Registry::load_dir(d) {
+        Ok(r) => Some(std::sync::Arc::new(r)),
+        Err(e) => {
+            tracing::warn!("--schemas: {e}");
+            None
+        }
+    });
+    Box::new(SchemaDrift {
+        registry,
+        ..SchemaDrift::default()
+    })
 }
 
 /// Records of a type before a missing field counts as drift.
@@ -29,6 +42,8 @@ const MIN_RECORDS: u64 = 3;
 #[derive(Default)]
 pub struct SchemaDrift {
     types: FxMap<(Sym, Sym), TypeShape>,
+    /// The user's contracts (`--schemas DIR`), if given.
+    registry: Option<std::sync::Arc<Registry>>,
 }
 
 #[derive(Default)]
@@ -39,71 +54,6 @@ struct TypeShape {
     known: HashSet<u64>,
     /// Distinct shapes seen so far (the learned versions).
     versions: u32,
-}
-
-#[derive(Default, Clone, Copy)]
-struct FieldStat {
-    kinds: u8,
-    present: u64,
-}
-
-/// JSON kinds as bits.
-fn kind_bit(v: &Value) -> u8 {
-    match v {
-        Value::Null => 1,
-        Value::Bool(_) => 2,
-        Value::Number(_) => 4,
-        Value::String(_) => 8,
-        Value::Array(_) => 16,
-        Value::Object(_) => 32,
-    }
-}
-
-fn kind_names(bits: u8) -> String {
-    let names = ["null", "boolean", "number", "string", "array", "object"];
-    let v: Vec<&str> = (0..6)
-        .filter(|i| bits & (1 << i) != 0)
-        .map(|i| names[i])
-        .collect();
-    v.join("|")
-}
-
-/// The payload's fields: path and kind bit, sorted by path.
-fn fields(payload: &Value) -> Vec<(String, u8)> {
-    fn walk(prefix: &str, v: &Value, depth: u8, out: &mut Vec<(String, u8)>) {
-        let Value::Object(map) = v else { return };
-        for (k, child) in map {
-            let path = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            out.push((path.clone(), kind_bit(child)));
-            if depth == 0 {
-                continue;
-            }
-            match child {
-                Value::Object(_) => walk(&path, child, depth - 1, out),
-                Value::Array(items) => {
-                    if let Some(first) = items.first() {
-                        walk(&format!("{path}[]"), first, depth - 1, out);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk("", payload, 1, &mut out);
-    out.sort();
-    out
-}
-
-fn shape_hash(fields: &[(String, u8)]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    fields.hash(&mut h);
-    h.finish()
 }
 
 impl SchemaDrift {
@@ -171,9 +121,10 @@ impl TypeShape {
 /// Check a payload against the contract its `dataschema` names, where the
 /// registry holds that type: the named version, or, for a version nobody
 /// registered, the latest registered one (what its consumers read).
-fn declared(uri: &str, payload: &Value) -> Option<String> {
+fn declared(reg: Option<&Registry>, uri: &str, payload: &Value) -> Option<String> {
     let (t, v) = parse_uri(uri)?;
-    let reg = Registry::demo().ok()?;
+    let reg = registry_for(reg, uri)?;
+    reg.versions(t).first()?;
     match reg.get(t, v) {
         Some(c) => c
             .validate(payload)
@@ -218,7 +169,7 @@ impl Detector for SchemaDrift {
         if !shape.known.contains(&hash) {
             problems = shape.breaks(&now);
             if let Some(uri) = event.dataschema.as_deref() {
-                problems.extend(declared(uri, payload));
+                problems.extend(declared(self.registry.as_deref(), uri, payload));
             }
         }
         shape.learn(&now, hash);
@@ -279,13 +230,28 @@ mod tests {
         use eventscope_demo::contracts::uri;
         let v1 = json!({"order_id": "o", "customer_email": "e", "shipping_address": "a",
                         "items": [], "total_cents": 1});
-        assert_eq!(declared(&uri("OrderCreated", 1), &v1), None);
+        assert_eq!(declared(None, &uri("OrderCreated", 1), &v1), None);
         let v3 = json!({"order_id": "o", "customer_email": "e", "shipping_address": "a",
                         "line_items": [], "total_cents": 1});
-        let why = declared(&uri("OrderCreated", 3), &v3).unwrap();
+        let why = declared(None, &uri("OrderCreated", 3), &v3).unwrap();
         assert!(why.contains("v3") && why.contains("items"), "{why}");
         let bad = json!({"order_id": "o", "amount_cents": "12"});
-        assert!(declared(&uri("ProcessPayment", 1), &bad).unwrap().contains("amount_cents"));
-        assert_eq!(declared("urn:unknown", &bad), None);
+        assert!(declared(None, &uri("ProcessPayment", 1), &bad).unwrap().contains("amount_cents"));
+        assert_eq!(declared(None, "urn:unknown", &bad), None);
+        // A foreign URI is not judged by the demo's contracts...
+        let foreign = "https://acme.example/schemas/ProcessPayment/v1.json";
+        assert_eq!(declared(None, foreign, &bad), None);
+        // ...but by the user's, given with --schemas DIR.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ProcessPayment")).unwrap();
+        std::fs::write(
+            dir.path().join("ProcessPayment/v1.json"),
+            r#"{"type": "object", "properties": {"amount_cents": {"type": "integer"}}}"#,
+        )
+        .unwrap();
+        let user = Registry::load_dir(dir.path()).unwrap();
+        let why = declared(Some(&user), foreign, &bad).unwrap();
+        assert!(why.contains("amount_cents"), "{why}");
+        assert_eq!(declared(Some(&user), foreign, &json!({"amount_cents": 3})), None);
     }
 }

@@ -86,7 +86,10 @@ fn decode(input: &Input<'_>) -> Result<ObservedEvent, DecodeError> {
     ev.event_type = Some(required(ty, "type")?);
     ev.source = Some(required(source, "source")?);
     ev.subject = non_empty(subject);
-    ev.aggregate_id = ev.subject.clone().or_else(|| non_empty(rec.key_str()));
+    ev.aggregate_id = ev
+        .subject
+        .clone()
+        .or_else(|| non_empty(input.key_text().as_deref()));
     ev.correlation_id = non_empty(corr);
     ev.causation_id = non_empty(cause);
     ev.aggregate_version = aggver
@@ -99,7 +102,16 @@ fn decode(input: &Input<'_>) -> Result<ObservedEvent, DecodeError> {
     ev.content_type = content_type.map(str::to_owned);
     ev.dataschema = non_empty(dataschema);
     ev.extensions = extensions;
-    if is_json_media(content_type) {
+    if input.is_framed() && may_be_framed(content_type) {
+        // Avro, Protobuf or JSON Schema through the registry. Without one the headers still
+        // make the event; its data stays unread.
+        if input.cfg.registry.0.is_some() {
+            let v = input.json()?;
+            if with_payload {
+                ev.payload = Some(v.clone());
+            }
+        }
+    } else if is_json_media(content_type) {
         if let Some(v) = rec.value.as_deref().filter(|v| !v.is_empty()) {
             if with_payload {
                 ev.payload = Some(parse_json(v)?);
@@ -109,4 +121,15 @@ fn decode(input: &Input<'_>) -> Result<ObservedEvent, DecodeError> {
         }
     }
     Ok(ev)
+}
+
+/// Content types a Confluent-framed value travels with (or none); an explicit other
+/// type (e.g. `application/octet-stream`) is taken at its word.
+fn may_be_framed(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|ct| {
+        let ct = ct.to_ascii_lowercase();
+        ["avro", "protobuf", "json", "confluent", "schema"]
+            .iter()
+            .any(|m| ct.contains(m))
+    })
 }

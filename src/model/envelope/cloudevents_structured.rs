@@ -99,7 +99,10 @@ fn decode(input: &Input<'_>, header_data_type: Option<&str>) -> Result<ObservedE
     ev.event_type = Some(req(obj, "type")?);
     ev.source = Some(req(obj, "source")?);
     ev.subject = obj.get("subject").and_then(scalar_string);
-    ev.aggregate_id = ev.subject.clone().or_else(|| non_empty(rec.key_str()));
+    ev.aggregate_id = ev
+        .subject
+        .clone()
+        .or_else(|| non_empty(input.key_text().as_deref()));
     ev.correlation_id = obj.get("correlationid").and_then(scalar_string);
     ev.causation_id = obj.get("causationid").and_then(scalar_string);
     ev.aggregate_version = match obj.get("aggregateversion") {

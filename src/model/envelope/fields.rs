@@ -27,10 +27,59 @@ pub(super) fn parse_json(bytes: &[u8]) -> Result<Value, DecodeError> {
     serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))
 }
 
+/// The same checks as [`parse_json`] without building the tree: strings are unescaped
+/// (a lone surrogate `\ud800` is an error) and numbers read (`1e999` is out of range), as
+/// `serde::de::IgnoredAny` would not (found by fuzzing: the envelope-only decode accepted
+/// what the full decode refused).
 pub(super) fn validate_json(bytes: &[u8]) -> Result<(), DecodeError> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+    serde_json::from_slice::<Validated>(bytes)
         .map(|_| ())
         .map_err(|e| DecodeError::InvalidJson(e.to_string()))
+}
+
+/// Any JSON, read fully and kept nowhere.
+struct Validated;
+
+impl<'de> serde::Deserialize<'de> for Validated {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValidatedVisitor)
+    }
+}
+
+struct ValidatedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValidatedVisitor {
+    type Value = Validated;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_unit<E>(self) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Validated, A::Error> {
+        while a.next_element::<Validated>()?.is_some() {}
+        Ok(Validated)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Validated, A::Error> {
+        while a.next_entry::<Validated, Validated>()?.is_some() {}
+        Ok(Validated)
+    }
 }
 
 /// Parse an integer version/sequence, from a header string.

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::record::{is_command_topic, HeaderValue, Record, COMMAND_TOPIC_SUFFIX};
+use crate::registry::SchemaRef;
 use fields::parse_json;
 pub use fields::{lookup, parse_rfc3339_ms, trace_id_of};
 pub use plain_json::{ConfigError, PlainJsonPaths};
@@ -98,6 +99,9 @@ pub struct ObservedEvent {
     pub extensions: BTreeMap<String, String>,
     /// The event payload (`data`) as JSON; `None` when absent or not JSON.
     pub payload: Option<Value>,
+    /// The registry schema the value was decoded with (Confluent wire format).
+    #[serde(skip)]
+    pub value_schema: Option<crate::registry::SchemaRef>,
 }
 
 /// Which ordering number an event carries.
@@ -137,6 +141,7 @@ impl ObservedEvent {
             dataschema: None,
             extensions: BTreeMap::new(),
             payload: None,
+            value_schema: None,
         }
     }
 }
@@ -164,6 +169,9 @@ pub enum DecodeError {
     UnsupportedContentType(String),
     #[error("no known envelope: {0}")]
     Unrecognised(String),
+    /// A Confluent-framed value that could not be decoded (the reason names the schema id).
+    #[error("{0}")]
+    Registry(String),
 }
 
 /// How to decode records.
@@ -179,6 +187,9 @@ pub struct DecodeConfig {
     pub max_value_bytes: usize,
     /// Topics that carry commands, not events: glob patterns (`*` any run, `?` one character).
     pub command_topics: Vec<String>,
+    /// Schemas for Confluent-framed values and keys (`--schema-registry`).
+    #[serde(skip)]
+    pub registry: crate::registry::RegistryHandle,
 }
 
 impl Default for DecodeConfig {
@@ -189,6 +200,7 @@ impl Default for DecodeConfig {
             outbox_topic_prefix: "outbox.event.".into(),
             max_value_bytes: 16 * 1024 * 1024,
             command_topics: vec![format!("*{COMMAND_TOPIC_SUFFIX}")],
+            registry: crate::registry::RegistryHandle::default(),
         }
     }
 }
@@ -244,12 +256,37 @@ pub(crate) struct Input<'a> {
     pub content_type: Option<&'a str>,
     /// Build the JSON payload, or only validate it.
     pub with_payload: bool,
-    json: OnceCell<Result<Value, DecodeError>>,
+    json: OnceCell<Result<(Value, Option<SchemaRef>), DecodeError>>,
+}
+
+/// Decode Confluent-framed bytes through the registry; `None` when not framed.
+fn unframe(bytes: &[u8], cfg: &DecodeConfig) -> Option<Result<(Value, SchemaRef), DecodeError>> {
+    use crate::registry::{frame, Frame};
+    Some(match frame(bytes)? {
+        Frame::Confluent { id, payload } => match &cfg.registry.0 {
+            Some(cache) => cache.decode(id, payload).map_err(DecodeError::Registry),
+            None => Err(DecodeError::Registry(format!(
+                "Confluent wire format (schema id {id}): give --schema-registry URL to decode it"
+            ))),
+        },
+        Frame::Truncated(n) => Err(DecodeError::Registry(format!(
+            "truncated Confluent wire format: {n} bytes, the header alone is 5"
+        ))),
+        Frame::Guid => Err(DecodeError::Registry(
+            "magic byte 1 (schema GUID framing) is not supported; only magic byte 0 with a schema id"
+                .into(),
+        )),
+    })
 }
 
 impl Input<'_> {
-    /// The value as JSON, parsed on first use. An absent or empty value is [`DecodeError::EmptyValue`].
+    /// The value as JSON, parsed on first use: decoded through the schema registry when it is
+    /// Confluent-framed. An absent or empty value is [`DecodeError::EmptyValue`].
     pub fn json(&self) -> Result<&Value, DecodeError> {
+        self.decoded().map(|(v, _)| v)
+    }
+
+    fn decoded(&self) -> Result<&(Value, Option<SchemaRef>), DecodeError> {
         self.json
             .get_or_init(|| {
                 let bytes = self
@@ -258,10 +295,54 @@ impl Input<'_> {
                     .as_deref()
                     .filter(|v| !v.is_empty())
                     .ok_or(DecodeError::EmptyValue)?;
-                parse_json(bytes)
+                if let Some(r) = unframe(bytes, self.cfg) {
+                    return r.map(|(v, s)| (v, Some(s)));
+                }
+                parse_json(bytes).map(|v| (v, None)).map_err(|e| {
+                    // A schema id in a header (Apicurio, some serdes) instead of the framing.
+                    match crate::registry::SCHEMA_ID_HEADERS
+                        .iter()
+                        .find(|h| self.rec.header_str(h).is_some())
+                    {
+                        Some(h) => DecodeError::Registry(format!(
+                            "the schema id travels in header {h}: not supported, only the \
+                             Confluent wire format (magic byte 0 + schema id)"
+                        )),
+                        None => e,
+                    }
+                })
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// Whether the value is Confluent-framed (decoded through the registry, whatever its
+    /// content type says).
+    pub fn is_framed(&self) -> bool {
+        self.rec
+            .value
+            .as_deref()
+            .is_some_and(|v| crate::registry::frame(v).is_some())
+    }
+
+    /// The registry schema the value was decoded with, if it was.
+    pub fn value_schema(&self) -> Option<SchemaRef> {
+        match self.json.get() {
+            Some(Ok((_, s))) => s.clone(),
+            _ => None,
+        }
+    }
+
+    /// The record key as text: a Confluent-framed key decoded through the registry (a
+    /// string as it is, anything else as JSON), else the key if it is UTF-8.
+    pub fn key_text(&self) -> Option<String> {
+        let key = self.rec.key.as_deref()?;
+        match unframe(key, self.cfg) {
+            Some(Ok((Value::String(s), _))) => Some(s),
+            Some(Ok((v, _))) => Some(v.to_string()),
+            Some(Err(_)) => None,
+            None => self.rec.key_str().map(str::to_owned),
+        }
     }
 }
 
@@ -325,7 +406,14 @@ fn decode_with(
         json: OnceCell::new(),
     };
     match FORMATS.iter().find(|f| (f.matches)(&input)) {
-        Some(f) => (f.decode)(&input),
+        Some(f) => (f.decode)(&input).map(|mut ev| {
+            ev.value_schema = input.value_schema();
+            ev
+        }),
+        None if input.is_framed() => Err(input
+            .json()
+            .err()
+            .unwrap_or_else(|| DecodeError::Unrecognised("a framed value, no envelope".into()))),
         None => Err(DecodeError::Unrecognised(
             "no CloudEvents headers or shape, no outbox shape, plain JSON disabled".into(),
         )),

@@ -105,7 +105,10 @@ fn decode(input: &Input<'_>) -> Result<ObservedEvent, DecodeError> {
     ev.correlation_id = get(&paths.correlation).and_then(scalar_string);
     ev.causation_id = get(&paths.causation).and_then(scalar_string);
     ev.subject = get(&paths.aggregate_id).and_then(scalar_string);
-    ev.aggregate_id = ev.subject.clone().or_else(|| non_empty(rec.key_str()));
+    ev.aggregate_id = ev
+        .subject
+        .clone()
+        .or_else(|| non_empty(input.key_text().as_deref()));
     ev.aggregate_version = get(&paths.version).and_then(scalar_int);
     ev.time = get(&paths.time).and_then(scalar_string);
     ev.time_ms = ev.time.as_deref().and_then(parse_rfc3339_ms);

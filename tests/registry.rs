@@ -1,0 +1,474 @@
+//! Records in the Confluent wire format: Avro, Protobuf and JSON Schema values encoded with the
+//! real encoders (apache-avro, prost-reflect, serde_json), framed as the Confluent serializers
+//! frame them, written to `eventscope broker`, and read back by `eventscope inspect
+//! --schema-registry` against a registry serving the real REST shapes (hyper, in the test).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::broker::{Broker, BIN};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DynamicMessage, Value as PValue};
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+
+/// A Schema Registry serving the REST shapes of Confluent's: schemas by id (with
+/// `schemaType`, absent for Avro), an id's subject/versions, 404s as its error JSON. It counts
+/// the requests per path. `html` makes it answer every request with an HTML page instead.
+/// A registered schema: subject, version, `schemaType` (None for Avro), schema text.
+type Registered = (String, i64, Option<&'static str>, String);
+
+#[derive(Clone, Default)]
+struct FakeRegistry {
+    schemas: Arc<HashMap<u32, Registered>>,
+    requests: Arc<Mutex<Vec<String>>>,
+    html: bool,
+}
+
+impl FakeRegistry {
+    fn count(&self, prefix: &str) -> usize {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with(prefix))
+            .count()
+    }
+
+    async fn serve(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reg = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let reg = reg.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| reg.clone().handle(req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn handle(self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        self.requests
+            .lock()
+            .unwrap()
+            .push(format!("{path}?{query}"));
+        let reply = |status: u16, body: Value| {
+            Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/vnd.schemaregistry.v1+json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap())
+        };
+        if self.html {
+            return Ok(Response::builder()
+                .header("content-type", "text/html")
+                .body(Full::new(Bytes::from("<html><body>Login</body></html>")))
+                .unwrap());
+        }
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let entry = |id: &str| id.parse::<u32>().ok().and_then(|id| self.schemas.get(&id));
+        let with_type = |mut v: Value, t: Option<&str>| {
+            if let Some(t) = t {
+                v["schemaType"] = json!(t);
+            }
+            v
+        };
+        match parts.as_slice() {
+            ["schemas", "ids", id] => match entry(id) {
+                Some((_, _, t, text)) => reply(200, with_type(json!({"schema": text}), *t)),
+                None => reply(
+                    404,
+                    json!({"error_code": 40403, "message": format!("Schema {id} not found")}),
+                ),
+            },
+            ["schemas", "ids", id, "versions"] => match entry(id) {
+                Some((s, v, _, _)) => reply(200, json!([{"subject": s, "version": v}])),
+                None => reply(404, json!({"error_code": 40403, "message": "not found"})),
+            },
+            _ => reply(404, json!({"error_code": 40401, "message": "no such path"})),
+        }
+    }
+}
+
+const PAYMENT_AVSC: &str = r#"{"type": "record", "name": "PaymentEvent", "namespace": "acme",
+  "fields": [
+    {"name": "event_id", "type": "string"},
+    {"name": "type", "type": "string"},
+    {"name": "correlation_id", "type": "string"},
+    {"name": "causation_id", "type": ["null", "string"], "default": null},
+    {"name": "payment_id", "type": "string"},
+    {"name": "amount_cents", "type": "long"}
+  ]}"#;
+
+/// shipping.proto: `Envelope` (message 0) and `Shipped` (message 1) with a nested `Parcel`.
+fn shipping_proto() -> FileDescriptorProto {
+    let field = |name: &str, number: i32, ty: Type| FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        label: Some(Label::Optional as i32),
+        r#type: Some(ty as i32),
+        json_name: Some(name.into()),
+        ..Default::default()
+    };
+    let mut parcels = field("parcels", 6, Type::Message);
+    parcels.label = Some(Label::Repeated as i32);
+    parcels.type_name = Some(".acme.Shipped.Parcel".into());
+    FileDescriptorProto {
+        name: Some("shipping.proto".into()),
+        package: Some("acme".into()),
+        syntax: Some("proto3".into()),
+        message_type: vec![
+            DescriptorProto {
+                name: Some("Envelope".into()),
+                field: vec![field("note", 1, Type::String)],
+                ..Default::default()
+            },
+            DescriptorProto {
+                name: Some("Shipped".into()),
+                field: vec![
+                    field("event_id", 1, Type::String),
+                    field("type", 2, Type::String),
+                    field("correlation_id", 3, Type::String),
+                    field("causation_id", 4, Type::String),
+                    field("order_id", 5, Type::String),
+                    parcels,
+                ],
+                nested_type: vec![DescriptorProto {
+                    name: Some("Parcel".into()),
+                    field: vec![field("weight_grams", 1, Type::Int32)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+const AUDIT_SCHEMA: &str = r#"{"type": "object", "required": ["event_id", "type", "amount"],
+  "properties": {"amount": {"type": "integer"}}}"#;
+
+fn frame(id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8];
+    v.extend(id.to_be_bytes());
+    v.extend(payload);
+    v
+}
+
+fn avro_payment(
+    schema: &apache_avro::Schema,
+    id: &str,
+    ty: &str,
+    corr: &str,
+    cause: Option<&str>,
+    amount: i64,
+) -> Vec<u8> {
+    use apache_avro::types::Value as A;
+    let mut r = apache_avro::types::Record::new(schema).unwrap();
+    r.put("event_id", id);
+    r.put("type", ty);
+    r.put("correlation_id", corr);
+    r.put(
+        "causation_id",
+        match cause {
+            Some(c) => A::Union(1, Box::new(A::String(c.into()))),
+            None => A::Union(0, Box::new(A::Null)),
+        },
+    );
+    r.put("payment_id", "pay-1");
+    r.put("amount_cents", amount);
+    frame(1, &apache_avro::to_avro_datum(schema, r).unwrap())
+}
+
+async fn produce(addr: &str, records: Vec<(&str, Vec<u8>)>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    for (topic, value) in records {
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(topic)
+                    .key("k")
+                    .partition(0)
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+fn inspect(addr: &str, registry: &str, out: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["inspect", "--brokers", addr, "--topics", "payments,shipments,audit"])
+        .args(["--schema-registry", registry])
+        .args([
+            "--json-paths",
+            "id=event_id,type=type,correlation=correlation_id,causation=causation_id,aggregate=payment_id",
+        ])
+        .args(["--filter", ".amount_cents > 1000 or (.parcels | length) == 2"])
+        .arg("--report")
+        .arg(out)
+        .output()
+        .expect("inspect runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_protobuf_and_json_schema_records_are_decoded_through_the_registry() {
+    let broker = tokio::task::spawn_blocking(Broker::start).await.unwrap();
+    let proto = shipping_proto();
+    let pool = DescriptorPool::from_file_descriptor_set(prost_types::FileDescriptorSet {
+        file: vec![proto.clone()],
+    })
+    .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let registry = FakeRegistry {
+        schemas: Arc::new(HashMap::from([
+            (1, ("payments-value".into(), 3, None, PAYMENT_AVSC.into())),
+            (
+                2,
+                (
+                    "shipments-value".into(),
+                    1,
+                    Some("PROTOBUF"),
+                    b64.encode(proto.encode_to_vec()),
+                ),
+            ),
+            (
+                4,
+                ("audit-value".into(), 1, Some("JSON"), AUDIT_SCHEMA.into()),
+            ),
+        ])),
+        ..FakeRegistry::default()
+    };
+    let url = format!("http://{}", registry.serve().await);
+
+    // Avro: a chain of three, one of them delivered twice (same event_id), and a record whose
+    // schema id the registry does not know.
+    let avsc = apache_avro::Schema::parse_str(PAYMENT_AVSC).unwrap();
+    let requested = avro_payment(&avsc, "p-1", "PaymentRequested", "c-1", None, 1200);
+    let mut records = vec![
+        ("payments", requested.clone()),
+        (
+            "payments",
+            avro_payment(&avsc, "p-2", "PaymentAuthorized", "c-1", Some("p-1"), 1200),
+        ),
+        ("payments", requested),
+        (
+            "payments",
+            avro_payment(&avsc, "p-3", "PaymentCaptured", "c-1", Some("p-2"), 1200),
+        ),
+        ("payments", frame(999, b"\x02\x04")),
+    ];
+    // Protobuf: `Shipped` is message 1 (index list [1]: count 1, index 1, zigzag-encoded).
+    let shipped = pool.get_message_by_name("acme.Shipped").unwrap();
+    let parcel = pool.get_message_by_name("acme.Shipped.Parcel").unwrap();
+    let mut msg = DynamicMessage::new(shipped);
+    for (k, v) in [
+        ("event_id", "s-1"),
+        ("type", "OrderShipped"),
+        ("correlation_id", "c-1"),
+        ("causation_id", "p-3"),
+        ("order_id", "o-1"),
+    ] {
+        msg.set_field_by_name(k, PValue::String(v.into()));
+    }
+    let parcels = [250, 900]
+        .map(|w| {
+            let mut p = DynamicMessage::new(parcel.clone());
+            p.set_field_by_name("weight_grams", PValue::I32(w));
+            PValue::Message(p)
+        })
+        .to_vec();
+    msg.set_field_by_name("parcels", PValue::List(parcels));
+    let mut framed = vec![2u8, 2];
+    framed.extend(msg.encode_to_vec());
+    records.push(("shipments", frame(2, &framed)));
+    // JSON Schema: one that keeps it, one that does not.
+    records.push((
+        "audit",
+        frame(
+            4,
+            json!({"event_id": "a-1", "type": "Audited", "correlation_id": "c-1",
+                   "causation_id": "s-1", "amount": 3})
+            .to_string()
+            .as_bytes(),
+        ),
+    ));
+    records.push((
+        "audit",
+        frame(
+            4,
+            json!({"event_id": "a-2", "type": "Audited", "amount": "three"})
+                .to_string()
+                .as_bytes(),
+        ),
+    ));
+    produce(&broker.addr, records).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let (addr, u, p) = (broker.addr.clone(), url.clone(), report_path.clone());
+    let out = tokio::task::spawn_blocking(move || inspect(&addr, &u, &p))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "inspect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["events"]["observed"], 8, "{report:#}");
+    assert_eq!(report["events"]["poison"], 2, "{report:#}");
+    let anomalies = report["anomalies"].as_array().unwrap();
+    let details = |kind: &str| -> Vec<String> {
+        anomalies
+            .iter()
+            .filter(|a| a["kind"] == kind)
+            .map(|a| a["detail"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let poison = details("poison-message");
+    assert!(
+        poison
+            .iter()
+            .any(|d| d.contains("schema 999 not found in the registry")),
+        "{poison:?}"
+    );
+    assert!(
+        poison
+            .iter()
+            .any(|d| d.contains("schema 4") && d.contains("/amount")),
+        "{poison:?}"
+    );
+    // The duplicate found by the Avro event id; the chain links across Avro, Protobuf and
+    // JSON Schema records (no broken causation).
+    assert_eq!(details("duplicate-delivery").len(), 1, "{anomalies:#?}");
+    assert!(details("broken-chain").is_empty(), "{anomalies:#?}");
+    // Decoded payloads are what the jq filter sees: the Avro amounts, the Protobuf parcels.
+    assert_eq!(report["filter"]["matched"], 5, "{:#}", report["filter"]);
+    // One request per schema id (and one for its subject), never one per record.
+    assert_eq!(registry.count("/schemas/ids/1?"), 1);
+    assert_eq!(registry.count("/schemas/ids/1/versions"), 1);
+    assert_eq!(registry.count("/schemas/ids/999?"), 1);
+}
+
+/// A registry that answers with a login page, one that is not there, framing that is cut
+/// short, and framing eventscope does not support: each record is kept and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_failures_and_unsupported_framing_are_named() {
+    let broker = tokio::task::spawn_blocking(Broker::start).await.unwrap();
+    let html = FakeRegistry {
+        html: true,
+        ..FakeRegistry::default()
+    };
+    let html_url = format!("http://{}", html.serve().await);
+    let mut guid = vec![1u8];
+    guid.extend([7u8; 16]);
+    guid.extend(b"payload");
+    produce(
+        &broker.addr,
+        vec![
+            ("payments", frame(1, b"\x02")),
+            ("shipments", vec![0, 0, 1]),
+            ("audit", guid),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let (addr, p) = (broker.addr.clone(), report.clone());
+    let (details, stderr) = tokio::task::spawn_blocking(move || details_for(&addr, &html_url, &p))
+        .await
+        .unwrap();
+    let all = details.join("\n");
+    assert!(all.contains("text/html"), "{all}");
+    assert!(all.contains("truncated Confluent wire format"), "{all}");
+    assert!(all.contains("magic byte 1"), "{all}");
+    assert!(stderr.contains("does not answer"), "{stderr}");
+
+    // Nothing listens there.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (addr, p) = (broker.addr.clone(), report.clone());
+    let (details, _) =
+        tokio::task::spawn_blocking(move || details_for(&addr, &format!("http://{closed}"), &p))
+            .await
+            .unwrap();
+    assert!(
+        details.iter().any(|d| d.contains("does not answer")),
+        "{details:?}"
+    );
+
+    // Without --schema-registry the framing is recognised, not taken for garbage.
+    let addr = broker.addr.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["inspect", "--brokers", &addr, "--topics", "payments"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["anomalies"]
+            .to_string()
+            .contains("give --schema-registry URL"),
+        "{report:#}"
+    );
+}
+
+/// `inspect` with this registry: every record kept (three, all poison), the findings' details
+/// and stderr.
+fn details_for(addr: &str, registry: &str, report: &std::path::Path) -> (Vec<String>, String) {
+    let out = inspect(addr, registry, report);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert_eq!(report["events"]["observed"], 3, "{report:#}");
+    assert_eq!(report["events"]["poison"], 3, "{report:#}");
+    let details = report["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["detail"].as_str().unwrap_or("").to_owned())
+        .collect();
+    (details, String::from_utf8_lossy(&out.stderr).into_owned())
+}
