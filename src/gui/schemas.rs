@@ -108,7 +108,7 @@ pub fn schemas_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
     ui.horizontal_top(|ui| {
         // Left: the event types.
         ui.vertical(|ui| {
-            ui.set_width(230.0);
+            ui.set_width(260.0);
             egui::ScrollArea::vertical()
                 .id_salt("schema_types")
                 .max_height(ui.available_height())
@@ -124,7 +124,8 @@ pub fn schemas_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
                             t.versions.len(),
                             if t.versions.len() == 1 { "" } else { "s" },
                             t.records
-                        ));
+                        ))
+                        .small();
                         if drifted {
                             text = text.color(widgets::ANOMALY);
                         }
@@ -139,7 +140,7 @@ pub fn schemas_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
         // Right: the selected type.
         egui::ScrollArea::vertical()
             .id_salt("schema_detail")
-            .show(ui, |ui| {
+            .show(ui, |ui| ui.vertical(|ui| {
                 let Some((name, t)) = view.selected.as_ref().and_then(|s| types.get_key_value(s))
                 else {
                     ui.weak("No event with a JSON object payload yet.");
@@ -155,7 +156,7 @@ pub fn schemas_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
                     ui.horizontal(|ui| {
                         ui.strong("Diff");
                         pick_version(ui, "schema_diff_from", &t.versions, &mut view.from);
-                        ui.label("→");
+                        ui.label("to");
                         pick_version(ui, "schema_diff_to", &t.versions, &mut view.to);
                     });
                     if let (Some(old), Some(new)) =
@@ -177,7 +178,7 @@ pub fn schemas_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
                 }
                 ui.add_space(6.0);
                 drift_list(ui, log, name, &drifts, intents);
-            });
+            }));
     });
     if let Some(p) = picked {
         view.selected = Some(p);
@@ -249,7 +250,7 @@ fn diff_ui(ui: &mut egui::Ui, old: &SchemaVersion, new: &SchemaVersion, user: Op
                 let (what, detail) = match c.kind {
                     FieldChangeKind::Added => ("added", c.new.clone()),
                     FieldChangeKind::Removed => ("removed", c.old.clone()),
-                    FieldChangeKind::Retyped => ("changed", format!("{} → {}", c.old, c.new)),
+                    FieldChangeKind::Retyped => ("changed", format!("{} -> {}", c.old, c.new)),
                 };
                 ui.monospace(&c.path);
                 ui.label(format!("{what} ({detail})"));
@@ -271,7 +272,7 @@ fn diff_ui(ui: &mut egui::Ui, old: &SchemaVersion, new: &SchemaVersion, user: Op
         match contracts::diff(&a.schema, &b.schema, Compatibility::Backward) {
             Ok(list) => {
                 ui.label(format!(
-                    "Contracts v{} → v{} (BACKWARD), {} change{}:",
+                    "Contracts v{} to v{} (BACKWARD check), {} change{}:",
                     a.version,
                     b.version,
                     list.len(),
