@@ -463,6 +463,9 @@ pub struct ConnectionDialog {
     /// Where to export the demo's spans (empty: no export).
     pub otlp_endpoint: String,
     pub otlp_grpc: bool,
+    /// A Schema Registry for Confluent-framed records (empty: none), and its USER:PASSWORD.
+    pub schema_registry: String,
+    pub schema_registry_auth: String,
     /// Run the demo there (else observe only).
     pub run_demo: bool,
     pub submitted: bool,
@@ -521,6 +524,19 @@ impl ConnectionDialog {
             } else {
                 eventscope_demo::telemetry::OtlpProtocol::HttpProtobuf
             };
+        }
+        let registry = self.schema_registry.trim();
+        if !registry.is_empty() {
+            let auth = self.schema_registry_auth.trim();
+            let auth = (!auth.is_empty())
+                .then(|| crate::registry::parse_auth(auth))
+                .transpose()
+                .map_err(|e| format!("registry user:password: {e}"))?;
+            crate::registry::RegistryClient::new(registry, auth).map_err(|e| e.to_string())?;
+            c.schema_registry = Some(registry.to_owned());
+            if !self.schema_registry_auth.trim().is_empty() {
+                c.schema_registry_auth = Some(self.schema_registry_auth.trim().to_owned());
+            }
         }
         Ok(c)
     }
@@ -593,6 +609,18 @@ impl ConnectionDialog {
                     ui.label("");
                     ui.checkbox(&mut self.otlp_grpc, "OTLP over gRPC (else HTTP/protobuf)");
                     ui.end_row();
+                    field(
+                        ui,
+                        "Schema Registry",
+                        egui::TextEdit::singleline(&mut self.schema_registry).hint_text(
+                            "empty: none; http://127.0.0.1:8081 (Avro, Protobuf, JSON Schema)",
+                        ),
+                    );
+                    field(
+                        ui,
+                        "Registry user:password",
+                        egui::TextEdit::singleline(&mut self.schema_registry_auth).password(true),
+                    );
                     ui.label("On this broker");
                     ui.vertical(|ui| {
                         ui.radio_value(
@@ -641,5 +669,30 @@ impl ConnectionDialog {
                 });
             });
         open && !close
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_dialog_checks_the_schema_registry_fields() {
+        let mut d = ConnectionDialog {
+            brokers: "127.0.0.1:9092".into(),
+            schema_registry: "http://127.0.0.1:8081".into(),
+            schema_registry_auth: "svc:s3cret".into(),
+            ..ConnectionDialog::default()
+        };
+        let c = d.connection().unwrap();
+        assert_eq!(c.schema_registry.as_deref(), Some("http://127.0.0.1:8081"));
+        assert_eq!(c.schema_registry_auth.as_deref(), Some("svc:s3cret"));
+        d.schema_registry_auth = "no-colon".into();
+        assert!(d.connection().unwrap_err().contains("user:password"));
+        d.schema_registry_auth.clear();
+        d.schema_registry = "127.0.0.1:8081".into();
+        assert!(d.connection().is_err(), "a URL without scheme is refused");
+        d.schema_registry.clear();
+        assert_eq!(d.connection().unwrap().schema_registry, None);
     }
 }

@@ -140,45 +140,48 @@ pub fn schemas_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
         // Right: the selected type.
         egui::ScrollArea::vertical()
             .id_salt("schema_detail")
-            .show(ui, |ui| ui.vertical(|ui| {
-                let Some((name, t)) = view.selected.as_ref().and_then(|s| types.get_key_value(s))
-                else {
-                    ui.weak("No event with a JSON object payload yet.");
-                    return;
-                };
-                versions_table(ui, log, name, &t.versions, intents);
-                let n = t.versions.len();
-                if n > 1 {
-                    if view.to >= n || view.from >= n || view.from == view.to {
-                        (view.from, view.to) = (n - 2, n - 1);
+            .show(ui, |ui| {
+                ui.vertical(|ui| {
+                    let Some((name, t)) =
+                        view.selected.as_ref().and_then(|s| types.get_key_value(s))
+                    else {
+                        ui.weak("No event with a JSON object payload yet.");
+                        return;
+                    };
+                    versions_table(ui, log, name, &t.versions, intents);
+                    let n = t.versions.len();
+                    if n > 1 {
+                        if view.to >= n || view.from >= n || view.from == view.to {
+                            (view.from, view.to) = (n - 2, n - 1);
+                        }
+                        ui.add_space(6.0);
+                        ui.horizontal(|ui| {
+                            ui.strong("Diff");
+                            pick_version(ui, "schema_diff_from", &t.versions, &mut view.from);
+                            ui.label("to");
+                            pick_version(ui, "schema_diff_to", &t.versions, &mut view.to);
+                        });
+                        if let (Some(old), Some(new)) =
+                            (t.versions.get(view.from), t.versions.get(view.to))
+                        {
+                            diff_ui(ui, old, new, user.as_deref());
+                        }
+                    }
+                    if view.fields_of >= n {
+                        view.fields_of = n.saturating_sub(1);
                     }
                     ui.add_space(6.0);
                     ui.horizontal(|ui| {
-                        ui.strong("Diff");
-                        pick_version(ui, "schema_diff_from", &t.versions, &mut view.from);
-                        ui.label("to");
-                        pick_version(ui, "schema_diff_to", &t.versions, &mut view.to);
+                        ui.strong("Fields of");
+                        pick_version(ui, "schema_fields_of", &t.versions, &mut view.fields_of);
                     });
-                    if let (Some(old), Some(new)) =
-                        (t.versions.get(view.from), t.versions.get(view.to))
-                    {
-                        diff_ui(ui, old, new, user.as_deref());
+                    if let Some(v) = t.versions.get(view.fields_of) {
+                        fields_table(ui, v);
                     }
-                }
-                if view.fields_of >= n {
-                    view.fields_of = n.saturating_sub(1);
-                }
-                ui.add_space(6.0);
-                ui.horizontal(|ui| {
-                    ui.strong("Fields of");
-                    pick_version(ui, "schema_fields_of", &t.versions, &mut view.fields_of);
-                });
-                if let Some(v) = t.versions.get(view.fields_of) {
-                    fields_table(ui, v);
-                }
-                ui.add_space(6.0);
-                drift_list(ui, log, name, &drifts, intents);
-            }));
+                    ui.add_space(6.0);
+                    drift_list(ui, log, name, &drifts, intents);
+                })
+            });
     });
     if let Some(p) = picked {
         view.selected = Some(p);
