@@ -62,6 +62,8 @@ pub enum BackendCommand {
         value: f64,
     },
     Connect(Box<Connection>, Mode),
+    /// Run the sagas of orders placed from now on in this mode.
+    SetSagaMode(eventscope_demo::saga::SagaMode),
     /// Start the demo on the broker of an observe-only session.
     StartDemo,
     /// Follow every non-internal topic except these.
@@ -297,6 +299,8 @@ async fn start_demo(
     cfg.seed = faults.seed();
     cfg.relay = conn.relay.into();
     cfg.otlp = conn.otlp();
+    // The GUI switches new orders between orchestration and choreography.
+    cfg.saga_switchable = true;
     let system = tokio::time::timeout(Duration::from_secs(15), DemoSystem::start(cfg, faults))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting to {} (15 s)", settings.brokers))??;
@@ -530,6 +534,15 @@ async fn run(
                     BackendCommand::SetFault { fault, enabled, value } => {
                         faults.set(fault, enabled, value);
                         out.send(Update::Faults(fault_states(&faults)));
+                    }
+                    BackendCommand::SetSagaMode(mode) => {
+                        match live.as_ref().and_then(|l| l.system.as_ref()) {
+                            Some(system) => match system.set_saga_mode(mode) {
+                                Ok(()) => out.send(Update::Notice(format!("new orders run as {mode}"))),
+                                Err(e) => out.send(Update::Notice(e.to_string())),
+                            },
+                            None => out.send(Update::Notice("no demo running: no saga mode to set".into())),
+                        }
                     }
                     BackendCommand::SetTraffic { running, per_second } => {
                         traffic = running.then_some(per_second.clamp(0.1, 500.0));

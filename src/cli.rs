@@ -20,6 +20,26 @@ pub struct Cli {
     pub conn: Connection,
 }
 
+/// How the demo's sagas run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SagaArg {
+    /// The saga orchestrator sends commands (`*.commands` topics).
+    #[default]
+    Orchestration,
+    /// No orchestrator, no command topics: each service reacts to the previous
+    /// service's event; compensations by each owner, in reverse order.
+    Choreography,
+}
+
+impl From<SagaArg> for eventscope_demo::saga::SagaMode {
+    fn from(s: SagaArg) -> Self {
+        match s {
+            SagaArg::Orchestration => eventscope_demo::saga::SagaMode::Orchestration,
+            SagaArg::Choreography => eventscope_demo::saga::SagaMode::Choreography,
+        }
+    }
+}
+
 /// The outbox relay's mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum RelayArg {
@@ -167,6 +187,10 @@ pub struct InspectArgs {
     /// '.data.amount > 100'. A bad expression exits 2.
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
+    /// Consumer groups to judge (repeatable; default: every group the cluster lists).
+    /// Their committed offsets are read without joining them.
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +240,9 @@ pub struct DemoArgs {
     /// orchestrator's step deadline).
     #[arg(long = "step-timeout", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub step_timeout: u64,
+    /// How the sagas run: orchestrated by commands, or choreographed by events.
+    #[arg(long, value_enum, default_value_t = SagaArg::Orchestration)]
+    pub saga: SagaArg,
 }
 
 #[derive(Debug, Args)]

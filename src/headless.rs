@@ -73,9 +73,7 @@ pub async fn unsettled(
     let created = db
         .count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'")
         .await?;
-    let terminal = db
-        .count("SELECT COUNT(*) FROM sagas WHERE phase IN ('completed', 'compensated')")
-        .await?;
+    let terminal = dbreport::terminal_orders(db).await?;
     if terminal < expected_orders || created < expected_orders {
         open.push(format!("{} of {expected_orders} sagas terminal", terminal));
     }
@@ -94,7 +92,7 @@ pub async fn unsettled(
         return Ok(open);
     }
     let s = settings.clone();
-    let groups = DemoSystem::groups();
+    let groups = system.consumer_groups();
     let (lags, highs) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let mut lags = Vec::new();
         for (g, t) in &groups {
@@ -362,6 +360,7 @@ pub async fn execute(
     let faults = Arc::new(Faults::from_spec(args.seed, &args.faults));
     let (partitions, snapshot_every) = (args.partitions, args.snapshot_every);
     let step_timeout = Duration::from_secs(args.step_timeout);
+    let saga = args.saga.into();
     // `--orders 0` resumes what an earlier run left in this database and broker.
     let resume = args.orders == 0;
     let mut s = Session::start_observing(
@@ -370,6 +369,7 @@ pub async fn execute(
             c.partitions = partitions;
             c.snapshot_every = snapshot_every;
             c.step_timeout = step_timeout;
+            c.saga = saga;
         },
         faults.clone(),
         resume,
@@ -391,9 +391,7 @@ pub async fn execute(
         .await?;
     if resume {
         let db = &s.system.ctx.db;
-        let open = db
-            .count("SELECT COUNT(*) FROM sagas WHERE phase NOT IN ('completed', 'compensated')")
-            .await?;
+        let open = baseline - dbreport::terminal_orders(db).await?;
         let pending = db
             .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
             .await?;
@@ -402,8 +400,10 @@ pub async fn execute(
         ));
     } else {
         s.say(format!(
-            "placing {} orders (seed {})",
-            args.orders, args.seed
+            "placing {} orders (seed {}, {} sagas)",
+            args.orders,
+            args.seed,
+            s.system.saga_mode()
         ));
     }
     let placed = s.place_orders(args.orders, true).await?;

@@ -469,6 +469,7 @@ fn args(orders: u64) -> DemoArgs {
         partitions: 3,
         snapshot_every: 100,
         step_timeout: 30,
+        saga: Default::default(),
     }
 }
 

@@ -285,6 +285,9 @@ fn to_row(cols: &HashMap<String, Option<String>>) -> Option<Row_> {
             causation_id: get("causation_id"),
             aggregate_version: get("aggregate_version").and_then(|v| v.parse().ok()),
             dataschema: get("dataschema"),
+            saga_mode: get("saga_mode")
+                .as_deref()
+                .and_then(crate::saga::SagaMode::parse),
             data: serde_json::from_str(&get("payload")?).ok()?,
         },
         traceparent: get("traceparent"),

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::contracts::Registry;
 use crate::envelope::Envelope;
 use crate::faults::Fault;
+use crate::saga::SagaMode;
 use crate::store::{mark_processed, StoreError, Tx};
 use crate::system::Ctx;
 use crate::telemetry::{self, attr, Message as TracedMessage, Operation, Trace};
@@ -36,7 +37,14 @@ pub enum Exit {
 pub trait Handler: Send + Sync + 'static {
     /// Consumer group and `processed_events.consumer`.
     fn name(&self) -> &'static str;
-    fn topics(&self) -> Vec<&'static str>;
+    /// The topics this consumer reads while the demo runs sagas in `modes`.
+    fn topics(&self, modes: &[SagaMode]) -> Vec<&'static str>;
+    /// Whether this consumer handles `msg` at all. A record it passes over
+    /// (the other saga mode's, on a topic both modes use) is not a delivery to
+    /// it: no transaction, no `processed_events` row, its offset just moves on.
+    fn wants(&self, _topic: &str, _msg: &Envelope) -> bool {
+        true
+    }
     /// The fault that kills this consumer after its effect, before the offset is stored.
     fn crash_fault(&self) -> Fault {
         Fault::ConsumerCrash
@@ -147,7 +155,7 @@ pub async fn run<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Exit> {
     let consumer: StreamConsumer = ctx.kafka.consumer(handler.name())?;
-    consumer.subscribe(&handler.topics())?;
+    consumer.subscribe(&handler.topics(&ctx.config.saga_modes()))?;
     loop {
         let msg = tokio::select! {
             _ = shutdown.changed() => return Ok(Exit::Shutdown),
@@ -168,6 +176,7 @@ pub async fn run<H: Handler>(
                 dead_letter(&ctx, handler.name(), &m, &why).await;
                 span.end();
             }
+            Ok(env) if !handler.wants(m.topic(), &env) => {}
             Ok(env) => {
                 let span = process_span(&ctx, handler.name(), &m, Some(&env));
                 let done = match handler.reads(&env) {
@@ -283,7 +292,8 @@ async fn attempt<H: Handler>(
     let first = mark_processed(&mut tx, handler.name(), &env.id).await?;
     let skip_check = handler.honours_no_idempotency() && ctx.faults.is_on(Fault::NoIdempotency);
     if !first && !skip_check {
-        if handler.replies_again_on_redelivery() {
+        // A choreographed event is no request: nobody waits for its answer.
+        if handler.replies_again_on_redelivery() && env.saga_mode != Some(SagaMode::Choreography) {
             sqlx::query(
                 "UPDATE outbox SET published_at = NULL \
                  WHERE service = $1 AND causation_id = $2 AND published_at IS NOT NULL",

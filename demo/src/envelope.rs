@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::saga::SagaMode;
+
 pub const SPECVERSION: &str = "ce_specversion";
 pub const ID: &str = "ce_id";
 pub const TYPE: &str = "ce_type";
@@ -17,6 +19,8 @@ pub const CAUSATION: &str = "ce_causationid";
 pub const AGGREGATE_VERSION: &str = "ce_aggregateversion";
 pub const TRACEPARENT: &str = "ce_traceparent";
 pub const DATASCHEMA: &str = "ce_dataschema";
+/// Extension: how the order's saga is run (`orchestration` | `choreography`).
+pub const SAGAMODE: &str = "ce_sagamode";
 pub const CONTENT_TYPE: &str = "content-type";
 
 /// A message of the demo as it travels: CloudEvents attributes plus JSON data.
@@ -34,6 +38,10 @@ pub struct Envelope {
     pub aggregate_version: Option<i64>,
     /// The contract the data follows (CloudEvents `dataschema`), see `contracts`.
     pub dataschema: Option<String>,
+    /// How the order's saga is run (the `sagamode` extension); None on
+    /// records written before the two modes (orchestrated) and foreign ones.
+    #[serde(default)]
+    pub saga_mode: Option<SagaMode>,
     pub data: serde_json::Value,
 }
 
@@ -77,6 +85,9 @@ impl Envelope {
         if let Some(s) = &self.dataschema {
             h.push((DATASCHEMA, s.clone()));
         }
+        if let Some(m) = self.saga_mode {
+            h.push((SAGAMODE, m.as_str().to_owned()));
+        }
         h
     }
 
@@ -118,6 +129,10 @@ impl Envelope {
             causation_id: text(CAUSATION)?,
             aggregate_version,
             dataschema: text(DATASCHEMA)?,
+            // A value this demo does not know is somebody else's extension.
+            saga_mode: header(SAGAMODE)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(SagaMode::parse),
             data,
         })
     }
@@ -143,6 +158,7 @@ mod tests {
             causation_id: None,
             aggregate_version: Some(1),
             dataschema: Some(crate::contracts::uri("OrderCreated", 1)),
+            saga_mode: Some(SagaMode::Choreography),
             data: serde_json::json!({"order_id": "o1"}),
         }
     }

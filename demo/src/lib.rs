@@ -2,11 +2,13 @@
 //!
 //! Patterns: an event-sourced `Order` aggregate with snapshots, a transactional
 //! outbox drained by a relay (the only component that talks to Kafka as a
-//! producer of domain records), an orchestrated saga with compensations, idempotent
+//! producer of domain records), a saga with compensations (orchestrated, or
+//! choreographed: see `choreography`), idempotent
 //! consumers (`processed_events` written in the same transaction as the effect),
 //! a CQRS read model, CloudEvents envelopes and runtime failure injection.
 
 pub mod cdc;
+pub mod choreography;
 pub mod consumer;
 pub mod contracts;
 pub mod domain;

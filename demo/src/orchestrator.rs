@@ -14,7 +14,7 @@ use crate::domain::LineItem;
 use crate::envelope::{now_rfc3339, Envelope};
 use crate::faults::Fault;
 use crate::ids;
-use crate::saga::{self, SagaAction, SagaInput, SagaPhase, SagaState};
+use crate::saga::{self, SagaAction, SagaInput, SagaMode, SagaPhase, SagaState};
 use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
 use crate::system::Ctx;
 use crate::telemetry::{attr, Trace};
@@ -140,6 +140,7 @@ async fn perform(
                 causation_id: cause.id.map(str::to_owned),
                 aggregate_version: None,
                 dataschema: Some(crate::contracts::uri(cmd.type_name(), 1)),
+                saga_mode: Some(SagaMode::Orchestration),
                 data: cmd.data(s),
             };
             insert_outbox(
@@ -162,13 +163,20 @@ impl Handler for Orchestrator {
     fn name(&self) -> &'static str {
         NAME
     }
-    fn topics(&self) -> Vec<&'static str> {
+    fn topics(&self, modes: &[SagaMode]) -> Vec<&'static str> {
+        if !modes.contains(&SagaMode::Orchestration) {
+            return Vec::new();
+        }
         vec![
             topics::ORDERS,
             topics::PAYMENTS,
             topics::INVENTORY,
             topics::SHIPPING,
         ]
+    }
+    /// A choreographed order has no saga here.
+    fn wants(&self, _topic: &str, msg: &Envelope) -> bool {
+        msg.saga_mode != Some(SagaMode::Choreography)
     }
     fn crash_fault(&self) -> Fault {
         Fault::OrchestratorCrash

@@ -4,11 +4,13 @@
 
 use sqlx::Row;
 
+use crate::choreography::{self, Participant};
 use crate::consumer::Handler;
 use crate::contracts;
 use crate::domain::{self, OrderCommand, OrderError, OrderEvent, OrderState};
 use crate::envelope::{now_rfc3339, Envelope};
 use crate::ids;
+use crate::saga::SagaMode;
 use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
 use crate::system::Ctx;
 use crate::telemetry::Trace;
@@ -30,6 +32,9 @@ pub struct Meta {
     pub created_version: Option<u32>,
     /// Skip the producer-side contract check (`no-schema-check`).
     pub skip_schema_check: bool,
+    /// How the order's saga runs: kept in the events' metadata and sent as
+    /// the `sagamode` extension.
+    pub saga_mode: SagaMode,
 }
 
 /// The contract version a stored event was written in (its metadata's
@@ -146,6 +151,7 @@ pub async fn execute_in(
             "correlation_id": meta.correlation_id,
             "causation_id": meta.causation_id,
             "schema_version": schema_version,
+            "saga_mode": meta.saga_mode,
         });
         let inserted = sqlx::query(
             "INSERT INTO order_events (aggregate_id, version, event_id, event_type, payload, metadata, created_at) \
@@ -175,6 +181,7 @@ pub async fn execute_in(
             causation_id: meta.causation_id.clone(),
             aggregate_version: Some(version),
             dataschema: Some(contracts::uri(event.type_name(), schema_version)),
+            saga_mode: Some(meta.saga_mode),
             data,
         };
         insert_outbox(
@@ -232,15 +239,52 @@ pub async fn execute(
     }
 }
 
-/// The order service's consumer of `orders.commands` (from the saga).
+/// The saga mode and correlation id an order was placed with (its first
+/// event's metadata); None for an order this service does not know.
+pub async fn placed_with(
+    tx: &mut Tx,
+    order_id: &str,
+) -> Result<Option<(SagaMode, Option<String>)>, StoreError> {
+    let row =
+        sqlx::query("SELECT metadata FROM order_events WHERE aggregate_id = $1 AND version = 1")
+            .bind(order_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let m: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>(0)?)?;
+    let mode = m
+        .get("saga_mode")
+        .and_then(|v| v.as_str())
+        .and_then(SagaMode::parse)
+        .unwrap_or_default();
+    let correlation = m
+        .get("correlation_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    Ok(Some((mode, correlation)))
+}
+
+/// The order service's consumer: `orders.commands` (from the orchestrator),
+/// and in a choreography the events that end the order's saga.
 pub struct OrderCommands;
 
 impl Handler for OrderCommands {
     fn name(&self) -> &'static str {
         NAME
     }
-    fn topics(&self) -> Vec<&'static str> {
-        vec![topics::ORDER_COMMANDS]
+    fn topics(&self, modes: &[SagaMode]) -> Vec<&'static str> {
+        choreography::topics_in(Participant::Order, topics::ORDER_COMMANDS, modes)
+    }
+    fn wants(&self, topic: &str, msg: &Envelope) -> bool {
+        choreography::wants(
+            Participant::Order,
+            topics::ORDER_COMMANDS,
+            topic,
+            msg.saga_mode,
+            &msg.event_type,
+        )
     }
     async fn handle(
         &self,
@@ -249,25 +293,36 @@ impl Handler for OrderCommands {
         msg: &Envelope,
         trace: &Trace,
     ) -> Result<(), StoreError> {
-        let command = match msg.event_type.as_str() {
+        let reaction =
+            choreography::reaction_to(Participant::Order, msg.saga_mode, &msg.event_type);
+        let reason = msg.data.get("reason").and_then(|r| r.as_str());
+        let command = match reaction.map_or(msg.event_type.as_str(), |r| r.command()) {
             "ApproveOrder" => OrderCommand::ApproveOrder,
             "CancelOrder" => OrderCommand::CancelOrder {
-                reason: msg
-                    .data
-                    .get("reason")
-                    .and_then(|r| r.as_str())
-                    .unwrap_or("cancelled")
-                    .to_owned(),
+                reason: match (msg.event_type.as_str(), reason) {
+                    ("StockRejected", Some(r)) => format!("out of stock: {r}"),
+                    ("StockRestored", _) => {
+                        "compensated: stock restored after a failure downstream".to_owned()
+                    }
+                    (_, r) => r.unwrap_or("cancelled").to_owned(),
+                },
             },
             other => {
                 tracing::warn!(command = other, "order service ignores an unknown command");
                 return Ok(());
             }
         };
+        let mut correlation_id = msg.correlation_id.clone();
+        if reaction.is_some() && correlation_id.is_none() {
+            // The owner repairs a chain a service broke, as the orchestrator
+            // does: it knows the correlation id its order was placed with.
+            correlation_id = placed_with(tx, &msg.subject).await?.and_then(|(_, c)| c);
+        }
         let meta = Meta {
-            correlation_id: msg.correlation_id.clone(),
+            correlation_id,
             causation_id: Some(msg.id.clone()),
             trace: trace.clone(),
+            saga_mode: msg.saga_mode.unwrap_or_default(),
             ..Meta::default()
         };
         if let Err(e) =

@@ -15,7 +15,7 @@ impl Handler for OrderView {
     fn name(&self) -> &'static str {
         "order-view"
     }
-    fn topics(&self) -> Vec<&'static str> {
+    fn topics(&self, _modes: &[crate::saga::SagaMode]) -> Vec<&'static str> {
         vec![topics::ORDERS]
     }
     /// A projection: it has nothing to answer.

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::consumer::Exit;
 use crate::envelope::Envelope;
 use crate::faults::Fault;
+use crate::saga::SagaMode;
 use crate::store::{now_ms, Backend, StoreError, Tx};
 use crate::system::Ctx;
 use crate::telemetry::{self, attr, Operation, Trace};
@@ -40,7 +41,7 @@ struct Pending {
 /// A row is only taken when no earlier row of its key is still unpublished,
 /// so a second relay never overtakes the first within one aggregate.
 const CLAIM_SQL: &str = "SELECT id, topic, msg_key, event_id, event_type, source, subject, correlation_id, \
-     causation_id, aggregate_version, dataschema, event_time, payload, traceparent \
+     causation_id, aggregate_version, dataschema, event_time, payload, traceparent, saga_mode \
      FROM outbox o WHERE published_at IS NULL \
      AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.msg_key = o.msg_key AND e.published_at IS NULL AND e.id < o.id) \
      ORDER BY id LIMIT $1";
@@ -70,6 +71,10 @@ async fn claim_batch(ctx: &Ctx, tx: &mut Tx, limit: i64) -> Result<Vec<Pending>,
                 causation_id: r.try_get("causation_id")?,
                 aggregate_version: r.try_get("aggregate_version")?,
                 dataschema: r.try_get("dataschema")?,
+                saga_mode: r
+                    .try_get::<Option<String>, _>("saga_mode")?
+                    .as_deref()
+                    .and_then(SagaMode::parse),
                 data: serde_json::from_str(&payload)?,
             },
             traceparent: r.try_get("traceparent")?,

@@ -1,11 +1,13 @@
 //! Facts about a run read from the database: counts and invariants that the
 //! headless report combines with what the observer saw on the topics.
 
+use std::collections::HashSet;
+
 use sqlx::Row;
 
 use crate::domain::OrderStatus;
 use crate::order_service;
-use crate::saga::SagaState;
+use crate::saga::{SagaMode, SagaState};
 use crate::store::{Db, StoreError};
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,7 +62,50 @@ async fn duplicates(
     Ok(())
 }
 
+/// The orders placed to run as a choreography (their first event's metadata
+/// says so). Their sagas have no state of their own: an order is terminal when
+/// it is completed or cancelled (cancelled last, after every compensation).
+pub async fn choreographed_orders(db: &Db) -> Result<HashSet<String>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT aggregate_id, metadata FROM order_events WHERE event_type = 'OrderCreated'",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out = HashSet::new();
+    for r in rows {
+        let metadata: String = r.try_get(1)?;
+        let mode = serde_json::from_str::<serde_json::Value>(&metadata)
+            .ok()
+            .and_then(|m| m.get("saga_mode")?.as_str().and_then(SagaMode::parse));
+        if mode == Some(SagaMode::Choreography) {
+            out.insert(r.try_get(0)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Orders whose saga ended (completed or compensated), in either mode.
+pub async fn terminal_orders(db: &Db) -> Result<i64, StoreError> {
+    let orchestrated = db
+        .count("SELECT COUNT(*) FROM sagas WHERE phase IN ('completed', 'compensated')")
+        .await?;
+    let choreographed = choreographed_orders(db).await?;
+    if choreographed.is_empty() {
+        return Ok(orchestrated);
+    }
+    let ended: HashSet<String> = sqlx::query(
+        "SELECT DISTINCT aggregate_id FROM order_events WHERE event_type IN ('OrderCompleted', 'OrderCancelled')",
+    )
+    .fetch_all(&db.pool)
+    .await?
+    .iter()
+    .map(|r| r.try_get::<String, _>(0))
+    .collect::<Result<_, _>>()?;
+    Ok(orchestrated + ended.intersection(&choreographed).count() as i64)
+}
+
 pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
+    let choreographed = choreographed_orders(db).await?;
     let mut f = DbFacts {
         orders_created: db
             .count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'")
@@ -83,7 +128,6 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
             .await?,
         ..DbFacts::default()
     };
-    f.orders_stuck = f.orders_created - f.orders_completed - f.orders_compensated;
     f.sagas_timed_out = db
         .count("SELECT COUNT(*) FROM sagas WHERE timed_out = 1")
         .await?;
@@ -107,9 +151,15 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
     {
         f.stuck_phases.push((r.try_get(0)?, r.try_get(1)?));
     }
-    let without = db
-        .count("SELECT COUNT(*) FROM order_events e WHERE e.event_type = 'OrderCreated' AND NOT EXISTS (SELECT 1 FROM sagas s WHERE s.order_id = e.aggregate_id)")
-        .await?;
+    let mut without = 0;
+    for r in sqlx::query("SELECT e.aggregate_id FROM order_events e WHERE e.event_type = 'OrderCreated' AND NOT EXISTS (SELECT 1 FROM sagas s WHERE s.order_id = e.aggregate_id)")
+        .fetch_all(&db.pool)
+        .await?
+    {
+        if !choreographed.contains(&r.try_get::<String, _>(0)?) {
+            without += 1;
+        }
+    }
     if without > 0 {
         f.stuck_phases.push(("no_saga_yet".into(), without));
     }
@@ -150,6 +200,7 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
     )
     .fetch_all(&db.pool)
     .await?;
+    let mut choreography_open = 0;
     let mut seen = std::collections::HashMap::new();
     for r in views {
         let id: String = r.try_get(0)?;
@@ -163,6 +214,16 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
     {
         let id: String = r.try_get(0)?;
         let s = order_service::replay_all(db, &id).await?;
+        if choreographed.contains(&id) {
+            match s.status {
+                OrderStatus::Completed => {
+                    f.orders_completed += 1;
+                    f.stock_expected_out += s.items.iter().map(|i| i.quantity).sum::<i64>();
+                }
+                OrderStatus::Cancelled => f.orders_compensated += 1,
+                OrderStatus::New | OrderStatus::Pending => choreography_open += 1,
+            }
+        }
         let expected = (
             s.status.as_str().to_owned(),
             s.customer_email.clone(),
@@ -180,6 +241,11 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
                 .push(format!("order {id}: missing from order_view")),
         }
     }
+    if choreography_open > 0 {
+        f.stuck_phases
+            .push(("choreography_open".into(), choreography_open));
+    }
+    f.orders_stuck = f.orders_created - f.orders_completed - f.orders_compensated;
     Ok(f)
 }
 

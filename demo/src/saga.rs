@@ -8,6 +8,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::LineItem;
 
+/// How an order's saga is run: by the orchestrator's commands, or by each
+/// service reacting to the previous service's event (see `choreography`).
+/// Records carry it as the CloudEvents extension `sagamode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaMode {
+    #[default]
+    Orchestration,
+    Choreography,
+}
+
+impl SagaMode {
+    pub const ALL: [SagaMode; 2] = [SagaMode::Orchestration, SagaMode::Choreography];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaMode::Orchestration => "orchestration",
+            SagaMode::Choreography => "choreography",
+        }
+    }
+
+    /// The mode a header value names; None for anything else.
+    pub fn parse(s: &str) -> Option<SagaMode> {
+        SagaMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for SagaMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {

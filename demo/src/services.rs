@@ -1,14 +1,18 @@
-//! Payment, inventory and shipping services. Each consumes its command topic and
-//! writes its effect + its reply's outbox row in the consumer's transaction.
+//! Payment, inventory and shipping services. Each consumes its command topic
+//! (orchestration) or the events it reacts to (choreography, see
+//! `choreography`) and writes its effect + its outcome's outbox row in the
+//! consumer's transaction.
 
 use sqlx::Row;
 
+use crate::choreography::{self, Participant, Reaction};
 use crate::consumer::Handler;
 use crate::contracts;
 use crate::domain::LineItem;
 use crate::envelope::{now_rfc3339, Envelope};
 use crate::faults::Fault;
 use crate::ids;
+use crate::saga::SagaMode;
 use crate::store::{insert_outbox, now_ms, OutboxRow, StoreError, Tx};
 use crate::system::Ctx;
 use crate::telemetry::Trace;
@@ -46,6 +50,7 @@ async fn reply(
         causation_id: Some(cmd.id.clone()),
         aggregate_version: None,
         dataschema: Some(contracts::uri(event_type, 1)),
+        saga_mode: cmd.saga_mode,
         data,
     };
     insert_outbox(
@@ -77,14 +82,85 @@ fn amount(cmd: &Envelope) -> i64 {
         .unwrap_or(0)
 }
 
+/// What a service does with `msg`: the command's name, or for a
+/// choreographed event the command with the same effect.
+fn operation(p: Participant, msg: &Envelope) -> (&str, Option<Reaction>) {
+    let reaction = choreography::reaction_to(p, msg.saga_mode, &msg.event_type);
+    (
+        reaction.map_or(msg.event_type.as_str(), |r| r.command()),
+        reaction,
+    )
+}
+
+/// A participant that cannot read the event meant to move it forward (an
+/// unknown contract version) publishes its step's failure, so that the
+/// services before it undo theirs and the order is cancelled.
+async fn unreadable_step(
+    ctx: &Ctx,
+    tx: &mut Tx,
+    p: Participant,
+    service: &'static str,
+    topic: &str,
+    msg: &Envelope,
+) -> Result<(), StoreError> {
+    let Some(failure) = choreography::reaction_to(p, msg.saga_mode, &msg.event_type)
+        .and_then(choreography::failure_of)
+    else {
+        return Ok(());
+    };
+    let written = msg
+        .dataschema
+        .as_deref()
+        .and_then(contracts::parse_uri)
+        .map_or(1, |(_, v)| v);
+    let reason = format!("cannot read {} v{written}", msg.event_type);
+    let order = msg.subject.clone();
+    let data = match failure {
+        "StockRejected" => {
+            serde_json::json!({"order_id": order, "product_id": "", "reason": reason})
+        }
+        "PaymentDeclined" => {
+            serde_json::json!({"order_id": order, "amount_cents": 0, "reason": reason})
+        }
+        _ => serde_json::json!({"order_id": order, "reason": reason}),
+    };
+    let trace = ctx.telemetry.trace_for(service);
+    reply(ctx, tx, service, topic, msg, failure, 0, data, &trace).await
+}
+
+/// What the items cost.
+fn total(items: &[LineItem]) -> i64 {
+    items.iter().map(|i| i.quantity * i.unit_price_cents).sum()
+}
+
 pub struct Payment;
 
 impl Handler for Payment {
     fn name(&self) -> &'static str {
         "payment-service"
     }
-    fn topics(&self) -> Vec<&'static str> {
-        vec![topics::PAYMENT_COMMANDS]
+    fn topics(&self, modes: &[SagaMode]) -> Vec<&'static str> {
+        choreography::topics_in(Participant::Payment, topics::PAYMENT_COMMANDS, modes)
+    }
+    fn wants(&self, topic: &str, msg: &Envelope) -> bool {
+        choreography::wants(
+            Participant::Payment,
+            topics::PAYMENT_COMMANDS,
+            topic,
+            msg.saga_mode,
+            &msg.event_type,
+        )
+    }
+    async fn unreadable(&self, ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+        unreadable_step(
+            ctx,
+            tx,
+            Participant::Payment,
+            self.name(),
+            topics::PAYMENTS,
+            msg,
+        )
+        .await
     }
     async fn handle(
         &self,
@@ -95,21 +171,29 @@ impl Handler for Payment {
     ) -> Result<(), StoreError> {
         let n = prior_effects(tx, "payments", &cmd.id).await?;
         let order = cmd.subject.clone();
-        let (kind, reply_type, data) = match cmd.event_type.as_str() {
+        let (op, reaction) = operation(Participant::Payment, cmd);
+        // A command names the amount; in a choreography the charge is what the
+        // reserved items cost, and the refund is what this service charged.
+        let requested = match (reaction, op) {
+            (None, _) => amount(cmd),
+            (Some(_), "ProcessPayment") => total(&items(cmd)),
+            (Some(_), _) => net_charged(tx, &order).await?,
+        };
+        let (kind, reply_type, data) = match op {
             "ProcessPayment" if ctx.faults.hits(Fault::PaymentDecline, &order) => (
                 "declined",
                 "PaymentDeclined",
-                serde_json::json!({"order_id": order, "amount_cents": amount(cmd), "reason": "card declined"}),
+                serde_json::json!({"order_id": order, "amount_cents": requested, "reason": "card declined"}),
             ),
             "ProcessPayment" => (
                 "charge",
                 "PaymentCompleted",
-                serde_json::json!({"order_id": order, "amount_cents": amount(cmd), "payment_id": ids::derive(&[&order, "payment"])}),
+                serde_json::json!({"order_id": order, "amount_cents": requested, "payment_id": ids::derive(&[&order, "payment"])}),
             ),
             "RefundPayment" => (
                 "refund",
                 "PaymentRefunded",
-                serde_json::json!({"order_id": order, "amount_cents": amount(cmd)}),
+                serde_json::json!({"order_id": order, "amount_cents": requested}),
             ),
             other => {
                 tracing::warn!(
@@ -123,9 +207,9 @@ impl Handler for Payment {
             // A compensation undoes what happened, nothing more: refund what
             // is charged (nothing when the charge never took effect, e.g.
             // after a step deadline).
-            -net_charged(tx, &order).await?.min(amount(cmd))
+            -net_charged(tx, &order).await?.min(requested)
         } else if kind == "charge" {
-            amount(cmd)
+            requested
         } else {
             0
         };
@@ -178,6 +262,31 @@ async fn net_reserved(tx: &mut Tx, order: &str, product: &str) -> Result<i64, St
 
 pub struct Inventory;
 
+/// What `order` holds reserved, product by product (priced from the catalogue).
+async fn reserved_items(tx: &mut Tx, order: &str) -> Result<Vec<LineItem>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT product_id, CAST(-SUM(delta) AS BIGINT) FROM stock_movements WHERE order_id = $1 \
+         GROUP BY product_id HAVING SUM(delta) < 0 ORDER BY product_id",
+    )
+    .bind(order)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let product_id: String = r.try_get(0)?;
+        let unit_price_cents = crate::system::PRODUCTS
+            .iter()
+            .find(|(p, _)| *p == product_id)
+            .map_or(0, |(_, price)| *price);
+        out.push(LineItem {
+            product_id,
+            quantity: r.try_get(1)?,
+            unit_price_cents,
+        });
+    }
+    Ok(out)
+}
+
 fn items(cmd: &Envelope) -> Vec<LineItem> {
     cmd.data
         .get("items")
@@ -189,8 +298,28 @@ impl Handler for Inventory {
     fn name(&self) -> &'static str {
         "inventory-service"
     }
-    fn topics(&self) -> Vec<&'static str> {
-        vec![topics::INVENTORY_COMMANDS]
+    fn topics(&self, modes: &[SagaMode]) -> Vec<&'static str> {
+        choreography::topics_in(Participant::Inventory, topics::INVENTORY_COMMANDS, modes)
+    }
+    fn wants(&self, topic: &str, msg: &Envelope) -> bool {
+        choreography::wants(
+            Participant::Inventory,
+            topics::INVENTORY_COMMANDS,
+            topic,
+            msg.saga_mode,
+            &msg.event_type,
+        )
+    }
+    async fn unreadable(&self, ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+        unreadable_step(
+            ctx,
+            tx,
+            Participant::Inventory,
+            self.name(),
+            topics::INVENTORY,
+            msg,
+        )
+        .await
     }
     async fn handle(
         &self,
@@ -201,8 +330,14 @@ impl Handler for Inventory {
     ) -> Result<(), StoreError> {
         let n = prior_effects(tx, "stock_movements", &cmd.id).await?;
         let order = cmd.subject.clone();
-        let items = items(cmd);
-        let (kind, sign, reply_type) = match cmd.event_type.as_str() {
+        let (op, reaction) = operation(Participant::Inventory, cmd);
+        // In a choreography the failure that undoes the reservation does not
+        // carry the items: this service restores what it reserved.
+        let items = match (reaction, op) {
+            (Some(_), "RestoreStock") => reserved_items(tx, &order).await?,
+            _ => items(cmd),
+        };
+        let (kind, sign, reply_type) = match op {
             "ReserveStock" => ("reserve", -1, "StockReserved"),
             "RestoreStock" => ("restore", 1, "StockRestored"),
             other => {
@@ -299,8 +434,28 @@ impl Handler for Shipping {
     fn name(&self) -> &'static str {
         "shipping-service"
     }
-    fn topics(&self) -> Vec<&'static str> {
-        vec![topics::SHIPPING_COMMANDS]
+    fn topics(&self, modes: &[SagaMode]) -> Vec<&'static str> {
+        choreography::topics_in(Participant::Shipping, topics::SHIPPING_COMMANDS, modes)
+    }
+    fn wants(&self, topic: &str, msg: &Envelope) -> bool {
+        choreography::wants(
+            Participant::Shipping,
+            topics::SHIPPING_COMMANDS,
+            topic,
+            msg.saga_mode,
+            &msg.event_type,
+        )
+    }
+    async fn unreadable(&self, ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+        unreadable_step(
+            ctx,
+            tx,
+            Participant::Shipping,
+            self.name(),
+            topics::SHIPPING,
+            msg,
+        )
+        .await
     }
     async fn handle(
         &self,
@@ -312,7 +467,8 @@ impl Handler for Shipping {
         let n = prior_effects(tx, "shipments", &cmd.id).await?;
         let order = cmd.subject.clone();
         let shipment_id = ids::derive(&[&order, "shipment"]);
-        let (kind, reply_type, data) = match cmd.event_type.as_str() {
+        let (op, _) = operation(Participant::Shipping, cmd);
+        let (kind, reply_type, data) = match op {
             "ScheduleShipment" if ctx.faults.hits(Fault::ShippingFailure, &order) => (
                 "failed",
                 "ShipmentFailed",

@@ -268,8 +268,8 @@ async fn insert_outbox_row(
     let e = &row.envelope;
     sqlx::query(
         "INSERT INTO outbox (event_id, service, topic, msg_key, event_type, source, subject, \
-         correlation_id, causation_id, aggregate_version, event_time, payload, created_at, traceparent, dataschema) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         correlation_id, causation_id, aggregate_version, event_time, payload, created_at, traceparent, dataschema, saga_mode) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&e.id)
     .bind(row.service)
@@ -286,6 +286,7 @@ async fn insert_outbox_row(
     .bind(now_ms())
     .bind(traceparent)
     .bind(e.dataschema.clone())
+    .bind(e.saga_mode.map(|m| m.as_str()))
     .execute(&mut **tx)
     .await?;
     Ok(())

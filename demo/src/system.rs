@@ -1,7 +1,7 @@
 //! Wiring: the demo's tasks, their supervisor, the order generator and the
 //! fault injector that needs the broker (outage, poison records).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use crate::kafka::{KafkaSettings, KafkaSetupError};
 use crate::orchestrator::{self, Orchestrator};
 use crate::order_service::{self, Meta, OrderCommands};
 use crate::read_model::OrderView;
+use crate::saga::SagaMode;
 use crate::services::{Inventory, Payment, Shipping};
 use crate::store::{Db, StoreError};
 use crate::telemetry::{attr, ExportReport, OtlpSettings, Telemetry, TelemetryError};
@@ -55,6 +56,12 @@ pub struct DemoConfig {
     /// The orchestrator's step deadline (Temporal's `startToCloseTimeout`): a
     /// saga waiting longer than this for a step's reply compensates.
     pub step_timeout: Duration,
+    /// How new orders' sagas run (`--saga`).
+    pub saga: SagaMode,
+    /// Run the consumers of both saga modes, so that new orders can switch mode
+    /// at runtime ([`DemoSystem::set_saga_mode`], the GUI); else only `saga`'s:
+    /// a choreographed run has no orchestrator and writes no command topic.
+    pub saga_switchable: bool,
 }
 
 /// The outbox relay: polling the table (default, any database) or CDC from
@@ -81,8 +88,29 @@ impl DemoConfig {
             relay: RelayMode::Poll,
             otlp: None,
             step_timeout: Duration::from_secs(30),
+            saga: SagaMode::Orchestration,
+            saga_switchable: false,
         }
     }
+
+    /// The saga modes whose consumers run.
+    pub fn saga_modes(&self) -> Vec<SagaMode> {
+        if self.saga_switchable {
+            SagaMode::ALL.to_vec()
+        } else {
+            vec![self.saga]
+        }
+    }
+}
+
+/// A saga mode the running demo has no consumers for.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this demo runs {running} sagas only (started without the switch): cannot place {asked} orders"
+)]
+pub struct SagaModeError {
+    pub running: SagaMode,
+    pub asked: SagaMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +168,8 @@ pub struct DemoSystem {
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
     next_order: AtomicU64,
+    /// New orders are choreographed (else orchestrated).
+    choreographed: AtomicBool,
 }
 
 async fn supervise<F, Fut>(
@@ -220,6 +250,8 @@ impl DemoSystem {
             .count("SELECT COUNT(*) FROM order_events WHERE event_type = 'OrderCreated'")
             .await?;
         let mut services: Vec<&'static str> = Self::groups().iter().map(|(g, _)| *g).collect();
+        let choreographed = AtomicBool::new(config.saga == SagaMode::Choreography);
+        let modes = config.saga_modes();
         services.extend([relay::RELAY, crate::cdc::RELAY]);
         let telemetry = Telemetry::new(&services, config.otlp.as_ref())?;
         let ctx = Arc::new(Ctx {
@@ -251,37 +283,78 @@ impl DemoSystem {
                 crate::cdc::run,
             )),
         };
-        spawn_consumer(&mut tasks, &ctx, &rx, Orchestrator);
         spawn_consumer(&mut tasks, &ctx, &rx, Payment);
         spawn_consumer(&mut tasks, &ctx, &rx, Inventory);
         spawn_consumer(&mut tasks, &ctx, &rx, Shipping);
         spawn_consumer(&mut tasks, &ctx, &rx, OrderCommands);
         spawn_consumer(&mut tasks, &ctx, &rx, OrderView);
-        tasks.spawn(supervise(
-            "saga-deadlines",
-            ctx.clone(),
-            rx.clone(),
-            orchestrator::run_deadlines,
-        ));
+        // Choreography has no orchestrator (and so no step deadlines).
+        if modes.contains(&SagaMode::Orchestration) {
+            spawn_consumer(&mut tasks, &ctx, &rx, Orchestrator);
+            tasks.spawn(supervise(
+                "saga-deadlines",
+                ctx.clone(),
+                rx.clone(),
+                orchestrator::run_deadlines,
+            ));
+        }
         tasks.spawn(fault_injector(ctx.clone(), rx));
         Ok(DemoSystem {
             ctx,
             shutdown_tx,
             tasks,
             next_order: AtomicU64::new(already as u64),
+            choreographed,
         })
     }
 
-    /// The consumer groups of the demo and the topics each reads.
+    /// The consumer groups of the demo and the topics each reads, with the
+    /// consumers of both saga modes (a demo that can switch runs them all).
     pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
-        vec![
-            (Orchestrator.name(), Orchestrator.topics()),
-            (Payment.name(), Payment.topics()),
-            (Inventory.name(), Inventory.topics()),
-            (Shipping.name(), Shipping.topics()),
-            (OrderCommands.name(), OrderCommands.topics()),
-            (OrderView.name(), OrderView.topics()),
+        Self::groups_in(&SagaMode::ALL)
+    }
+
+    /// The consumer groups that run for sagas in `modes`, and their topics.
+    pub fn groups_in(modes: &[SagaMode]) -> Vec<(&'static str, Vec<&'static str>)> {
+        [
+            (Orchestrator.name(), Orchestrator.topics(modes)),
+            (Payment.name(), Payment.topics(modes)),
+            (Inventory.name(), Inventory.topics(modes)),
+            (Shipping.name(), Shipping.topics(modes)),
+            (OrderCommands.name(), OrderCommands.topics(modes)),
+            (OrderView.name(), OrderView.topics(modes)),
         ]
+        .into_iter()
+        .filter(|(_, topics)| !topics.is_empty())
+        .collect()
+    }
+
+    /// The consumer groups this demo runs, and their topics.
+    pub fn consumer_groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        Self::groups_in(&self.ctx.config.saga_modes())
+    }
+
+    /// How the sagas of new orders run.
+    pub fn saga_mode(&self) -> SagaMode {
+        if self.choreographed.load(Ordering::SeqCst) {
+            SagaMode::Choreography
+        } else {
+            SagaMode::Orchestration
+        }
+    }
+
+    /// Run the sagas of orders placed from now on in `mode` (orders already
+    /// placed finish in theirs). Needs the consumers of `mode`.
+    pub fn set_saga_mode(&self, mode: SagaMode) -> Result<(), SagaModeError> {
+        if !self.ctx.config.saga_modes().contains(&mode) {
+            return Err(SagaModeError {
+                running: self.ctx.config.saga,
+                asked: mode,
+            });
+        }
+        self.choreographed
+            .store(mode == SagaMode::Choreography, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The `n`-th order of this seed: deterministic items and customer.
@@ -341,6 +414,7 @@ impl DemoSystem {
             trace: trace.clone(),
             created_version,
             skip_schema_check: faults.is_on(Fault::NoSchemaCheck),
+            saga_mode: self.saga_mode(),
         };
         let result = order_service::execute(
             &self.ctx.db,
@@ -439,11 +513,17 @@ impl DemoSystem {
 
 /// Faults that act on the broker rather than inside a service.
 async fn fault_injector(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    let poison_topics = [
-        topics::PAYMENT_COMMANDS,
-        topics::INVENTORY_COMMANDS,
-        topics::SHIPPING_COMMANDS,
-    ];
+    // Topics whose records a service takes as requests: the command topics,
+    // or in a choreography (no command topics) the event topics.
+    let poison_topics = if ctx.config.saga_modes().contains(&SagaMode::Orchestration) {
+        [
+            topics::PAYMENT_COMMANDS,
+            topics::INVENTORY_COMMANDS,
+            topics::SHIPPING_COMMANDS,
+        ]
+    } else {
+        [topics::PAYMENTS, topics::INVENTORY, topics::SHIPPING]
+    };
     let mut poisoned = 0usize;
     loop {
         tokio::select! {

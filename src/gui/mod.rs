@@ -158,6 +158,8 @@ pub struct EventscopeApp {
     pub faults: Vec<FaultState>,
     pub fault_values: HashMap<Fault, f64>,
     pub traffic_running: bool,
+    /// How the demo runs the sagas of new orders (the switch in the faults panel).
+    pub saga_mode: eventscope_demo::saga::SagaMode,
     pub prefs: Prefs,
     pub filter: Filter,
     filtered: Vec<LogIndex>,
@@ -292,6 +294,7 @@ impl EventscopeApp {
                 .collect(),
             fault_values: Fault::ALL.iter().map(|f| (*f, f.default_value())).collect(),
             traffic_running: false,
+            saga_mode: eventscope_demo::saga::SagaMode::default(),
             prefs,
             filter: Filter::default(),
             filtered: Vec::new(),

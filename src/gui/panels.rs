@@ -336,6 +336,8 @@ fn value_ui(ui: &mut egui::Ui, fault: Fault, value: &mut f64) -> bool {
 }
 
 pub fn faults_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
+    saga_mode_ui(app, ui, intents);
+    ui.separator();
     ui.heading("Failure injection");
     if !app.is_live() {
         ui.weak("offline recording: no demo to inject into");
@@ -376,6 +378,34 @@ pub fn faults_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
         });
         ui.label(egui::RichText::new(fault.description()).small().weak());
     }
+}
+
+/// The saga mode of new orders: orchestrated by commands or choreographed by events.
+fn saga_mode_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
+    use eventscope_demo::saga::SagaMode;
+    ui.horizontal(|ui| {
+        ui.label("Saga of new orders:");
+        for mode in SagaMode::ALL {
+            let clicked = ui
+                .add_enabled(
+                    app.source.backend.is_some(),
+                    egui::RadioButton::new(app.saga_mode == mode, mode.as_str()),
+                )
+                .on_hover_text(match mode {
+                    SagaMode::Orchestration => {
+                        "the orchestrator sends commands (*.commands topics)"
+                    }
+                    SagaMode::Choreography => {
+                        "no orchestrator: each service reacts to the previous service's event"
+                    }
+                })
+                .clicked();
+            if clicked && app.saga_mode != mode {
+                app.saga_mode = mode;
+                intents.push(Intent::Backend(BackendCommand::SetSagaMode(mode)));
+            }
+        }
+    });
 }
 
 pub fn lints_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent>) {
