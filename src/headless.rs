@@ -525,6 +525,7 @@ fn build_report(
         },
         "anomalies": fragment.anomalies,
         "anomaly_counts": fragment.anomaly_counts,
+        "flow": fragment.flow,
         "schemas": {
             "types": f.schema_versions.iter().fold(serde_json::Map::new(), |mut m, (t, v, n)| {
                 if let Some(o) = m

@@ -33,8 +33,42 @@ fn model_report(model: &Model, source: serde_json::Value) -> serde_json::Value {
         "events": f.events,
         "anomalies": f.anomalies,
         "anomaly_counts": f.anomaly_counts,
+        "flow": f.flow,
         "run": source,
     })
+}
+
+/// Sample the groups' committed offsets every second until aborted (a failed sample is said
+/// once and skipped).
+async fn sample_groups_every_second(
+    settings: KafkaSettings,
+    groups: Vec<String>,
+    topics: Vec<String>,
+    tx: mpsc::Sender<Vec<crate::model::groups::GroupSample>>,
+) {
+    let mut complained = false;
+    loop {
+        let (s, g, t) = (settings.clone(), groups.clone(), topics.clone());
+        let got = tokio::task::spawn_blocking(move || {
+            crate::kafka::groups::sample(&s, &g, &t, Duration::from_secs(3))
+        })
+        .await;
+        let sent = match got {
+            Ok(Ok(samples)) => tx.send(samples).await.is_ok(),
+            Ok(Err(e)) => {
+                if !complained {
+                    complained = true;
+                    eprintln!("consumer groups: {e}");
+                }
+                true
+            }
+            Err(_) => true,
+        };
+        if !sent {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 fn now_ms() -> i64 {
@@ -62,6 +96,7 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         cfg.decode.registry = c.handle();
     }
     let probe = settings.clone();
+    let probe_settings = settings.clone();
     tokio::task::spawn_blocking(move || probe.probe(Duration::from_secs(5))).await??;
     let counts = {
         let s = settings.clone();
@@ -134,6 +169,26 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         )),
         None => None,
     };
+    // Consumer groups: named, else listed by the cluster; sampled every second meanwhile.
+    let group_names = if args.groups.is_empty() {
+        let s = probe_settings.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::kafka::groups::discover(&s, Duration::from_secs(5))
+        })
+        .await?
+        .unwrap_or_else(|e| {
+            eprintln!("{e}; name the groups to judge with --group");
+            Vec::new()
+        })
+    } else {
+        args.groups.clone()
+    };
+    let (samples_tx, mut samples_rx) = mpsc::channel(64);
+    let sampler = (!group_names.is_empty()).then(|| {
+        let (s, names, topics) = (probe_settings.clone(), group_names.clone(), topics.clone());
+        tokio::spawn(sample_groups_every_second(s, names, topics, samples_tx))
+    });
+    let mut groups = crate::model::groups::GroupTracker::new(3, 60_000);
     let mut seen: HashMap<(String, i32), i64> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut reached_end_at: Option<Instant> = None;
@@ -159,6 +214,11 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         }
         if let TapStatus::Error { reason } = &*status_rx.borrow() {
             eprintln!("tap: {reason}");
+        }
+        while let Ok(batch) = samples_rx.try_recv() {
+            for s in &batch {
+                groups.record(s);
+            }
         }
         match tokio::time::timeout(Duration::from_millis(200), records_rx.recv()).await {
             Ok(Some(r)) => {
@@ -187,6 +247,14 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     }
     let _ = stop_tx.send(true);
     let _ = tap.await;
+    if let Some(task) = sampler {
+        task.abort();
+        while let Ok(batch) = samples_rx.try_recv() {
+            for s in &batch {
+                groups.record(s);
+            }
+        }
+    }
     if recovered.load(std::sync::atomic::Ordering::Relaxed) {
         eprintln!("the schema registry answers again: reading the records again");
         model = model.reread(model.config().clone())?;
@@ -194,7 +262,10 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     if let Some(mut w) = export {
         w.flush()?;
     }
+    let verdicts = groups.verdicts(model.log(), now_ms());
+    model.observe_groups(&verdicts);
     let mut report = model_report(&model, json!({"brokers": brokers, "topics": topics}));
+    report["consumer_groups"] = json!(verdicts);
     add_filter(&mut report, &model, args.filter.as_deref());
     if args.redact {
         redact_filter_records(&mut report, &profile.pii_fields);

@@ -470,6 +470,77 @@ fn schemas_tab_lists_the_versions_and_its_drift_finding_selects_the_record() {
     assert!(applied.contains("read as v2 (upcast from v1)"), "{applied}");
 }
 
+/// The Flow tab draws the services and topics of a run; clicking an edge filters the table to
+/// that edge's records (a publish edge: that service's records on that topic; a consume edge:
+/// the consumer's records caused by records on that topic).
+#[test]
+fn flow_tab_draws_the_run_and_an_edge_filters_the_table() {
+    let mut g = Gui::start(prefs_with_tab(BottomTab::Flow));
+    for _ in 0..3 {
+        g.click(Role::Button, "Place order");
+    }
+    g.wait_settled("three completed orders", |g| {
+        g.indices_of("OrderCompleted").len() >= 3
+    });
+    g.h.run_steps(3);
+    for label in [
+        "service /eventscope-demo/order-service",
+        "topic orders",
+        "topic payments.commands",
+        "edge /eventscope-demo/order-service -> orders",
+    ] {
+        assert!(
+            g.h.query_all_by_label(label).next().is_some(),
+            "the flow map shows {label}"
+        );
+    }
+    let total = g.app().visible_rows().len();
+    g.h.get_by_label("edge /eventscope-demo/order-service -> orders")
+        .click_accesskit();
+    g.h.run_steps(3);
+    let log_rows: Vec<LogIndex> = {
+        let rows = g.app().visible_rows();
+        (0..rows.len()).filter_map(|i| rows.get(i)).collect()
+    };
+    assert!(
+        !log_rows.is_empty() && log_rows.len() < total,
+        "{} of {total}",
+        log_rows.len()
+    );
+    let log = g.app().model.log();
+    for &i in &log_rows {
+        let row = log.row(i).unwrap();
+        assert_eq!(log.resolve(row.topic), "orders");
+        let source = log.meta(i).and_then(|m| log.resolve_opt(m.source));
+        assert_eq!(source, Some("/eventscope-demo/order-service"));
+    }
+
+    // A consume edge: the consumer's records whose cause sat on the topic.
+    let consumed =
+        g.h.query_all_by_label_contains("(consumed)")
+            .find_map(|n| n.accesskit_node().label())
+            .expect("a consume edge");
+    let from = consumed
+        .strip_prefix("edge ")
+        .and_then(|s| s.split(" -> ").next())
+        .unwrap()
+        .to_owned();
+    g.h.get_by_label(&consumed).click_accesskit();
+    g.h.run_steps(3);
+    let rows = g.app().visible_rows();
+    assert!(!rows.is_empty(), "{consumed} has records");
+    let log = g.app().model.log();
+    for i in (0..rows.len()).filter_map(|i| rows.get(i)) {
+        let cause = log.meta(i).and_then(|m| m.causation_id).unwrap();
+        let first = log.deliveries_of(cause)[0];
+        assert_eq!(
+            log.resolve(log.row(first).unwrap().topic),
+            from,
+            "{consumed}"
+        );
+    }
+}
+
 #[test]
 fn stepping_changes_the_aggregate_inspector() {
     let mut g = Gui::start(Prefs::default());

@@ -7,6 +7,7 @@
 
 mod charts;
 mod files;
+mod flow;
 mod graph;
 mod inspect;
 mod lanes;
@@ -75,6 +76,7 @@ pub enum BottomTab {
     Sagas,
     Charts,
     Schemas,
+    Flow,
 }
 
 /// What a view asks the app to do; applied at the end of the frame.
@@ -108,6 +110,10 @@ pub struct Filter {
     /// W3C trace id (from `traceparent` / `ce_traceparent`).
     pub trace: String,
     pub header_text: String,
+    /// The producing service (CloudEvents `source`).
+    pub source: String,
+    /// The topic of the record's cause (what its producer consumed to write it).
+    pub cause_topic: String,
     /// A jq filter over payload, key and headers (see `crate::query`).
     pub query: String,
 }
@@ -120,6 +126,8 @@ impl Filter {
             && self.correlation.is_empty()
             && self.trace.is_empty()
             && self.header_text.is_empty()
+            && self.source.is_empty()
+            && self.cause_topic.is_empty()
     }
 }
 
@@ -198,6 +206,8 @@ pub struct EventscopeApp {
     profile_dialog: Option<profile::ProfileDialog>,
     /// The Schemas tab: its catalog of versions, filled as records arrive.
     schemas: schemas::SchemasView,
+    /// The Flow tab: who publishes and consumes what, up to the cursor.
+    flow: flow::FlowView,
 }
 
 /// Budget for ingesting records per frame.
@@ -326,6 +336,7 @@ impl EventscopeApp {
             connection_key: String::new(),
             profile_dialog: None,
             schemas: schemas::SchemasView::default(),
+            flow: flow::FlowView::default(),
         }
     }
 
@@ -341,6 +352,7 @@ impl EventscopeApp {
             cfg.decode.registry = self.model.config().decode.registry.clone();
             self.model = Model::new(cfg);
             self.schemas = schemas::SchemasView::default();
+            self.flow = flow::FlowView::default();
         }
         self.profile = profile.clone();
     }
@@ -390,6 +402,7 @@ impl EventscopeApp {
         let n = model.log().len();
         self.model = model;
         self.schemas = schemas::SchemasView::default();
+        self.flow = flow::FlowView::default();
         self.aggregate_cache = None;
         self.correlations.clear();
         self.seen_correlations.clear();
@@ -536,6 +549,7 @@ impl EventscopeApp {
         };
         self.model = model;
         self.schemas = schemas::SchemasView::default();
+        self.flow = flow::FlowView::default();
         self.aggregate_cache = None;
         self.pending.clear();
         self.correlations.clear();
@@ -876,6 +890,7 @@ impl EventscopeApp {
                 (BottomTab::Sagas, "Sagas"),
                 (BottomTab::Charts, "Charts"),
                 (BottomTab::Schemas, "Schemas"),
+                (BottomTab::Flow, "Flow"),
             ] {
                 ui.selectable_value(&mut self.prefs.bottom_tab, tab, label);
             }
@@ -891,6 +906,7 @@ impl EventscopeApp {
             BottomTab::Sagas => saga::sagas_ui(self, ui, intents),
             BottomTab::Charts => charts::charts_ui(self, ui),
             BottomTab::Schemas => schemas::schemas_ui(self, ui, intents),
+            BottomTab::Flow => flow::flow_ui(self, ui, intents),
         }
     }
 }

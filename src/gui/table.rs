@@ -6,7 +6,12 @@ use super::widgets::{self, short};
 use super::{EventscopeApp, Filter, Intent};
 use crate::model::log::{LogIndex, ObservedLog};
 
+/// Case-insensitive substring match; a needle in double quotes (`"payments"`) must match
+/// the whole text (what a click on the flow map sets).
 fn contains(hay: &str, needle: &str) -> bool {
+    if let Some(exact) = needle.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        return hay.eq_ignore_ascii_case(exact);
+    }
     needle.is_empty()
         || hay
             .to_ascii_lowercase()
@@ -44,6 +49,23 @@ pub fn matches(log: &ObservedLog, idx: LogIndex, f: &Filter) -> bool {
             return false;
         }
     }
+    if !f.source.is_empty() {
+        let s = meta.and_then(|m| log.resolve_opt(m.source)).unwrap_or("");
+        if !contains(s, &f.source) {
+            return false;
+        }
+    }
+    if !f.cause_topic.is_empty() {
+        let t = meta
+            .and_then(|m| m.causation_id)
+            .and_then(|c| log.deliveries_of(c).first().copied())
+            .and_then(|i| log.row(i))
+            .map(|r| log.resolve(r.topic))
+            .unwrap_or("");
+        if t.is_empty() || !contains(t, &f.cause_topic) {
+            return false;
+        }
+    }
     if !f.header_text.is_empty() {
         let Some(rec) = log.record(idx) else {
             return false;
@@ -74,6 +96,8 @@ pub fn table_ui(
             ("correlation", &mut app.filter.correlation),
             ("trace id", &mut app.filter.trace),
             ("header text", &mut app.filter.header_text),
+            ("source", &mut app.filter.source),
+            ("cause on topic", &mut app.filter.cause_topic),
         ] {
             ui.add(
                 egui::TextEdit::singleline(field)

@@ -1,5 +1,6 @@
 //! Kafka at the edge of the debugger: the embedded broker and the tap consumer.
 
 pub mod broker;
+pub mod groups;
 pub mod proxy;
 pub mod tap;

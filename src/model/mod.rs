@@ -12,6 +12,8 @@
 
 pub mod detect;
 pub mod envelope;
+pub mod flow;
+pub mod groups;
 pub mod jsonl;
 pub mod log;
 pub mod record;
@@ -103,6 +105,8 @@ pub struct ReportFragment {
     pub anomalies: Vec<Anomaly>,
     /// Every kind, zero included.
     pub anomaly_counts: BTreeMap<String, u64>,
+    /// Who publishes and consumes what (see [`flow::FlowMap`]).
+    pub flow: serde_json::Value,
 }
 
 impl ReportFragment {
@@ -159,6 +163,59 @@ impl Model {
         let n = found.len();
         self.record_anomalies(found);
         n
+    }
+
+    /// Consumer groups judged from samples of their committed offsets: a partition that
+    /// stalls, stops or rewinds is a `consumer-stall` at the record the group has not
+    /// processed (one finding per group, partition and verdict; the same condition seen
+    /// again updates it). Returns how many new findings were raised.
+    pub fn observe_groups(&mut self, lags: &[groups::GroupLag]) -> usize {
+        if !self.detectors.is_enabled(AnomalyKind::ConsumerStall) {
+            return 0;
+        }
+        let before = self.counts.get(&AnomalyKind::ConsumerStall).copied();
+        let mut found = Vec::new();
+        for p in lags.iter().flat_map(|g| &g.partitions) {
+            if !matches!(
+                p.verdict,
+                groups::Verdict::Stall | groups::Verdict::Stop | groups::Verdict::Rewind
+            ) {
+                continue;
+            }
+            let Some(idx) = p.at else { continue };
+            let detail = format!(
+                "group {} on {}[{}]: {} ({}; lag {} records{})",
+                p.group,
+                p.topic,
+                p.partition,
+                p.verdict.as_str(),
+                p.detail,
+                p.lag,
+                p.lag_ms
+                    .map(|ms| format!(", {} s", ms / 1000))
+                    .unwrap_or_default()
+            );
+            let mut a = Anomaly::at(AnomalyKind::ConsumerStall, &self.log, idx, detail);
+            let (partition, offset) = (a.partition, a.offset);
+            a.group = Some(detect::AnomalyGroup {
+                key: format!(
+                    "{}|{}|{}|{}",
+                    p.group,
+                    p.topic,
+                    p.partition,
+                    p.verdict.as_str()
+                ),
+                count: 1,
+                first_partition: partition,
+                first_offset: offset,
+                last_partition: partition,
+                last_offset: offset,
+            });
+            found.push(a);
+        }
+        self.record_anomalies(found);
+        let after = self.counts.get(&AnomalyKind::ConsumerStall).copied();
+        (after.unwrap_or(0) - before.unwrap_or(0)) as usize
     }
 
     /// When the backlog ended (its cut time), if it has.
@@ -249,6 +306,12 @@ impl Model {
                 .iter()
                 .map(|(k, n)| (k.as_str().to_owned(), *n))
                 .collect(),
+            flow: flow::FlowMap::build(
+                &self.log,
+                (0..self.log.len()).filter_map(|i| LogIndex::try_from(i).ok()),
+                &self.anomalies,
+            )
+            .to_json(),
         }
     }
 
@@ -408,8 +471,9 @@ mod tests {
         );
         assert_eq!(j["anomaly_counts"]["duplicate-delivery"], 1);
         assert_eq!(j["anomaly_counts"]["poison-message"], 1);
-        // A chain of events without commands is not a saga: never "stuck".
-        assert_eq!(j["anomaly_counts"]["stuck-saga"], 0);
+        // An `OrderCreated` (a start type) without its terminal event, long idle: a
+        // choreographed saga that is stuck, though its chain carries no command.
+        assert_eq!(j["anomaly_counts"]["stuck-saga"], 1);
         assert_eq!(j["anomaly_counts"]["lost-event"], 0);
         let first = &j["anomalies"][0];
         for key in [

@@ -68,6 +68,8 @@ lints! {
     LostEvent = "lost-event" => lost_event,
     /// A payload whose shape breaks its type's established or declared schema.
     SchemaDrift = "schema-drift" => schema_drift,
+    /// A consumer group's committed offset stalls, stops or goes back while records wait.
+    ConsumerStall = "consumer-stall" => consumer_stall,
 }
 
 impl AnomalyKind {
@@ -180,6 +182,10 @@ pub struct DetectConfig {
     /// Event types that end a saga that carries commands. Empty (and no flows): no saga
     /// notion, `stuck-saga` never fires.
     pub terminal_types: Vec<String>,
+    /// Event types that start a saga whether it carries commands or not (a choreography):
+    /// a chain holding one is judged by `terminal_types`. A chain with neither a command nor
+    /// one of these (a foreign stream) is not judged.
+    pub start_types: Vec<String>,
     /// The observed system's own flows (from the profile): judged whether they carry commands
     /// or not.
     pub flows: Vec<FlowConfig>,
@@ -206,6 +212,7 @@ impl Default for DetectConfig {
             expected_first_version: Some(1),
             stuck_saga_timeout_ms: 60_000,
             terminal_types: vec!["OrderCompleted".into(), "OrderCancelled".into()],
+            start_types: vec!["OrderCreated".into()],
             flows: Vec::new(),
             schemas_dir: None,
         }

@@ -329,7 +329,7 @@ fn switch_off_and_describe() {
     det.set_enabled(AnomalyKind::PoisonMessage, true);
     assert_eq!(det.on_append(&log, i, 0).len(), 1);
     assert_eq!(det.lints().len(), AnomalyKind::ALL.len());
-    assert_eq!(AnomalyKind::ALL.len(), 9);
+    assert_eq!(AnomalyKind::ALL.len(), 10);
     assert!(det.lints().iter().all(|l| !l.summary.is_empty()));
     assert_eq!(
         AnomalyKind::parse("stuck-saga"),
@@ -488,4 +488,78 @@ fn flows_judge_chains_without_commands() {
         "{}",
         found[0].detail
     );
+}
+
+/// `stuck-saga` judges choreographed chains (events only) by the start and terminal types,
+/// and never a chain without a known start type or command (a foreign stream).
+#[test]
+fn choreographed_chains_are_judged_by_start_and_terminal_types() {
+    let ev = |offset: i64, ty: &'static str, corr: &'static str| {
+        Ev {
+            topic: "orders",
+            offset,
+            id: Box::leak(format!("{corr}-{offset}").into_boxed_str()),
+            ty,
+            agg: corr,
+            corr: Some(corr),
+            ts: offset * 10,
+            ..Ev::default()
+        }
+        .rec()
+    };
+    // (case, chain's event types, stuck with the default config, stuck with the start types off)
+    let cases: &[(&str, &[&'static str], bool, bool)] = &[
+        (
+            "completed choreography",
+            &["OrderCreated", "StockReserved", "PaymentCompleted", "ShipmentScheduled", "OrderCompleted"],
+            false,
+            false,
+        ),
+        (
+            "compensated choreography",
+            &["OrderCreated", "StockReserved", "PaymentDeclined", "StockRestored", "OrderCancelled"],
+            false,
+            false,
+        ),
+        (
+            "choreography that stops",
+            &["OrderCreated", "StockReserved", "PaymentCompleted"],
+            true,
+            false,
+        ),
+        ("foreign stream", &["LimitChanged", "FundsReserved"], false, false),
+        // joined after the start: nothing says it is a saga
+        ("start not observed", &["StockReserved", "PaymentCompleted"], false, false),
+    ];
+    for (name, types, stuck, stuck_without_starts) in cases {
+        for (cfg, want) in [
+            (DetectConfig::default(), *stuck),
+            (
+                DetectConfig {
+                    start_types: Vec::new(),
+                    ..DetectConfig::default()
+                },
+                *stuck_without_starts,
+            ),
+        ] {
+            let mut log = ObservedLog::default();
+            let mut det = Detectors::new(cfg);
+            for (i, ty) in types.iter().enumerate() {
+                let idx = log.append(&ev(i as i64, ty, "c1"), 50).unwrap();
+                det.on_append(&log, idx, 50);
+            }
+            let found: Vec<_> = det
+                .on_backlog_end(&log, 1_000_000)
+                .iter()
+                .filter(|a| a.kind == AnomalyKind::StuckSaga)
+                .map(|a| a.log_indices[0])
+                .collect();
+            let expect: Vec<LogIndex> = if want {
+                vec![(types.len() - 1) as LogIndex]
+            } else {
+                vec![]
+            };
+            assert_eq!(found, expect, "{name}");
+        }
+    }
 }

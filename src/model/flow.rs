@@ -1,0 +1,329 @@
+//! The flow map: who publishes what where, and who consumes it, from the
+//! records alone.
+//!
+//! Nodes are services (a record's CloudEvents `source`, or the profile's
+//! source path; `unknown` without one) and topics. A record from service S on
+//! topic T is an edge S → T ("publishes", counted per event type); a record
+//! from S whose cause is a record on topic U is an edge U → S ("consumes": S
+//! read U to do it). Per edge: records, event types, first and last time (so
+//! a rate), and what went wrong on it: duplicate deliveries, dead-letter
+//! copies, and findings of the lints at its records (duplicate effects,
+//! schema drift, ...).
+//!
+//! Built incrementally in log order ([`FlowMap::add`]), so a view can follow
+//! a cursor that only moves forward without starting over.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::detect::{Anomaly, AnomalyKind};
+use super::log::{is_dead_letter_topic, LogIndex, ObservedLog};
+
+/// An edge's direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeKind {
+    /// service → topic
+    Publishes,
+    /// topic → service
+    Consumes,
+}
+
+/// What flowed along one edge.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EdgeStats {
+    pub records: u64,
+    /// Event type → records.
+    pub types: BTreeMap<String, u64>,
+    #[serde(skip)]
+    pub first_ms: Option<i64>,
+    #[serde(skip)]
+    pub last_ms: Option<i64>,
+    /// Deliveries of an event already delivered (publishes edges).
+    pub duplicates: u64,
+    /// Copies on a dead-letter topic.
+    pub dead_letters: u64,
+    /// Lint findings at records of this edge, by kind.
+    pub anomalies: BTreeMap<String, u64>,
+}
+
+impl EdgeStats {
+    /// Records per second over the edge's own time span (at least one second).
+    pub fn rate(&self) -> f64 {
+        match (self.first_ms, self.last_ms) {
+            (Some(a), Some(b)) => self.records as f64 / (((b - a) as f64) / 1000.0).max(1.0),
+            _ => 0.0,
+        }
+    }
+
+    /// Whether anything went wrong on it.
+    pub fn troubled(&self) -> bool {
+        self.duplicates > 0 || self.dead_letters > 0 || !self.anomalies.is_empty()
+    }
+
+    fn count(&mut self, ty: &str, time_ms: i64) {
+        self.records += 1;
+        *self.types.entry(ty.to_owned()).or_default() += 1;
+        self.first_ms = Some(self.first_ms.map_or(time_ms, |t| t.min(time_ms)));
+        self.last_ms = Some(self.last_ms.map_or(time_ms, |t| t.max(time_ms)));
+    }
+}
+
+/// One edge's key: kind, from, to.
+pub type EdgeKey = (EdgeKind, String, String);
+
+/// Services, topics and the edges between them.
+#[derive(Debug, Clone, Default)]
+pub struct FlowMap {
+    pub services: BTreeSet<String>,
+    pub topics: BTreeSet<String>,
+    pub edges: BTreeMap<EdgeKey, EdgeStats>,
+    /// The next log index [`FlowMap::add`] expects (for callers that extend it).
+    pub next: usize,
+}
+
+/// The service a record comes from.
+pub fn service_of(log: &ObservedLog, idx: LogIndex) -> Option<&str> {
+    let m = log.meta(idx)?;
+    Some(log.resolve_opt(m.source).unwrap_or("unknown"))
+}
+
+/// The publishes edge a record is on.
+fn publish_key(log: &ObservedLog, idx: LogIndex) -> Option<EdgeKey> {
+    let row = log.row(idx)?;
+    Some((
+        EdgeKind::Publishes,
+        service_of(log, idx)?.to_owned(),
+        log.resolve(row.topic).to_owned(),
+    ))
+}
+
+/// The topic of the first delivery of the record's cause, if it was seen.
+fn cause_topic(log: &ObservedLog, idx: LogIndex) -> Option<&str> {
+    let cause = log.meta(idx)?.causation_id?;
+    let first = *log.deliveries_of(cause).first()?;
+    (first < idx).then(|| log.row(first).map(|r| log.resolve(r.topic)))?
+}
+
+impl FlowMap {
+    /// Build from these records (in log order) and the findings at them.
+    pub fn build(
+        log: &ObservedLog,
+        indices: impl IntoIterator<Item = LogIndex>,
+        anomalies: &[Anomaly],
+    ) -> FlowMap {
+        let mut map = FlowMap::default();
+        let mut upto = None;
+        for idx in indices {
+            map.add(log, idx);
+            upto = Some(idx);
+        }
+        if let Some(upto) = upto {
+            map.add_anomalies(log, anomalies, upto);
+        }
+        map
+    }
+
+    /// Add one record (call in log order).
+    pub fn add(&mut self, log: &ObservedLog, idx: LogIndex) {
+        self.next = self.next.max(idx as usize + 1);
+        let (Some(row), Some(m)) = (log.row(idx), log.meta(idx)) else {
+            return;
+        };
+        let Some(key) = publish_key(log, idx) else {
+            return;
+        };
+        let ty = log.resolve_opt(m.event_type).unwrap_or("?").to_owned();
+        self.services.insert(key.1.clone());
+        self.topics.insert(key.2.clone());
+        let dead = m.dead_letter || is_dead_letter_topic(&key.2);
+        let e = self.edges.entry(key).or_default();
+        if dead {
+            e.dead_letters += 1;
+            e.count(&ty, row.time_ms);
+            return;
+        }
+        if !m.first_delivery {
+            e.duplicates += 1;
+            return;
+        }
+        e.count(&ty, row.time_ms);
+        if let Some(topic) = cause_topic(log, idx) {
+            let service = service_of(log, idx).unwrap_or("unknown").to_owned();
+            let cause_ty = m
+                .causation_id
+                .and_then(|c| log.deliveries_of(c).first().copied())
+                .and_then(|i| log.meta(i))
+                .and_then(|cm| log.resolve_opt(cm.event_type))
+                .unwrap_or("?")
+                .to_owned();
+            self.edges
+                .entry((EdgeKind::Consumes, topic.to_owned(), service))
+                .or_default()
+                .count(&cause_ty, row.time_ms);
+        }
+    }
+
+    /// Count the findings reported at records up to `upto` on the edges of those records
+    /// (duplicate effects on the consume edge that caused them, the rest on the publish edge).
+    pub fn add_anomalies(&mut self, log: &ObservedLog, anomalies: &[Anomaly], upto: LogIndex) {
+        for e in self.edges.values_mut() {
+            e.anomalies.clear();
+        }
+        for a in anomalies {
+            let Some(&idx) = a.log_indices.first().filter(|&&i| i <= upto) else {
+                continue;
+            };
+            if a.kind == AnomalyKind::DuplicateDelivery {
+                continue; // counted as `duplicates`
+            }
+            let key = match (a.kind, cause_topic(log, idx), service_of(log, idx)) {
+                (AnomalyKind::DuplicateEffect, Some(t), Some(s)) => {
+                    Some((EdgeKind::Consumes, t.to_owned(), s.to_owned()))
+                }
+                _ => publish_key(log, idx),
+            };
+            if let Some(e) = key.and_then(|k| self.edges.get_mut(&k)) {
+                *e.anomalies.entry(a.kind.as_str().to_owned()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Log indices of the records an edge stands for: a publish edge's records, or, for a
+    /// consume edge, the consumer's records caused by records on the topic.
+    pub fn records_of(log: &ObservedLog, key: &EdgeKey, upto: LogIndex) -> Vec<LogIndex> {
+        (0..=upto)
+            .filter(|&idx| match key.0 {
+                EdgeKind::Publishes => publish_key(log, idx).as_ref() == Some(key),
+                EdgeKind::Consumes => {
+                    log.meta(idx).is_some_and(|m| m.first_delivery)
+                        && service_of(log, idx) == Some(key.2.as_str())
+                        && cause_topic(log, idx) == Some(key.1.as_str())
+                }
+            })
+            .collect()
+    }
+
+    /// The report's `flow` section.
+    pub fn to_json(&self) -> Value {
+        let edges: Vec<Value> = self
+            .edges
+            .iter()
+            .map(|((kind, from, to), e)| {
+                json!({
+                    "kind": kind,
+                    "from": from,
+                    "to": to,
+                    "records": e.records,
+                    "per_second": (e.rate() * 100.0).round() / 100.0,
+                    "types": e.types,
+                    "duplicates": e.duplicates,
+                    "dead_letters": e.dead_letters,
+                    "anomalies": e.anomalies,
+                })
+            })
+            .collect();
+        json!({
+            "services": self.services,
+            "topics": self.topics,
+            "edges": edges,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::record::Record;
+
+    fn rec(
+        topic: &str,
+        offset: i64,
+        id: &str,
+        ty: &str,
+        source: &str,
+        cause: Option<&str>,
+    ) -> Record {
+        let mut r = Record::new(topic, 0, offset)
+            .with_timestamp(1_000 * offset)
+            .with_header("ce_specversion", "1.0")
+            .with_header("ce_id", id)
+            .with_header("ce_type", ty)
+            .with_header("ce_source", source)
+            .with_header("ce_correlationid", "c")
+            .with_value(b"{}".to_vec());
+        if let Some(c) = cause {
+            r = r.with_header("ce_causationid", c);
+        }
+        r
+    }
+
+    #[test]
+    fn publishes_and_consumes_from_the_records() {
+        let mut m = crate::model::Model::default();
+        for r in [
+            rec("orders", 0, "e1", "OrderCreated", "/order", None),
+            rec(
+                "inventory",
+                1,
+                "e2",
+                "StockReserved",
+                "/inventory",
+                Some("e1"),
+            ),
+            rec(
+                "inventory",
+                2,
+                "e2",
+                "StockReserved",
+                "/inventory",
+                Some("e1"),
+            ),
+            rec(
+                "payments",
+                3,
+                "e3",
+                "PaymentCompleted",
+                "/payment",
+                Some("e2"),
+            ),
+            rec("dlq", 4, "e1", "OrderCreated", "/order", None),
+        ] {
+            m.ingest(&r, 0).unwrap();
+        }
+        let log = m.log();
+        let map = FlowMap::build(log, 0..5, m.anomalies());
+        assert_eq!(map.services.len(), 3);
+        assert_eq!(map.topics.len(), 4);
+        let key = |k, a: &str, b: &str| (k, a.to_owned(), b.to_owned());
+        let inv = &map.edges[&key(EdgeKind::Publishes, "/inventory", "inventory")];
+        assert_eq!((inv.records, inv.duplicates), (1, 1));
+        assert!(inv.troubled());
+        assert_eq!(inv.types["StockReserved"], 1);
+        let c = &map.edges[&key(EdgeKind::Consumes, "orders", "/inventory")];
+        assert_eq!((c.records, c.types["OrderCreated"]), (1, 1));
+        assert!(map
+            .edges
+            .contains_key(&key(EdgeKind::Consumes, "inventory", "/payment")));
+        assert_eq!(
+            map.edges[&key(EdgeKind::Publishes, "/order", "dlq")].dead_letters,
+            1
+        );
+        assert_eq!(
+            FlowMap::records_of(log, &key(EdgeKind::Consumes, "inventory", "/payment"), 4),
+            vec![3]
+        );
+        let j = map.to_json();
+        assert_eq!(j["edges"].as_array().unwrap().len(), 6, "{j:#}");
+        // Incremental equals built at once.
+        let mut inc = FlowMap::default();
+        for i in 0..5 {
+            inc.add(log, i);
+        }
+        inc.add_anomalies(log, m.anomalies(), 4);
+        assert_eq!(inc.edges, map.edges);
+        assert_eq!(inc.next, 5);
+    }
+}

@@ -1,0 +1,97 @@
+//! Consumer groups through `eventscope inspect`: committed offsets read without joining the
+//! group, lag, and the Burrow-style verdicts (a group that stopped while records wait is a
+//! `consumer-stall`; a group at the end is OK).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::broker::{Broker, BIN};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// Commit `offset` on work/0 for `group` (as a consumer that processed up to there would).
+fn commit(addr: &str, group: &str, offset: i64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("work", 0, Offset::Offset(offset))
+        .unwrap();
+    c.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+#[test]
+fn a_stopped_group_is_a_consumer_stall_and_a_caught_up_one_is_ok() {
+    let broker = Broker::start();
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .unwrap();
+    for i in 0..10 {
+        let v = format!(r#"{{"id":"w-{i}","type":"Work"}}"#);
+        p.send(
+            BaseRecord::<str, str>::to("work")
+                .partition(0)
+                .key("k")
+                .payload(&v),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    commit(&broker.addr, "slow", 3);
+    commit(&broker.addr, "done", 10);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.json");
+    let out = Command::new(BIN)
+        .args(["inspect", "--brokers", &broker.addr, "--topics", "work"])
+        .args([
+            "--group", "slow", "--group", "done", "--settle", "5", "--report",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let groups = r["consumer_groups"].as_array().unwrap();
+    let by = |g: &str| groups.iter().find(|x| x["group"] == g).unwrap().clone();
+    let slow = by("slow");
+    assert_eq!(slow["verdict"], "STALL", "{slow:#}");
+    assert_eq!(slow["lag"], 7);
+    assert_eq!(slow["partitions"][0]["committed"], 3);
+    assert!(slow["partitions"][0]["lag_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(by("done")["verdict"], "OK");
+    assert_eq!(
+        r["anomaly_counts"]["consumer-stall"], 1,
+        "{:#}",
+        r["anomalies"]
+    );
+    let a = r["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "consumer-stall")
+        .unwrap();
+    assert_eq!(
+        a["offset"], 3,
+        "at the record the group has not processed: {a:#}"
+    );
+    assert!(
+        a["detail"].as_str().unwrap().contains("group slow"),
+        "{a:#}"
+    );
+}
