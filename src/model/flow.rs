@@ -53,7 +53,9 @@ impl EdgeStats {
     /// Records per second over the edge's own time span (at least one second).
     pub fn rate(&self) -> f64 {
         match (self.first_ms, self.last_ms) {
-            (Some(a), Some(b)) => self.records as f64 / (((b - a) as f64) / 1000.0).max(1.0),
+            (Some(a), Some(b)) => {
+                self.records as f64 / ((b.saturating_sub(a) as f64) / 1000.0).max(1.0)
+            }
             _ => 0.0,
         }
     }

@@ -30,7 +30,7 @@ pub struct OffsetSample {
 
 impl OffsetSample {
     pub fn lag(&self) -> i64 {
-        (self.high - self.committed.unwrap_or(0)).max(0)
+        self.high.saturating_sub(self.committed.unwrap_or(0)).max(0)
     }
 }
 
@@ -156,10 +156,18 @@ impl GroupTracker {
                 .get(&(group.clone(), topic.clone(), *partition))
                 .copied()
                 .unwrap_or(last.at_ms);
-            let (verdict, detail) = judge(h, self.window, now_ms - moved_at, self.stop_after_ms);
+            let (verdict, detail) = judge(
+                h,
+                self.window,
+                now_ms.saturating_sub(moved_at),
+                self.stop_after_ms,
+            );
             let at = record_at(log, topic, *partition, last.committed);
             let lag_ms = (last.lag() > 0)
-                .then(|| at.and_then(|i| log.row(i)).map(|r| now_ms - r.time_ms))
+                .then(|| {
+                    at.and_then(|i| log.row(i))
+                        .map(|r| now_ms.saturating_sub(r.time_ms))
+                })
                 .flatten();
             let p = PartitionLag {
                 group: group.clone(),
