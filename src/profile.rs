@@ -8,6 +8,7 @@
 //! topics = ["bank.transfers", "bank.payments"]
 //! command_topics = ["*.commands", "bank.*.cmd"]
 //! terminal_types = ["OrderCompleted", "OrderCancelled"]   # sagas that carry commands
+//! start_types = ["OrderCreated"]      # choreographed sagas (events only) start with these
 //! stuck_saga_timeout_ms = 60000
 //! pii_fields = ["email", "iban"]
 //! trace_link = "http://localhost:16686/trace/{trace_id}"
@@ -47,8 +48,10 @@ pub struct Profile {
     pub topics: Vec<String>,
     /// Topics that carry commands: glob patterns (`*`, `?`).
     pub command_topics: Vec<String>,
-    /// Event types that end a saga that carries commands.
+    /// Event types that end a saga that carries commands, or starts with `start_types`.
     pub terminal_types: Vec<String>,
+    /// Event types that start a saga without commands (a choreography).
+    pub start_types: Vec<String>,
     /// A saga idle this long without its terminal event is stuck.
     pub stuck_saga_timeout_ms: i64,
     /// The system's own flows, judged whether they carry commands or not.
@@ -71,6 +74,7 @@ impl Default for Profile {
             topics: Vec::new(),
             command_topics: m.decode.command_topics,
             terminal_types: m.detect.terminal_types,
+            start_types: m.detect.start_types,
             stuck_saga_timeout_ms: m.detect.stuck_saga_timeout_ms,
             flows: m.detect.flows,
             json_paths: m.decode.plain,
@@ -158,6 +162,7 @@ impl Profile {
         cfg.decode.command_topics = self.command_topics.clone();
         cfg.decode.plain = self.json_paths.clone();
         cfg.detect.terminal_types = self.terminal_types.clone();
+        cfg.detect.start_types = self.start_types.clone();
         cfg.detect.stuck_saga_timeout_ms = self.stuck_saga_timeout_ms;
         cfg.detect.flows = self.flows.clone();
         cfg.detect.schemas_dir = self.schemas.clone();

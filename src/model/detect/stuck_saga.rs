@@ -1,7 +1,9 @@
 //! `stuck-saga`: a saga without its terminal event, idle for longer than the timeout. A saga is
-//! a correlation chain that carries commands (ended by the global terminal types), or one that
-//! belongs to a flow of the profile (it holds one of the flow's start types, or the flow names
-//! none), ended by the flow's terminal types.
+//! a correlation chain that carries commands (orchestrated) or holds one of the global start
+//! types (choreographed: events only), ended by the global terminal types; or one that belongs
+//! to a flow of the profile (it holds one of the flow's start types, or the flow names none),
+//! ended by the flow's terminal types. A chain with none of these (a foreign stream) has no
+//! known end and is never judged.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -11,6 +13,7 @@ use crate::model::log::{FxMap, LogIndex, ObservedLog, Sym};
 
 pub(super) fn make(c: &DetectConfig) -> Box<dyn Detector> {
     let mut d = StuckSaga::new(c.terminal_types.clone(), c.stuck_saga_timeout_ms);
+    d.start_types = c.start_types.clone();
     d.flows = c.flows.clone();
     Box::new(d)
 }
@@ -21,15 +24,17 @@ struct Chain {
     terminal: bool,
     reported: bool,
     scheduled: bool,
-    /// Holds a command: a saga somebody orchestrates, not a plain event stream.
+    /// Holds a command or a start type: a saga, not a plain event stream.
     saga: bool,
 }
 
-/// A correlation chain that carries commands (an orchestrated saga) with no
-/// terminal event, idle for longer than the timeout. Chains of events only
-/// (choreography, foreign streams) have no known end and are not judged.
+/// A saga (a correlation chain that carries commands, or holds a start type)
+/// with no terminal event, idle for longer than the timeout. Chains of other
+/// events only (foreign streams) have no known end and are not judged.
 pub struct StuckSaga {
     terminal_types: Vec<String>,
+    /// Types that start a saga without commands (a choreography).
+    start_types: Vec<String>,
     flows: Vec<FlowConfig>,
     timeout_ms: i64,
     chains: FxMap<Sym, Chain>,
@@ -40,6 +45,7 @@ impl StuckSaga {
     pub fn new(terminal_types: Vec<String>, timeout_ms: i64) -> Self {
         StuckSaga {
             terminal_types,
+            start_types: Vec::new(),
             flows: Vec::new(),
             timeout_ms,
             chains: FxMap::default(),
@@ -91,6 +97,8 @@ impl Detector for StuckSaga {
             f.start_types.is_empty() || ty.is_some_and(|t| f.start_types.iter().any(|x| x == t))
         });
         let commanded = m.is_command && !self.terminal_types.is_empty();
+        let started = !self.terminal_types.is_empty()
+            && ty.is_some_and(|t| self.start_types.iter().any(|x| x == t));
         let c = self.chains.entry(corr).or_insert(Chain {
             last_activity: row.time_ms,
             last_idx: idx,
@@ -99,7 +107,7 @@ impl Detector for StuckSaga {
             scheduled: false,
             saga: false,
         });
-        c.saga |= commanded || in_flow;
+        c.saga |= commanded || started || in_flow;
         if row.time_ms >= c.last_activity {
             c.last_activity = row.time_ms;
             c.last_idx = idx;

@@ -511,13 +511,25 @@ fn choreographed_chains_are_judged_by_start_and_terminal_types() {
     let cases: &[(&str, &[&'static str], bool, bool)] = &[
         (
             "completed choreography",
-            &["OrderCreated", "StockReserved", "PaymentCompleted", "ShipmentScheduled", "OrderCompleted"],
+            &[
+                "OrderCreated",
+                "StockReserved",
+                "PaymentCompleted",
+                "ShipmentScheduled",
+                "OrderCompleted",
+            ],
             false,
             false,
         ),
         (
             "compensated choreography",
-            &["OrderCreated", "StockReserved", "PaymentDeclined", "StockRestored", "OrderCancelled"],
+            &[
+                "OrderCreated",
+                "StockReserved",
+                "PaymentDeclined",
+                "StockRestored",
+                "OrderCancelled",
+            ],
             false,
             false,
         ),
@@ -527,9 +539,19 @@ fn choreographed_chains_are_judged_by_start_and_terminal_types() {
             true,
             false,
         ),
-        ("foreign stream", &["LimitChanged", "FundsReserved"], false, false),
+        (
+            "foreign stream",
+            &["LimitChanged", "FundsReserved"],
+            false,
+            false,
+        ),
         // joined after the start: nothing says it is a saga
-        ("start not observed", &["StockReserved", "PaymentCompleted"], false, false),
+        (
+            "start not observed",
+            &["StockReserved", "PaymentCompleted"],
+            false,
+            false,
+        ),
     ];
     for (name, types, stuck, stuck_without_starts) in cases {
         for (cfg, want) in [
