@@ -184,16 +184,17 @@ fn assert_no_secret(secrets: &[&str], what: &str, text: &str) {
     }
 }
 
-/// Database and SASL passwords given on the command line and in a properties file appear
-/// nowhere: not in the debug log (RUST_LOG=debug, librdkafka's included), the report, the
-/// export, nor in the errors of a failed connection.
+/// Database, SASL and schema registry passwords given on the command line and in a
+/// properties file appear nowhere: not in the debug log (RUST_LOG=debug, librdkafka's
+/// included), the report, the export, nor in the errors of a failed connection.
 #[test]
 fn secrets_never_reach_logs_reports_or_exports() {
     const SASL: &str = "Sasl-Pw-0x5ecret";
     const FILE_SASL: &str = "File-Pw-0x5ecret";
     const DB: &str = "Db-Pw-0x5ecret";
     const DB_TAIL: &str = "Tail-0x5ecret";
-    let secrets = [SASL, FILE_SASL, DB, DB_TAIL];
+    const REGISTRY: &str = "Reg-Pw-0x5ecret";
+    let secrets = [SASL, FILE_SASL, DB, DB_TAIL, REGISTRY];
     let (_env, dir) = common::temp_dir();
     let broker = Broker::start();
     let props = dir.join("client.properties");
@@ -243,6 +244,8 @@ fn secrets_never_reach_logs_reports_or_exports() {
         .env("RUST_LOG", "debug,librdkafka=debug")
         .args(["inspect", "--brokers", &broker.1, "--topics", "orders"])
         .args(["--kafka-config", &format!("sasl.password={SASL}")])
+        .args(["--schema-registry", "http://127.0.0.1:1"])
+        .args(["--schema-registry-auth", &format!("alice:{REGISTRY}")])
         .arg("--kafka-config-file")
         .arg(&props)
         .arg("--export")
