@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cli::{Connection, DemoArgs};
 use crate::kafka::broker::EmbeddedBroker;
 use crate::kafka::tap::{self, TopicSelection};
+use crate::model::groups::{GroupLag, GroupTracker};
 use crate::model::record::Record;
 use crate::model::Model;
 
@@ -131,6 +132,9 @@ pub struct Session {
     stop_tx: watch::Sender<bool>,
     tap_task: tokio::task::JoinHandle<anyhow::Result<()>>,
     started: Instant,
+    /// The demo's consumer groups, sampled while settling (read without joining them).
+    groups: GroupTracker,
+    groups_sampled: Option<Instant>,
 }
 
 /// Everything a finished session knows.
@@ -146,6 +150,8 @@ pub struct Finished {
     pub dead_lettered: u64,
     /// What the OTLP export did (after the final flush); None when off.
     pub tracing: Option<ExportReport>,
+    /// The demo's consumer groups at the end, judged over the samples taken while settling.
+    pub groups: Vec<GroupLag>,
 }
 
 fn now_ms() -> i64 {
@@ -217,7 +223,37 @@ impl Session {
             stop_tx,
             tap_task,
             started,
+            groups: GroupTracker::new(5, 60_000),
+            groups_sampled: None,
         })
+    }
+
+    /// Sample the demo's consumer groups (at most once a second).
+    async fn sample_groups(&mut self) {
+        if self
+            .groups_sampled
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.groups_sampled = Some(Instant::now());
+        let names: Vec<String> = self
+            .system
+            .consumer_groups()
+            .iter()
+            .map(|(g, _)| (*g).to_owned())
+            .collect();
+        let topics: Vec<String> = topics::ALL.iter().map(|t| (*t).to_owned()).collect();
+        let s = self.settings.clone();
+        let got = tokio::task::spawn_blocking(move || {
+            crate::kafka::groups::sample(&s, &names, &topics, Duration::from_secs(3))
+        })
+        .await;
+        if let Ok(Ok(samples)) = got {
+            for g in &samples {
+                self.groups.record(g);
+            }
+        }
     }
 
     fn say(&self, msg: impl AsRef<str>) {
@@ -299,6 +335,7 @@ impl Session {
                 }
             }
             open = unsettled(&self.system, &self.settings, &self.positions, expected).await?;
+            self.sample_groups().await;
             if open.is_empty() {
                 break;
             }
@@ -315,6 +352,11 @@ impl Session {
     /// Collect the database facts, stop everything.
     pub async fn finish(mut self) -> anyhow::Result<Finished> {
         self.drain();
+        // One last look at the groups, then their verdicts (and consumer-stall findings).
+        self.groups_sampled = None;
+        self.sample_groups().await;
+        let groups = self.groups.verdicts(self.model.log(), now_ms());
+        self.model.observe_groups(&groups);
         let facts = dbreport::collect(&self.system.ctx.db).await?;
         let published = dbreport::published_event_ids(&self.system.ctx.db).await?;
         let restarts = self.system.restarts();
@@ -348,6 +390,7 @@ impl Session {
             schema_refused,
             dead_lettered,
             tracing,
+            groups,
         })
     }
 }
@@ -526,6 +569,7 @@ fn build_report(
         "anomalies": fragment.anomalies,
         "anomaly_counts": fragment.anomaly_counts,
         "flow": fragment.flow,
+        "consumer_groups": fin.groups,
         "schemas": {
             "types": f.schema_versions.iter().fold(serde_json::Map::new(), |mut m, (t, v, n)| {
                 if let Some(o) = m

@@ -102,11 +102,21 @@ fn publish_key(log: &ObservedLog, idx: LogIndex) -> Option<EdgeKey> {
     ))
 }
 
-/// The topic of the first delivery of the record's cause, if it was seen.
+/// The topic of the first delivery of the record's cause, if it was seen (before or after
+/// the record: topics are read in parallel, an effect may arrive before its cause).
 fn cause_topic(log: &ObservedLog, idx: LogIndex) -> Option<&str> {
     let cause = log.meta(idx)?.causation_id?;
     let first = *log.deliveries_of(cause).first()?;
-    (first < idx).then(|| log.row(first).map(|r| log.resolve(r.topic)))?
+    log.row(first).map(|r| log.resolve(r.topic))
+}
+
+/// Whether the record's cause was seen before it (its consume edge is counted with it;
+/// otherwise it is counted when the cause arrives).
+fn cause_seen_before(log: &ObservedLog, idx: LogIndex) -> bool {
+    log.meta(idx)
+        .and_then(|m| m.causation_id)
+        .and_then(|c| log.deliveries_of(c).first().copied())
+        .is_some_and(|first| first < idx)
 }
 
 impl FlowMap {
@@ -152,7 +162,26 @@ impl FlowMap {
             return;
         }
         e.count(&ty, row.time_ms);
-        if let Some(topic) = cause_topic(log, idx) {
+        // Effects that arrived before this record, their cause: their consume edge now.
+        let topic = log.resolve(row.topic).to_owned();
+        for &child in log.children(log.resolve(m.event_id)) {
+            let early = child < idx
+                && log
+                    .meta(child)
+                    .is_some_and(|c| c.first_delivery && !c.dead_letter)
+                && log.deliveries_of(m.event_id).first() == Some(&idx);
+            if !early {
+                continue;
+            }
+            let (Some(service), Some(r)) = (service_of(log, child), log.row(child)) else {
+                continue;
+            };
+            self.edges
+                .entry((EdgeKind::Consumes, topic.clone(), service.to_owned()))
+                .or_default()
+                .count(&ty, r.time_ms);
+        }
+        if let Some(topic) = cause_topic(log, idx).filter(|_| cause_seen_before(log, idx)) {
             let service = service_of(log, idx).unwrap_or("unknown").to_owned();
             let cause_ty = m
                 .causation_id
@@ -292,13 +321,23 @@ mod tests {
                 Some("e2"),
             ),
             rec("dlq", 4, "e1", "OrderCreated", "/order", None),
+            // An effect read before its cause.
+            rec("shipping", 5, "e5", "Shipped", "/shipping", Some("e4")),
+            rec(
+                "payments",
+                6,
+                "e4",
+                "PaymentCompleted",
+                "/payment",
+                Some("e3"),
+            ),
         ] {
             m.ingest(&r, 0).unwrap();
         }
         let log = m.log();
-        let map = FlowMap::build(log, 0..5, m.anomalies());
-        assert_eq!(map.services.len(), 3);
-        assert_eq!(map.topics.len(), 4);
+        let map = FlowMap::build(log, 0..7, m.anomalies());
+        assert_eq!(map.services.len(), 4);
+        assert_eq!(map.topics.len(), 5);
         let key = |k, a: &str, b: &str| (k, a.to_owned(), b.to_owned());
         let inv = &map.edges[&key(EdgeKind::Publishes, "/inventory", "inventory")];
         assert_eq!((inv.records, inv.duplicates), (1, 1));
@@ -309,6 +348,13 @@ mod tests {
         assert!(map
             .edges
             .contains_key(&key(EdgeKind::Consumes, "inventory", "/payment")));
+        let late = &map.edges[&key(EdgeKind::Consumes, "payments", "/shipping")];
+        assert_eq!((late.records, late.types["PaymentCompleted"]), (1, 1));
+        assert_eq!(
+            map.edges[&key(EdgeKind::Consumes, "payments", "/payment")].records,
+            1,
+            "e4 caused by e3"
+        );
         assert_eq!(
             map.edges[&key(EdgeKind::Publishes, "/order", "dlq")].dead_letters,
             1
@@ -318,14 +364,14 @@ mod tests {
             vec![3]
         );
         let j = map.to_json();
-        assert_eq!(j["edges"].as_array().unwrap().len(), 6, "{j:#}");
+        assert_eq!(j["edges"].as_array().unwrap().len(), 9, "{j:#}");
         // Incremental equals built at once.
         let mut inc = FlowMap::default();
-        for i in 0..5 {
+        for i in 0..7 {
             inc.add(log, i);
         }
-        inc.add_anomalies(log, m.anomalies(), 4);
+        inc.add_anomalies(log, m.anomalies(), 6);
         assert_eq!(inc.edges, map.edges);
-        assert_eq!(inc.next, 5);
+        assert_eq!(inc.next, 7);
     }
 }
