@@ -99,6 +99,8 @@ pub enum Update {
     Registry(crate::registry::RegistryHandle),
     /// The schema registry answers again: re-read what it could not decode.
     RegistryRecovered,
+    /// The consumer groups' committed offsets, just sampled.
+    Groups(Vec<crate::model::groups::GroupSample>),
 }
 
 /// Latest connection state.
@@ -272,12 +274,14 @@ struct Live {
     selection: watch::Sender<TopicSelection>,
     topics: watch::Receiver<Vec<TopicInfo>>,
     forward: tokio::task::JoinHandle<()>,
+    groups: tokio::task::JoinHandle<()>,
 }
 
 impl Live {
     async fn stop(self) {
         let _ = self.stop_tx.send(true);
         self.forward.abort();
+        self.groups.abort();
         if let Some(system) = self.system {
             system.shutdown().await;
         }
@@ -394,6 +398,22 @@ async fn connect(
             tokio::spawn(async move { o.send_marker(update).await });
         });
     }
+    // Consumer groups: the demo's when it runs (the embedded broker cannot list them), else
+    // the cluster's; their committed offsets on the followed topics every 2 s.
+    let known: Vec<String> = if system.is_some() {
+        DemoSystem::groups()
+            .iter()
+            .map(|(g, _)| (*g).to_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let groups = tokio::spawn(sample_groups(
+        settings.clone(),
+        known,
+        topics.clone(),
+        out.clone(),
+    ));
     let fwd_out = out.clone();
     // Batch records for the GUI; a full GUI queue drops batches (counted), never blocks the tap.
     let forward = tokio::spawn(async move {
@@ -432,7 +452,55 @@ async fn connect(
         selection,
         topics,
         forward,
+        groups,
     })
+}
+
+/// Every 2 s: the groups' committed offsets on the followed topics, sent to the GUI. Without
+/// `known` groups they are listed from the cluster (every 30 s); a cluster that cannot list
+/// them is said once.
+async fn sample_groups(
+    settings: KafkaSettings,
+    known: Vec<String>,
+    topics: watch::Receiver<Vec<TopicInfo>>,
+    out: Outbox,
+) {
+    let mut names = known.clone();
+    let mut listed: Option<Instant> = None;
+    let mut complained = false;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if known.is_empty() && listed.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+            listed = Some(Instant::now());
+            let s = settings.clone();
+            match tokio::task::spawn_blocking(move || {
+                crate::kafka::groups::discover(&s, Duration::from_secs(3))
+            })
+            .await
+            {
+                Ok(Ok(found)) => names = found,
+                Ok(Err(e)) if !complained => {
+                    complained = true;
+                    out.send(Update::Notice(format!(
+                        "{e}: consumer groups are not shown for this broker"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let followed: Vec<String> = topics.borrow().iter().map(|t| t.name.clone()).collect();
+        if names.is_empty() || followed.is_empty() {
+            continue;
+        }
+        let (s, g) = (settings.clone(), names.clone());
+        if let Ok(Ok(samples)) = tokio::task::spawn_blocking(move || {
+            crate::kafka::groups::sample(&s, &g, &followed, Duration::from_secs(3))
+        })
+        .await
+        {
+            out.send(Update::Groups(samples));
+        }
+    }
 }
 
 fn connected_status(l: &Live) -> ConnectionStatus {

@@ -541,6 +541,31 @@ fn flow_tab_draws_the_run_and_an_edge_filters_the_table() {
     }
 }
 
+/// The demo's consumer groups are sampled without joining them and judged; a healthy run
+/// shows every group OK in the Consumer groups tab.
+#[test]
+fn consumer_groups_tab_shows_the_demos_groups_ok() {
+    let mut g = Gui::start(prefs_with_tab(BottomTab::Groups));
+    g.click(Role::Button, "Place order");
+    g.wait_settled("a completed order", |g| g.has_type("OrderCompleted"));
+    g.wait_for("every group sampled and caught up", TIMEOUT, |g| {
+        let lags = &g.app().group_lags;
+        lags.len() >= 5
+            && lags
+                .iter()
+                .all(|l| l.verdict == eventscope::model::groups::Verdict::Ok && l.lag == 0)
+    });
+    g.h.run_steps(2);
+    assert!(
+        g.label_containing("saga-orchestrator OK").is_some(),
+        "the tab names the orchestrator's group and its verdict"
+    );
+    assert_eq!(
+        g.app().model.anomaly_counts()[&AnomalyKind::ConsumerStall],
+        0
+    );
+}
+
 #[test]
 fn stepping_changes_the_aggregate_inspector() {
     let mut g = Gui::start(Prefs::default());

@@ -9,6 +9,7 @@ mod charts;
 mod files;
 mod flow;
 mod graph;
+mod groups;
 mod inspect;
 mod lanes;
 mod panels;
@@ -77,6 +78,7 @@ pub enum BottomTab {
     Charts,
     Schemas,
     Flow,
+    Groups,
 }
 
 /// What a view asks the app to do; applied at the end of the frame.
@@ -208,6 +210,9 @@ pub struct EventscopeApp {
     schemas: schemas::SchemasView,
     /// The Flow tab: who publishes and consumes what, up to the cursor.
     flow: flow::FlowView,
+    /// Consumer groups: samples of their committed offsets, and the verdicts.
+    pub groups: crate::model::groups::GroupTracker,
+    pub group_lags: Vec<crate::model::groups::GroupLag>,
 }
 
 /// Budget for ingesting records per frame.
@@ -337,6 +342,8 @@ impl EventscopeApp {
             profile_dialog: None,
             schemas: schemas::SchemasView::default(),
             flow: flow::FlowView::default(),
+            groups: crate::model::groups::GroupTracker::default(),
+            group_lags: Vec::new(),
         }
     }
 
@@ -474,6 +481,13 @@ impl EventscopeApp {
                         let mut cfg = self.model.config().clone();
                         cfg.decode.registry = handle;
                         self.reread(cfg, None);
+                    }
+                    Update::Groups(samples) => {
+                        for g in &samples {
+                            self.groups.record(g);
+                        }
+                        self.group_lags = self.groups.verdicts(self.model.log(), now_ms());
+                        self.model.observe_groups(&self.group_lags);
                     }
                     Update::RegistryRecovered => {
                         let cfg = self.model.config().clone();
@@ -891,6 +905,7 @@ impl EventscopeApp {
                 (BottomTab::Charts, "Charts"),
                 (BottomTab::Schemas, "Schemas"),
                 (BottomTab::Flow, "Flow"),
+                (BottomTab::Groups, "Consumer groups"),
             ] {
                 ui.selectable_value(&mut self.prefs.bottom_tab, tab, label);
             }
@@ -907,6 +922,7 @@ impl EventscopeApp {
             BottomTab::Charts => charts::charts_ui(self, ui),
             BottomTab::Schemas => schemas::schemas_ui(self, ui, intents),
             BottomTab::Flow => flow::flow_ui(self, ui, intents),
+            BottomTab::Groups => groups::groups_ui(self, ui, intents),
         }
     }
 }
