@@ -530,3 +530,278 @@ async fn cdc_relay_restarted_mid_stream_loses_nothing() {
         .expect("count slots");
     assert_eq!(left, 0, "the CDC run left its replication slot behind");
 }
+
+/// Run the demo's sagas as a choreography.
+fn choreography(c: &mut eventscope_demo::DemoConfig) {
+    c.saga = eventscope_demo::saga::SagaMode::Choreography;
+}
+
+/// Each order's records, by type, in the order they were written to the outbox.
+async fn types_by_order(db: &eventscope_demo::store::Db) -> HashMap<String, Vec<String>> {
+    let rows = sqlx::query("SELECT subject, event_type FROM outbox ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("outbox");
+    let mut m: HashMap<String, Vec<String>> = HashMap::new();
+    for r in rows {
+        m.entry(r.get::<String, _>(0))
+            .or_default()
+            .push(r.get::<String, _>(1));
+    }
+    m
+}
+
+/// No orchestrator, no command topic: five events per completed order, every
+/// record marked as choreographed, every invariant kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choreography_runs_without_orchestrator_or_commands() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let s = common::session_with(dir, "", 7, choreography).await;
+    let sagas = s.system.ctx.db.clone();
+    let fin = common::place_and_settle(s, 60).await;
+    let f = &fin.facts;
+    assert_eq!(
+        (f.orders_created, f.orders_completed, f.orders_compensated),
+        (60, 60, 0)
+    );
+    assert_every_invariant(&fin);
+    let rows = sagas
+        .count("SELECT COUNT(*) FROM sagas")
+        .await
+        .expect("count");
+    assert_eq!(rows, 0, "a choreography keeps no saga state");
+    let records: Vec<Record> = fin.model.records().collect();
+    assert_eq!(records.len(), 60 * 5);
+    for r in &records {
+        assert!(!r.topic.ends_with(".commands"), "{} written", r.topic);
+        let source = header(r, "ce_source").expect("source");
+        assert!(!source.contains("orchestrator"), "{source}");
+        assert_eq!(header(r, "ce_sagamode"), Some("choreography"));
+    }
+    assert_eq!(fin.model.event_counts().duplicate_deliveries, 0);
+    let counts = fin.model.anomaly_counts();
+    assert!(counts.values().all(|n| *n == 0), "{counts:?}");
+}
+
+/// Each owner undoes its own step by reacting to the failure after it, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choreography_compensates_in_reverse_order() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let mut s = common::session_with(
+        dir,
+        "payment-decline=0.25,out-of-stock=0.25,shipping-failure=0.3",
+        11,
+        choreography,
+    )
+    .await;
+    s.place_orders(80, false).await.expect("orders");
+    let open = s
+        .settle(80, Duration::from_secs(90), false)
+        .await
+        .expect("settle");
+    assert!(open.is_empty(), "{open:?}");
+    let types = types_by_order(&s.system.ctx.db).await;
+    let fin = s.finish().await.expect("finish");
+    let paths: [(&str, &[&str]); 4] = [
+        (
+            "happy",
+            &[
+                "OrderCreated",
+                "StockReserved",
+                "PaymentCompleted",
+                "ShipmentScheduled",
+                "OrderCompleted",
+            ],
+        ),
+        (
+            "no_stock",
+            &["OrderCreated", "StockRejected", "OrderCancelled"],
+        ),
+        (
+            "declined",
+            &[
+                "OrderCreated",
+                "StockReserved",
+                "PaymentDeclined",
+                "StockRestored",
+                "OrderCancelled",
+            ],
+        ),
+        (
+            "no_ship",
+            &[
+                "OrderCreated",
+                "StockReserved",
+                "PaymentCompleted",
+                "ShipmentFailed",
+                "PaymentRefunded",
+                "StockRestored",
+                "OrderCancelled",
+            ],
+        ),
+    ];
+    let mut seen: HashMap<&str, i64> = HashMap::new();
+    for (order, t) in &types {
+        let Some((name, _)) = paths.iter().find(|(_, p)| t == p) else {
+            panic!("order {order}: unexpected events {t:?}")
+        };
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    for (name, _) in &paths {
+        assert!(
+            seen.get(name).copied().unwrap_or(0) > 0,
+            "no {name} among {seen:?}"
+        );
+    }
+    assert_eq!(fin.facts.orders_completed, seen["happy"]);
+    assert_eq!(fin.facts.orders_compensated, 80 - seen["happy"]);
+    assert_every_invariant(&fin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choreography_absorbs_duplicates_and_crashes_by_idempotency() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let s = common::session_with(
+        dir,
+        "duplicate-publish=0.3,consumer-crash=0.2,relay-crash=2",
+        7,
+        choreography,
+    )
+    .await;
+    let fin = common::place_and_settle(s, 60).await;
+    assert!(fin.model.event_counts().duplicate_deliveries > 0);
+    assert!(fin.duplicates_skipped > 0, "redeliveries were recognised");
+    assert!(fin.restarts >= 2, "restarts {}", fin.restarts);
+    assert_eq!(fin.facts.orders_completed, 60);
+    assert_every_invariant(&fin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choreography_without_idempotency_deducts_stock_twice() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let s =
+        common::session_with(dir, "no-idempotency,duplicate-publish=0.3", 7, choreography).await;
+    let fin = common::place_and_settle(s, 60).await;
+    let f = &fin.facts;
+    assert!(
+        f.duplicate_effects
+            .iter()
+            .any(|d| d.starts_with("stock 'reserve")),
+        "{:?}",
+        f.duplicate_effects
+    );
+    assert!(f.stock_actual_out > f.stock_expected_out);
+}
+
+/// A breaking OrderCreated (check off) cannot be read by inventory: it goes
+/// to the dlq and inventory rejects the order (its step failed), which cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choreography_drift_goes_to_the_dlq_and_the_order_is_cancelled() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let s = common::session_with(dir, "no-schema-check,schema-drift=0.3", 7, choreography).await;
+    let fin = common::place_and_settle(s, 40).await;
+    let f = &fin.facts;
+    assert_eq!(f.orders_created, 40);
+    assert!(fin.dead_lettered > 0, "nothing went to the dlq");
+    assert_eq!(f.sagas_timed_out, 0, "no deadline in a choreography");
+    assert!(f.orders_compensated >= fin.dead_lettered as i64);
+    let dlq: Vec<Record> = fin
+        .model
+        .records()
+        .filter(|r| r.topic == topics::DLQ)
+        .collect();
+    assert_eq!(dlq.len() as u64, fin.dead_lettered);
+    let why = header(&dlq[0], "dlq_error").expect("dlq_error header");
+    assert!(why.contains("OrderCreated v3"), "{why}");
+    assert_every_invariant(&fin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choreography_poison_records_go_to_the_dlq_from_event_topics() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let s = common::session_with(dir, "poison-message=3", 7, choreography).await;
+    let fin = common::place_and_settle(s, 30).await;
+    let originals: std::collections::BTreeSet<(String, String, String)> = fin
+        .model
+        .records()
+        .filter(|r| r.topic == topics::DLQ)
+        .map(|r| {
+            let h = |n: &str| header(&r, n).expect("dlq header").to_owned();
+            (
+                h("dlq_original_topic"),
+                h("dlq_original_partition"),
+                h("dlq_original_offset"),
+            )
+        })
+        .collect();
+    assert_eq!(originals.len(), 3, "{originals:?}");
+    assert!(originals.iter().all(|(t, _, _)| !t.ends_with(".commands")));
+    assert_eq!(fin.facts.orders_completed, 30, "consumers went on");
+}
+
+/// A demo that can switch: orders placed before the switch are orchestrated,
+/// those after it choreographed; both end, and their records tell them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_of_both_modes_run_side_by_side() {
+    use eventscope_demo::saga::SagaMode;
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let mut s = common::session_with(dir, "shipping-failure=0.2", 7, |c| {
+        c.saga_switchable = true;
+    })
+    .await;
+    s.place_orders(20, false).await.expect("orders");
+    s.system
+        .set_saga_mode(SagaMode::Choreography)
+        .expect("switchable");
+    s.place_orders(20, false).await.expect("orders");
+    let open = s
+        .settle(40, Duration::from_secs(90), false)
+        .await
+        .expect("settle");
+    assert!(open.is_empty(), "{open:?}");
+    let db = s.system.ctx.db.clone();
+    let fin = s.finish().await.expect("finish");
+    assert_eq!(
+        fin.facts.orders_completed + fin.facts.orders_compensated,
+        40
+    );
+    assert_every_invariant(&fin);
+    let sagas = db.count("SELECT COUNT(*) FROM sagas").await.expect("count");
+    assert_eq!(sagas, 20, "only the orchestrated orders have saga state");
+    let chor = eventscope_demo::report::choreographed_orders(&db)
+        .await
+        .expect("modes");
+    assert_eq!(chor.len(), 20);
+    let mut created = HashMap::new();
+    for r in fin.model.records() {
+        let mode = header(&r, "ce_sagamode").unwrap_or("none").to_owned();
+        if header(&r, "ce_type") == Some("OrderCreated") {
+            *created.entry(mode.clone()).or_insert(0) += 1;
+        }
+        // Nothing of a choreographed order passes through a command topic.
+        let order = header(&r, "ce_subject").unwrap_or_default();
+        if chor.contains(order) {
+            assert!(!r.topic.ends_with(".commands"), "{order} on {}", r.topic);
+            assert_eq!(mode, "choreography");
+        }
+    }
+    assert_eq!(
+        created,
+        HashMap::from([
+            ("orchestration".to_owned(), 20),
+            ("choreography".to_owned(), 20)
+        ])
+    );
+    // A demo started for one mode refuses the other.
+    let (_d2, dir2) = common::temp_dir();
+    let one = common::session_with(dir2, "", 7, choreography).await;
+    assert!(one.system.set_saga_mode(SagaMode::Orchestration).is_err());
+    let _ = one.finish().await;
+}
