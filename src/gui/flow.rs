@@ -15,7 +15,7 @@ use crate::model::log::{LogIndex, ObservedLog, Sym};
 
 /// Records added to the map per frame (a long log is read over a few frames).
 const ROWS_PER_FRAME: usize = 50_000;
-const ROW_H: f32 = 24.0;
+const ROW_H: f32 = 20.0;
 const NODE_W: f32 = 190.0;
 
 /// What the tab keeps between frames.
@@ -171,7 +171,7 @@ pub fn flow_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, _intents: &mut [Inten
     egui::ScrollArea::both().id_salt("flow_map").show(ui, |ui| {
         let width = ui.available_width().max(3.0 * NODE_W + 240.0);
         let (rect, _) =
-            ui.allocate_exact_size(Vec2::new(width, rows as f32 * ROW_H + 12.0), Sense::hover());
+            ui.allocate_exact_size(Vec2::new(width, rows as f32 * ROW_H + 4.0), Sense::hover());
         let painter = ui.painter_at(rect);
         let col_x = [
             rect.left() + 4.0,
@@ -181,8 +181,8 @@ pub fn flow_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, _intents: &mut [Inten
         let node_rect = |col: usize, row: usize, n: usize| {
             // Spread a shorter column over the height.
             let step = rows as f32 * ROW_H / n.max(1) as f32;
-            let y = rect.top() + 6.0 + step * row as f32 + (step - ROW_H) / 2.0;
-            Rect::from_min_size(Pos2::new(col_x[col], y), Vec2::new(NODE_W, ROW_H - 6.0))
+            let y = rect.top() + 2.0 + step * row as f32 + (step - ROW_H) / 2.0;
+            Rect::from_min_size(Pos2::new(col_x[col], y), Vec2::new(NODE_W, ROW_H - 4.0))
         };
         let pos_of = |col: usize, list: &[&String], name: &str| {
             list.iter()

@@ -704,6 +704,8 @@ impl EventscopeApp {
                             self.excluded_topics.clear();
                         }
                         BackendCommand::StartDemo => self.mode = Mode::Demo,
+                        // Also from `--saga` at start: the switch shows what runs.
+                        BackendCommand::SetSagaMode(m) => self.saga_mode = *m,
                         _ => {}
                     }
                     if let BackendCommand::SetFault {
@@ -1043,6 +1045,11 @@ pub fn startup_commands(args: &crate::cli::DemoArgs) -> Vec<BackendCommand> {
             value: *value,
         })
         .collect();
+    // `--saga choreography`: the switch is set before the first order is placed.
+    let mode: eventscope_demo::saga::SagaMode = args.saga.into();
+    if mode != eventscope_demo::saga::SagaMode::default() {
+        cmds.push(BackendCommand::SetSagaMode(mode));
+    }
     if args.orders > 0 {
         cmds.push(BackendCommand::PlaceOrders(
             u32::try_from(args.orders).unwrap_or(u32::MAX),
