@@ -56,7 +56,8 @@ pub trait Handler: Send + Sync + 'static {
     /// Whether a recognised redelivery makes this consumer send its stored
     /// replies again (an idempotent receiver answering a repeated request: the
     /// sender may have missed the first answer). The reply keeps its event id,
-    /// so observers see a duplicate delivery, never a second effect.
+    /// so observers see a duplicate delivery, never a second effect. In a
+    /// choreography the service publishes its outcome again the same way.
     fn replies_again_on_redelivery(&self) -> bool {
         true
     }
@@ -292,8 +293,7 @@ async fn attempt<H: Handler>(
     let first = mark_processed(&mut tx, handler.name(), &env.id).await?;
     let skip_check = handler.honours_no_idempotency() && ctx.faults.is_on(Fault::NoIdempotency);
     if !first && !skip_check {
-        // A choreographed event is no request: nobody waits for its answer.
-        if handler.replies_again_on_redelivery() && env.saga_mode != Some(SagaMode::Choreography) {
+        if handler.replies_again_on_redelivery() {
             sqlx::query(
                 "UPDATE outbox SET published_at = NULL \
                  WHERE service = $1 AND causation_id = $2 AND published_at IS NOT NULL",
