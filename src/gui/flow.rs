@@ -125,7 +125,8 @@ pub fn flow_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, _intents: &mut [Inten
     if left > 0 {
         ui.ctx().request_repaint();
     }
-    let map = &view.map;
+    let flow = view.map.view(app.model.log());
+    let map = &flow;
     let mut filter: Option<Filter> = None;
     ui.horizontal(|ui| {
         ui.label(format!(

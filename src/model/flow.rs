@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::detect::{Anomaly, AnomalyKind};
-use super::log::{is_dead_letter_topic, LogIndex, ObservedLog};
+use super::log::{is_dead_letter_topic, FxMap, LogIndex, ObservedLog, Sym};
 
 /// An edge's direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -64,26 +64,49 @@ impl EdgeStats {
     pub fn troubled(&self) -> bool {
         self.duplicates > 0 || self.dead_letters > 0 || !self.anomalies.is_empty()
     }
-
-    fn count(&mut self, ty: &str, time_ms: i64) {
-        self.records += 1;
-        *self.types.entry(ty.to_owned()).or_default() += 1;
-        self.first_ms = Some(self.first_ms.map_or(time_ms, |t| t.min(time_ms)));
-        self.last_ms = Some(self.last_ms.map_or(time_ms, |t| t.max(time_ms)));
-    }
 }
 
 /// One edge's key: kind, from, to.
 pub type EdgeKey = (EdgeKind, String, String);
 
-/// Services, topics and the edges between them.
+/// A node while counting: a service (source; None: unknown) or a topic, as interned.
+type NodeSym = Option<Sym>;
+
+/// An edge while counting (interned names, no allocation per record).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Acc {
+    records: u64,
+    types: FxMap<Option<Sym>, u64>,
+    first_ms: Option<i64>,
+    last_ms: Option<i64>,
+    duplicates: u64,
+    dead_letters: u64,
+    anomalies: BTreeMap<AnomalyKind, u64>,
+}
+
+impl Acc {
+    fn count(&mut self, ty: Option<Sym>, time_ms: i64) {
+        self.records += 1;
+        *self.types.entry(ty).or_default() += 1;
+        self.first_ms = Some(self.first_ms.map_or(time_ms, |t| t.min(time_ms)));
+        self.last_ms = Some(self.last_ms.map_or(time_ms, |t| t.max(time_ms)));
+    }
+}
+
+/// The map being built, in log order (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct FlowMap {
+    edges: FxMap<(EdgeKind, NodeSym, NodeSym), Acc>,
+    /// The next log index [`FlowMap::add`] expects (for callers that extend it).
+    pub next: usize,
+}
+
+/// The map with names: what the view draws and the report lists.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Flow {
     pub services: BTreeSet<String>,
     pub topics: BTreeSet<String>,
     pub edges: BTreeMap<EdgeKey, EdgeStats>,
-    /// The next log index [`FlowMap::add`] expects (for callers that extend it).
-    pub next: usize,
 }
 
 /// The service a record comes from.
@@ -92,7 +115,7 @@ pub fn service_of(log: &ObservedLog, idx: LogIndex) -> Option<&str> {
     Some(log.resolve_opt(m.source).unwrap_or("unknown"))
 }
 
-/// The publishes edge a record is on.
+/// The publishes edge a record is on (names).
 fn publish_key(log: &ObservedLog, idx: LogIndex) -> Option<EdgeKey> {
     let row = log.row(idx)?;
     Some((
@@ -102,21 +125,23 @@ fn publish_key(log: &ObservedLog, idx: LogIndex) -> Option<EdgeKey> {
     ))
 }
 
-/// The topic of the first delivery of the record's cause, if it was seen (before or after
-/// the record: topics are read in parallel, an effect may arrive before its cause).
-fn cause_topic(log: &ObservedLog, idx: LogIndex) -> Option<&str> {
-    let cause = log.meta(idx)?.causation_id?;
-    let first = *log.deliveries_of(cause).first()?;
-    log.row(first).map(|r| log.resolve(r.topic))
+/// The publishes edge a record is on (interned).
+fn publish_sym(log: &ObservedLog, idx: LogIndex) -> Option<(EdgeKind, NodeSym, NodeSym)> {
+    let (row, m) = (log.row(idx)?, log.meta(idx)?);
+    Some((EdgeKind::Publishes, m.source, Some(row.topic)))
 }
 
-/// Whether the record's cause was seen before it (its consume edge is counted with it;
-/// otherwise it is counted when the cause arrives).
-fn cause_seen_before(log: &ObservedLog, idx: LogIndex) -> bool {
-    log.meta(idx)
-        .and_then(|m| m.causation_id)
-        .and_then(|c| log.deliveries_of(c).first().copied())
-        .is_some_and(|first| first < idx)
+/// The first delivery of the record's cause, if it was seen (before or after the record:
+/// topics are read in parallel, an effect may arrive before its cause).
+fn cause_of(log: &ObservedLog, idx: LogIndex) -> Option<LogIndex> {
+    let cause = log.meta(idx)?.causation_id?;
+    log.deliveries_of(cause).first().copied()
+}
+
+/// The topic of the first delivery of the record's cause, if it was seen.
+fn cause_topic(log: &ObservedLog, idx: LogIndex) -> Option<&str> {
+    let first = cause_of(log, idx)?;
+    log.row(first).map(|r| log.resolve(r.topic))
 }
 
 impl FlowMap {
@@ -144,56 +169,46 @@ impl FlowMap {
         let (Some(row), Some(m)) = (log.row(idx), log.meta(idx)) else {
             return;
         };
-        let Some(key) = publish_key(log, idx) else {
-            return;
-        };
-        let ty = log.resolve_opt(m.event_type).unwrap_or("?").to_owned();
-        self.services.insert(key.1.clone());
-        self.topics.insert(key.2.clone());
-        let dead = m.dead_letter || is_dead_letter_topic(&key.2);
+        let key = (EdgeKind::Publishes, m.source, Some(row.topic));
+        let dead = m.dead_letter || is_dead_letter_topic(log.resolve(row.topic));
         let e = self.edges.entry(key).or_default();
         if dead {
             e.dead_letters += 1;
-            e.count(&ty, row.time_ms);
+            e.count(m.event_type, row.time_ms);
             return;
         }
         if !m.first_delivery {
             e.duplicates += 1;
             return;
         }
-        e.count(&ty, row.time_ms);
+        e.count(m.event_type, row.time_ms);
         // Effects that arrived before this record, their cause: their consume edge now.
-        let topic = log.resolve(row.topic).to_owned();
-        for &child in log.children(log.resolve(m.event_id)) {
-            let early = child < idx
-                && log
+        for &child in log.children_of(m.event_id) {
+            if child >= idx
+                || !log
                     .meta(child)
                     .is_some_and(|c| c.first_delivery && !c.dead_letter)
-                && log.deliveries_of(m.event_id).first() == Some(&idx);
-            if !early {
+            {
                 continue;
             }
-            let (Some(service), Some(r)) = (service_of(log, child), log.row(child)) else {
+            let (Some(cm), Some(cr)) = (log.meta(child), log.row(child)) else {
                 continue;
             };
             self.edges
-                .entry((EdgeKind::Consumes, topic.clone(), service.to_owned()))
+                .entry((EdgeKind::Consumes, Some(row.topic), cm.source))
                 .or_default()
-                .count(&ty, r.time_ms);
+                .count(m.event_type, cr.time_ms);
         }
-        if let Some(topic) = cause_topic(log, idx).filter(|_| cause_seen_before(log, idx)) {
-            let service = service_of(log, idx).unwrap_or("unknown").to_owned();
-            let cause_ty = m
-                .causation_id
-                .and_then(|c| log.deliveries_of(c).first().copied())
-                .and_then(|i| log.meta(i))
-                .and_then(|cm| log.resolve_opt(cm.event_type))
-                .unwrap_or("?")
-                .to_owned();
+        // This record's cause, read before it: its consume edge.
+        if let Some(first) = cause_of(log, idx).filter(|&f| f < idx) {
+            let (Some(cr), cause_ty) = (log.row(first), log.meta(first).and_then(|c| c.event_type))
+            else {
+                return;
+            };
             self.edges
-                .entry((EdgeKind::Consumes, topic.to_owned(), service))
+                .entry((EdgeKind::Consumes, Some(cr.topic), m.source))
                 .or_default()
-                .count(&cause_ty, row.time_ms);
+                .count(cause_ty, row.time_ms);
         }
     }
 
@@ -210,16 +225,69 @@ impl FlowMap {
             if a.kind == AnomalyKind::DuplicateDelivery {
                 continue; // counted as `duplicates`
             }
-            let key = match (a.kind, cause_topic(log, idx), service_of(log, idx)) {
-                (AnomalyKind::DuplicateEffect, Some(t), Some(s)) => {
-                    Some((EdgeKind::Consumes, t.to_owned(), s.to_owned()))
-                }
-                _ => publish_key(log, idx),
-            };
-            if let Some(e) = key.and_then(|k| self.edges.get_mut(&k)) {
-                *e.anomalies.entry(a.kind.as_str().to_owned()).or_default() += 1;
+            let consume = (a.kind == AnomalyKind::DuplicateEffect)
+                .then(|| {
+                    let first = cause_of(log, idx)?;
+                    let topic = log.row(first)?.topic;
+                    Some((EdgeKind::Consumes, Some(topic), log.meta(idx)?.source))
+                })
+                .flatten();
+            if let Some(e) = consume
+                .or_else(|| publish_sym(log, idx))
+                .and_then(|k| self.edges.get_mut(&k))
+            {
+                *e.anomalies.entry(a.kind).or_default() += 1;
             }
         }
+    }
+
+    /// The map with names resolved.
+    pub fn view(&self, log: &ObservedLog) -> Flow {
+        let name = |kind: EdgeKind, service: bool, n: NodeSym| -> String {
+            let _ = kind;
+            match n {
+                Some(s) => log.resolve(s).to_owned(),
+                None if service => "unknown".to_owned(),
+                None => "?".to_owned(),
+            }
+        };
+        let mut flow = Flow::default();
+        for ((kind, from, to), a) in &self.edges {
+            let (from_service, to_service) = match kind {
+                EdgeKind::Publishes => (true, false),
+                EdgeKind::Consumes => (false, true),
+            };
+            let (from, to) = (
+                name(*kind, from_service, *from),
+                name(*kind, to_service, *to),
+            );
+            for (n, service) in [(&from, from_service), (&to, to_service)] {
+                if service {
+                    flow.services.insert(n.clone());
+                } else {
+                    flow.topics.insert(n.clone());
+                }
+            }
+            let stats = EdgeStats {
+                records: a.records,
+                types: a
+                    .types
+                    .iter()
+                    .map(|(t, n)| (log.resolve_opt(*t).unwrap_or("?").to_owned(), *n))
+                    .collect(),
+                first_ms: a.first_ms,
+                last_ms: a.last_ms,
+                duplicates: a.duplicates,
+                dead_letters: a.dead_letters,
+                anomalies: a
+                    .anomalies
+                    .iter()
+                    .map(|(k, n)| (k.as_str().to_owned(), *n))
+                    .collect(),
+            };
+            flow.edges.insert((*kind, from, to), stats);
+        }
+        flow
     }
 
     /// Log indices of the records an edge stands for: a publish edge's records, or, for a
@@ -237,6 +305,13 @@ impl FlowMap {
             .collect()
     }
 
+    /// The report's `flow` section.
+    pub fn to_json(&self, log: &ObservedLog) -> Value {
+        self.view(log).to_json()
+    }
+}
+
+impl Flow {
     /// The report's `flow` section.
     pub fn to_json(&self) -> Value {
         let edges: Vec<Value> = self
@@ -335,7 +410,8 @@ mod tests {
             m.ingest(&r, 0).unwrap();
         }
         let log = m.log();
-        let map = FlowMap::build(log, 0..7, m.anomalies());
+        let built = FlowMap::build(log, 0..7, m.anomalies());
+        let map = built.view(log);
         assert_eq!(map.services.len(), 4);
         assert_eq!(map.topics.len(), 5);
         let key = |k, a: &str, b: &str| (k, a.to_owned(), b.to_owned());
@@ -371,7 +447,7 @@ mod tests {
             inc.add(log, i);
         }
         inc.add_anomalies(log, m.anomalies(), 6);
-        assert_eq!(inc.edges, map.edges);
+        assert_eq!(inc.view(log), map);
         assert_eq!(inc.next, 7);
     }
 }

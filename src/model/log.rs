@@ -620,6 +620,10 @@ impl ObservedLog {
     pub fn children(&self, event_id: &str) -> &[LogIndex] {
         Self::list(&self.by_causation, self.sym(event_id))
     }
+    /// Records whose causation id is `event_id` (interned), in arrival order.
+    pub fn children_of(&self, event_id: Sym) -> &[LogIndex] {
+        Self::list(&self.by_causation, Some(event_id))
+    }
     /// The records of an aggregate (subject / key), in arrival order.
     pub fn aggregate(&self, aggregate_id: &str) -> &[LogIndex] {
         Self::list(&self.by_aggregate, self.sym(aggregate_id))

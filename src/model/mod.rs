@@ -311,7 +311,7 @@ impl Model {
                 (0..self.log.len()).filter_map(|i| LogIndex::try_from(i).ok()),
                 &self.anomalies,
             )
-            .to_json(),
+            .to_json(&self.log),
         }
     }
 
