@@ -135,7 +135,34 @@ fn bench_ingest(n: usize) -> (Vec<String>, Model) {
         "(RSS grew {:.0} MiB during this step)",
         mib(rss1.saturating_sub(rss0))
     );
-    (vec![line], model)
+    // What the schema-drift lint costs: the same records with and without it.
+    let m = n.min(200_000);
+    let with = ingest_cpu(m, None);
+    let without = ingest_cpu(m, Some(eventscope::model::detect::AnomalyKind::SchemaDrift));
+    let drift = format!(
+        "a-. schema-drift's share: {m} records, {:.0} records per CPU-s with every lint, {:.0} without schema-drift ({:+.1}% with it)",
+        rate(m, with),
+        rate(m, without),
+        (secs(with) / secs(without).max(1e-9) - 1.0) * 100.0
+    );
+    println!("{drift}");
+    (vec![line, drift], model)
+}
+
+/// Thread CPU to ingest `n` generated records, with one lint switched off.
+fn ingest_cpu(n: usize, off: Option<eventscope::model::detect::AnomalyKind>) -> Duration {
+    let mut model = Model::default();
+    if let Some(k) = off {
+        model.detectors_mut().set_enabled(k, false);
+    }
+    let records: Vec<Record> = Gen::new().take(n).collect();
+    let c = thread_cpu();
+    for r in &records {
+        model
+            .ingest(r, r.timestamp_ms.unwrap_or(0))
+            .expect("ingest");
+    }
+    thread_cpu() - c
 }
 
 /// Envelope decode alone, then ObservedLog::append (decode + index, no lints).
