@@ -152,6 +152,8 @@ pub struct Finished {
     pub tracing: Option<ExportReport>,
     /// The demo's consumer groups at the end, judged over the samples taken while settling.
     pub groups: Vec<GroupLag>,
+    /// The relay's publish latency (outbox write → broker ack): p50, p99, max, samples.
+    pub relay_latency: Option<(u32, u32, u32, usize)>,
 }
 
 fn now_ms() -> i64 {
@@ -363,6 +365,7 @@ impl Session {
         let duplicates_skipped = self.system.duplicates_skipped();
         let schema_refused = self.system.schema_refused();
         let dead_lettered = self.system.dead_lettered();
+        let relay_latency = self.system.relay_latency();
         let _ = self.stop_tx.send(true);
         let Session {
             system,
@@ -391,6 +394,7 @@ impl Session {
             dead_lettered,
             tracing,
             groups,
+            relay_latency,
         })
     }
 }
@@ -560,6 +564,11 @@ fn build_report(
             "stuck": f.orders_stuck,
         },
         "events": fragment.events,
+        "relay": {
+            "latency_ms": fin.relay_latency.map(|(p50, p99, max, n)| json!({
+                "p50": p50, "p99": p99, "max": max, "samples": n,
+            })),
+        },
         "outbox": {
             "written": f.outbox_written,
             "published": f.outbox_published,

@@ -267,6 +267,8 @@ struct Row_ {
     envelope: Envelope,
     /// The context of the span that wrote the row.
     traceparent: Option<String>,
+    /// When the row was written (ms since the epoch), if the change carried it.
+    created_at: Option<i64>,
 }
 
 fn to_row(cols: &HashMap<String, Option<String>>) -> Option<Row_> {
@@ -291,6 +293,7 @@ fn to_row(cols: &HashMap<String, Option<String>>) -> Option<Row_> {
             data: serde_json::from_str(&get("payload")?).ok()?,
         },
         traceparent: get("traceparent"),
+        created_at: get("created_at").and_then(|v| v.parse().ok()),
     })
 }
 
@@ -414,7 +417,7 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
                     ));
                 sends.push((
                     t,
-                    row.id,
+                    (row.id, row.created_at),
                     span,
                     producer.send_result(rec).map_err(|(e, _)| e),
                 ));
@@ -422,8 +425,11 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         }
         let mut failed: Option<(usize, String)> = None;
         let mut acked_ids = Vec::new();
-        for (t, id, span, send) in sends {
+        for (t, (id, created_at), span, send) in sends {
             let landed = crate::relay::landed(send).await;
+            if let (Ok(_), Some(c)) = (&landed, created_at) {
+                ctx.relay_latency.record(crate::store::now_ms() - c);
+            }
             crate::relay::end_publish_span(&span, &landed);
             let result = landed.map(|_| ());
             match result {

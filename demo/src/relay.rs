@@ -34,6 +34,8 @@ struct Pending {
     envelope: Envelope,
     /// The context of the span that wrote the row.
     traceparent: Option<String>,
+    /// When the row was written (ms since the epoch).
+    created_at: i64,
 }
 
 /// The columns a relay reads; `{claim}` is empty on SQLite (one writer) and
@@ -41,8 +43,8 @@ struct Pending {
 /// A row is only taken when no earlier row of its key is still unpublished,
 /// so a second relay never overtakes the first within one aggregate.
 const CLAIM_SQL: &str = "SELECT id, topic, msg_key, event_id, event_type, source, subject, correlation_id, \
-     causation_id, aggregate_version, dataschema, event_time, payload, traceparent, saga_mode \
-     FROM outbox o WHERE published_at IS NULL \
+     causation_id, aggregate_version, dataschema, event_time, payload, traceparent, saga_mode, \
+     created_at FROM outbox o WHERE published_at IS NULL \
      AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.msg_key = o.msg_key AND e.published_at IS NULL AND e.id < o.id) \
      ORDER BY id LIMIT $1";
 
@@ -78,6 +80,7 @@ async fn claim_batch(ctx: &Ctx, tx: &mut Tx, limit: i64) -> Result<Vec<Pending>,
                 data: serde_json::from_str(&payload)?,
             },
             traceparent: r.try_get("traceparent")?,
+            created_at: r.try_get("created_at")?,
         });
     }
     Ok(out)
@@ -278,6 +281,9 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         let mut failure = None;
         for ((row, d), span) in batch.iter().zip(deliveries).zip(&spans) {
             let landed = landed(d).await;
+            if landed.is_ok() {
+                ctx.relay_latency.record(now_ms() - row.created_at);
+            }
             end_publish_span(span, &landed);
             let result = landed.map(|_| ());
             match result {

@@ -144,6 +144,36 @@ pub struct Ctx {
     pub dead_lettered: AtomicU64,
     /// Tracers of the services and the OTLP export.
     pub telemetry: Telemetry,
+    /// Outbox write → broker acknowledgement, per published row.
+    pub relay_latency: LatencyLog,
+}
+
+/// Latencies in milliseconds (the last 100,000), for percentiles.
+#[derive(Default)]
+pub struct LatencyLog(Mutex<std::collections::VecDeque<u32>>);
+
+impl LatencyLog {
+    const KEEP: usize = 100_000;
+
+    pub fn record(&self, ms: i64) {
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() == Self::KEEP {
+                v.pop_front();
+            }
+            v.push_back(u32::try_from(ms.max(0)).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// (p50, p99, max, samples) in milliseconds; None before the first sample.
+    pub fn percentiles(&self) -> Option<(u32, u32, u32, usize)> {
+        let mut v: Vec<u32> = self.0.lock().ok()?.iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Some((at(0.5), at(0.99), v[v.len() - 1], v.len()))
+    }
 }
 
 impl Ctx {
@@ -266,6 +296,7 @@ impl DemoSystem {
             schema_refused: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             telemetry,
+            relay_latency: LatencyLog::default(),
         });
         let (shutdown_tx, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -448,6 +479,11 @@ impl DemoSystem {
         self.ctx.dead_lettered.load(Ordering::SeqCst)
     }
 
+    /// The relay's publish latency (outbox write → broker ack): p50, p99, max, samples.
+    pub fn relay_latency(&self) -> Option<(u32, u32, u32, usize)> {
+        self.ctx.relay_latency.percentiles()
+    }
+
     pub fn faults(&self) -> &Arc<Faults> {
         &self.ctx.faults
     }
@@ -572,5 +608,22 @@ async fn fault_injector(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
                 Err((e, _)) => ctx.report_error(format!("poison-message: {e}")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::LatencyLog;
+
+    #[test]
+    fn percentiles_of_the_kept_samples() {
+        let l = LatencyLog::default();
+        assert_eq!(l.percentiles(), None);
+        for ms in 1..=100 {
+            l.record(ms);
+        }
+        l.record(-5);
+        let (p50, p99, max, n) = l.percentiles().unwrap();
+        assert_eq!((p50, p99, max, n), (50, 99, 100, 101));
     }
 }
