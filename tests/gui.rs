@@ -1270,3 +1270,36 @@ fn kafka_python_writes_to_the_windows_embedded_broker() {
         g.indices_of("OrderPlaced").len() == 20
     });
 }
+
+/// The saga switch applies to new orders: a choreographed order runs without commands,
+/// and the Sagas tab shows its mode.
+#[test]
+fn the_saga_switch_choreographs_new_orders_and_the_sagas_tab_shows_it() {
+    let mut g = Gui::start(prefs_with_tab(BottomTab::Sagas));
+    let id =
+        g.h.get_by_role_and_label(Role::RadioButton, "choreography")
+            .accesskit_node()
+            .id();
+    g.h.get_by(move |n| n.id() == id).click_accesskit();
+    g.h.run_steps(2);
+    assert_eq!(
+        g.app().saga_mode,
+        eventscope_demo::saga::SagaMode::Choreography
+    );
+    g.click(Role::Button, "Place order");
+    g.wait_settled("the choreographed order to complete", |g| {
+        g.has_type("OrderCompleted")
+    });
+    let log = g.app().model.log();
+    for i in 0..log.len() {
+        let r = log
+            .record(LogIndex::try_from(i).expect("index"))
+            .expect("record");
+        assert!(!r.topic.ends_with(".commands"), "a command on {}", r.topic);
+    }
+    assert!(
+        g.h.query_all_by_label("choreography")
+            .any(|n| n.accesskit_node().role() == Role::Label),
+        "the Sagas tab names the mode"
+    );
+}

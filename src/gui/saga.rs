@@ -13,6 +13,9 @@ pub struct SagaSummary {
     pub correlation: String,
     pub subject: String,
     pub status: &'static str,
+    /// How the saga is run: the records' `sagamode` extension (the demo writes it), else
+    /// `orchestration` for a chain that carries commands, else `events only`.
+    pub mode: String,
     /// (event type, ms since the first step, compensation?, log index)
     pub steps: Vec<(String, i64, bool, LogIndex)>,
     pub duration_ms: i64,
@@ -29,12 +32,25 @@ pub fn summarize(
     let mut subject = String::new();
     let mut status = "running";
     let mut compensating = false;
+    let mut mode: Option<String> = None;
+    let mut commanded = false;
     for &idx in chain.iter().filter(|&&i| i <= cursor) {
         if !log.is_first_delivery(idx) {
             continue;
         }
         let Some(row) = log.row(idx) else { continue };
         let t = widgets::type_of(log, idx);
+        commanded |= row.meta().is_some_and(|m| m.is_command);
+        // The first record says (the demo marks every record of a chain).
+        if steps.is_empty() {
+            mode = log.record(idx).and_then(|r| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == "ce_sagamode")
+                    .and_then(|(_, v)| v.as_deref())
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            });
+        }
         if subject.is_empty() {
             subject = row
                 .meta()
@@ -67,6 +83,14 @@ pub fn summarize(
         correlation: log.resolve(corr).to_owned(),
         subject,
         status,
+        mode: mode.unwrap_or_else(|| {
+            if commanded {
+                "orchestration"
+            } else {
+                "events only"
+            }
+            .to_owned()
+        }),
         duration_ms: steps.last().map(|s| s.1).unwrap_or(0),
         steps,
     }
@@ -89,6 +113,7 @@ pub fn sagas_ui(app: &EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent
         .column(Column::initial(80.0))
         .column(Column::initial(80.0))
         .column(Column::initial(100.0))
+        .column(Column::initial(95.0))
         .column(Column::initial(70.0))
         .column(Column::remainder())
         .header(18.0, |mut h| {
@@ -96,6 +121,7 @@ pub fn sagas_ui(app: &EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent
                 "correlation",
                 "subject",
                 "status",
+                "mode",
                 "took",
                 "steps (+ms since start)",
             ] {
@@ -122,6 +148,9 @@ pub fn sagas_ui(app: &EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<Intent
                         _ => widgets::COMPENSATION,
                     };
                     ui.colored_label(color, s.status);
+                });
+                row.col(|ui| {
+                    ui.label(&s.mode);
                 });
                 row.col(|ui| {
                     ui.monospace(format!("{} ms", s.duration_ms));
