@@ -243,6 +243,16 @@ pub fn record_seeds() -> Vec<Vec<u8>> {
             "\u{0}\u{1}not json",
         ),
         b"{\"a\":[1,2,{\"b\":null}]}".to_vec(),
+        // Confluent wire format (magic byte 0, schema id 3): no registry is given, so the
+        // framing is read and the record refused with the schema id; magic byte 1 (GUID).
+        record_bytes("orders", "k", &[], "\0\0\0\0\u{3}\u{2}\u{6}abc"),
+        record_bytes(
+            "orders",
+            "k",
+            &[("content-type", Some("application/json"))],
+            "\0\0\0",
+        ),
+        b"\x01\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11{}".to_vec(),
     ]
 }
 
