@@ -7,27 +7,59 @@
 //! consumers (`processed_events` written in the same transaction as the effect),
 //! a CQRS read model, CloudEvents envelopes and runtime failure injection.
 
-pub mod cdc;
+// The files are grouped by role; the module paths stay flat (`eventscope_demo::relay`).
+//
+// domain/: the pure parts, no I/O: the `Order` aggregate, the saga state
+// machines (orchestrated and choreographed), event contracts and upcasters,
+// the CloudEvents envelope, ids.
+#[path = "domain/choreography.rs"]
 pub mod choreography;
-pub mod consumer;
+#[path = "domain/contracts.rs"]
 pub mod contracts;
+#[path = "domain/order.rs"]
 pub mod domain;
+#[path = "domain/envelope.rs"]
 pub mod envelope;
-pub mod faults;
+#[path = "domain/ids.rs"]
 pub mod ids;
-pub mod kafka;
-pub mod orchestrator;
-pub mod order_service;
-pub mod read_model;
-pub mod relay;
-pub mod report;
+#[path = "domain/saga.rs"]
 pub mod saga;
-pub mod services;
-pub mod store;
-pub mod system;
-pub mod telemetry;
-pub mod topics;
+#[path = "domain/upcast.rs"]
 pub mod upcast;
+
+// services/: the order service, the saga orchestrator, the payment, inventory
+// and shipping participants, the read model.
+#[path = "services/orchestrator.rs"]
+pub mod orchestrator;
+#[path = "services/order_service.rs"]
+pub mod order_service;
+#[path = "services/read_model.rs"]
+pub mod read_model;
+#[path = "services/participants.rs"]
+pub mod services;
+
+// infra/: what the services run on: the shared task context, the store and
+// outbox, the relays (polling, CDC), the consumer loop, Kafka, telemetry.
+#[path = "infra/cdc.rs"]
+pub mod cdc;
+#[path = "infra/consumer.rs"]
+pub mod consumer;
+#[path = "infra/context.rs"]
+pub mod context;
+#[path = "infra/kafka.rs"]
+pub mod kafka;
+#[path = "infra/relay.rs"]
+pub mod relay;
+#[path = "infra/store.rs"]
+pub mod store;
+#[path = "infra/telemetry.rs"]
+pub mod telemetry;
+
+// The wiring (`system`), failure injection, the report's database facts, topic names.
+pub mod faults;
+pub mod report;
+pub mod system;
+pub mod topics;
 
 pub use faults::{Fault, Faults};
 pub use system::{DemoConfig, DemoSystem};

@@ -8,100 +8,24 @@ use std::time::Duration;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 use rand::{Rng, SeedableRng};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::consumer::{self, Exit, Handler};
 use crate::domain::{LineItem, OrderCommand, OrderError};
 use crate::faults::{Fault, Faults};
-use crate::kafka::{KafkaSettings, KafkaSetupError};
+use crate::kafka::KafkaSetupError;
 use crate::orchestrator::{self, Orchestrator};
 use crate::order_service::{self, Meta, OrderCommands};
 use crate::read_model::OrderView;
 use crate::saga::SagaMode;
 use crate::services::{Inventory, Payment, Shipping};
 use crate::store::{Db, StoreError};
-use crate::telemetry::{attr, ExportReport, OtlpSettings, Telemetry, TelemetryError};
+use crate::telemetry::{attr, ExportReport, Telemetry, TelemetryError};
 use crate::{ids, relay, topics};
 
-/// Products of the demo shop: id, unit price in cents.
-pub const PRODUCTS: [(&str, i64); 8] = [
-    ("keyboard", 4900),
-    ("mouse", 1900),
-    ("monitor", 18900),
-    ("cable", 900),
-    ("headset", 7900),
-    ("webcam", 5900),
-    ("dock", 12900),
-    ("lamp", 2900),
-];
-
-#[derive(Debug, Clone)]
-pub struct DemoConfig {
-    pub kafka: KafkaSettings,
-    pub database_url: String,
-    pub partitions: i32,
-    pub seed: u64,
-    pub snapshot_every: i64,
-    pub relay_interval: Duration,
-    pub relay_batch: i64,
-    pub relay_delivery_timeout: Duration,
-    /// Starting stock of each product.
-    pub initial_stock: i64,
-    /// How outbox rows reach Kafka.
-    pub relay: RelayMode,
-    /// Where to export spans (OpenTelemetry OTLP); None: trace context only.
-    pub otlp: Option<OtlpSettings>,
-    /// The orchestrator's step deadline (Temporal's `startToCloseTimeout`): a
-    /// saga waiting longer than this for a step's reply compensates.
-    pub step_timeout: Duration,
-    /// How new orders' sagas run (`--saga`).
-    pub saga: SagaMode,
-    /// Run the consumers of both saga modes, so that new orders can switch mode
-    /// at runtime ([`DemoSystem::set_saga_mode`], the GUI); else only `saga`'s:
-    /// a choreographed run has no orchestrator and writes no command topic.
-    pub saga_switchable: bool,
-}
-
-/// The outbox relay: polling the table (default, any database) or CDC from
-/// PostgreSQL logical decoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RelayMode {
-    #[default]
-    Poll,
-    Cdc,
-}
-
-impl DemoConfig {
-    pub fn new(kafka: KafkaSettings, database_url: impl Into<String>) -> DemoConfig {
-        DemoConfig {
-            kafka,
-            database_url: database_url.into(),
-            partitions: 3,
-            seed: 1,
-            snapshot_every: 100,
-            relay_interval: Duration::from_millis(20),
-            relay_batch: 500,
-            relay_delivery_timeout: Duration::from_secs(3),
-            initial_stock: 1_000_000,
-            relay: RelayMode::Poll,
-            otlp: None,
-            step_timeout: Duration::from_secs(30),
-            saga: SagaMode::Orchestration,
-            saga_switchable: false,
-        }
-    }
-
-    /// The saga modes whose consumers run.
-    pub fn saga_modes(&self) -> Vec<SagaMode> {
-        if self.saga_switchable {
-            SagaMode::ALL.to_vec()
-        } else {
-            vec![self.saga]
-        }
-    }
-}
+pub use crate::context::{Ctx, DemoConfig, LatencyLog, RelayMode, PRODUCTS};
 
 /// A saga mode the running demo has no consumers for.
 #[derive(Debug, thiserror::Error)]
@@ -125,71 +49,6 @@ pub enum DemoError {
     Cdc(#[from] crate::cdc::CdcError),
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
-}
-
-/// What every task shares. Read-only but for the error sink.
-pub struct Ctx {
-    pub db: Db,
-    pub kafka: KafkaSettings,
-    pub faults: Arc<Faults>,
-    pub config: DemoConfig,
-    pub dlq_producer: FutureProducer,
-    errors: Mutex<Vec<String>>,
-    restarts: AtomicU64,
-    /// Redeliveries a consumer recognised in `processed_events` and skipped.
-    pub duplicates_skipped: AtomicU64,
-    /// Writes the producer-side contract check refused.
-    pub schema_refused: AtomicU64,
-    /// Records consumers could not read and sent to the dlq.
-    pub dead_lettered: AtomicU64,
-    /// Tracers of the services and the OTLP export.
-    pub telemetry: Telemetry,
-    /// Outbox write → broker acknowledgement, per published row.
-    pub relay_latency: LatencyLog,
-}
-
-/// Latencies in milliseconds (the last 100,000), for percentiles.
-#[derive(Default)]
-pub struct LatencyLog(Mutex<std::collections::VecDeque<u32>>);
-
-impl LatencyLog {
-    const KEEP: usize = 100_000;
-
-    pub fn record(&self, ms: i64) {
-        if let Ok(mut v) = self.0.lock() {
-            if v.len() == Self::KEEP {
-                v.pop_front();
-            }
-            v.push_back(u32::try_from(ms.max(0)).unwrap_or(u32::MAX));
-        }
-    }
-
-    /// (p50, p99, max, samples) in milliseconds; None before the first sample.
-    pub fn percentiles(&self) -> Option<(u32, u32, u32, usize)> {
-        let mut v: Vec<u32> = self.0.lock().ok()?.iter().copied().collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_unstable();
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        Some((at(0.5), at(0.99), v[v.len() - 1], v.len()))
-    }
-}
-
-impl Ctx {
-    /// A task "restarted" after an injected crash.
-    pub fn note_restart(&self) {
-        self.restarts.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Background errors surface to the caller (GUI status line, headless stderr).
-    pub fn report_error(&self, e: String) {
-        if let Ok(mut v) = self.errors.lock() {
-            if v.len() < 1000 {
-                v.push(e);
-            }
-        }
-    }
 }
 
 /// The running demo.

@@ -1,11 +1,11 @@
 //! The CQRS read model `order_view`, built only from the `orders` topic.
 
 use crate::consumer::Handler;
+use crate::context::Ctx;
 use crate::contracts;
 use crate::domain::OrderEvent;
 use crate::envelope::Envelope;
 use crate::store::{now_ms, StoreError, Tx};
-use crate::system::Ctx;
 use crate::telemetry::Trace;
 use crate::topics;
 

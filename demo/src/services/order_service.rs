@@ -6,13 +6,13 @@ use sqlx::Row;
 
 use crate::choreography::{self, Participant};
 use crate::consumer::Handler;
+use crate::context::Ctx;
 use crate::contracts;
 use crate::domain::{self, OrderCommand, OrderError, OrderEvent, OrderState};
 use crate::envelope::{now_rfc3339, Envelope};
 use crate::ids;
 use crate::saga::SagaMode;
 use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
-use crate::system::Ctx;
 use crate::telemetry::Trace;
 use crate::topics;
 

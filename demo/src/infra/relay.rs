@@ -16,11 +16,11 @@ use sqlx::Row;
 use tokio::sync::watch;
 
 use crate::consumer::Exit;
+use crate::context::Ctx;
 use crate::envelope::Envelope;
 use crate::faults::Fault;
 use crate::saga::SagaMode;
 use crate::store::{now_ms, Backend, StoreError, Tx};
-use crate::system::Ctx;
 use crate::telemetry::{self, attr, Operation, Trace};
 
 /// The polling relay's service name (its spans' `service.name`).

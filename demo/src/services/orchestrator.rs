@@ -10,13 +10,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::consumer::{Exit, Handler};
+use crate::context::Ctx;
 use crate::domain::LineItem;
 use crate::envelope::{now_rfc3339, Envelope};
 use crate::faults::Fault;
 use crate::ids;
 use crate::saga::{self, SagaAction, SagaInput, SagaMode, SagaPhase, SagaState};
 use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
-use crate::system::Ctx;
 use crate::telemetry::{attr, Trace};
 use crate::topics;
 

@@ -17,10 +17,10 @@ use sqlx::Row;
 use tokio::sync::watch;
 
 use crate::consumer::Exit;
+use crate::context::Ctx;
 use crate::envelope::Envelope;
 use crate::faults::Fault;
 use crate::store::{now_ms, Backend, Db, StoreError};
-use crate::system::Ctx;
 
 /// The CDC relay's service name (its spans' `service.name`).
 pub const RELAY: &str = "cdc-relay";

@@ -16,12 +16,12 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset};
 use tokio::sync::watch;
 
+use crate::context::Ctx;
 use crate::contracts::Registry;
 use crate::envelope::Envelope;
 use crate::faults::Fault;
 use crate::saga::SagaMode;
 use crate::store::{mark_processed, StoreError, Tx};
-use crate::system::Ctx;
 use crate::telemetry::{self, attr, Message as TracedMessage, Operation, Trace};
 use crate::topics;
 

@@ -31,112 +31,112 @@ const FILES: &[(&str, u32, &str)] = &[
     (
         "ApproveOrder",
         1,
-        include_str!("../schemas/ApproveOrder/v1.json"),
+        include_str!("../../schemas/ApproveOrder/v1.json"),
     ),
     (
         "CancelOrder",
         1,
-        include_str!("../schemas/CancelOrder/v1.json"),
+        include_str!("../../schemas/CancelOrder/v1.json"),
     ),
     (
         "CancelShipment",
         1,
-        include_str!("../schemas/CancelShipment/v1.json"),
+        include_str!("../../schemas/CancelShipment/v1.json"),
     ),
     (
         "OrderCancelled",
         1,
-        include_str!("../schemas/OrderCancelled/v1.json"),
+        include_str!("../../schemas/OrderCancelled/v1.json"),
     ),
     (
         "OrderCompleted",
         1,
-        include_str!("../schemas/OrderCompleted/v1.json"),
+        include_str!("../../schemas/OrderCompleted/v1.json"),
     ),
     (
         "OrderCreated",
         1,
-        include_str!("../schemas/OrderCreated/v1.json"),
+        include_str!("../../schemas/OrderCreated/v1.json"),
     ),
     (
         "OrderCreated",
         2,
-        include_str!("../schemas/OrderCreated/v2.json"),
+        include_str!("../../schemas/OrderCreated/v2.json"),
     ),
     (
         "OrderNoteAdded",
         1,
-        include_str!("../schemas/OrderNoteAdded/v1.json"),
+        include_str!("../../schemas/OrderNoteAdded/v1.json"),
     ),
     (
         "PaymentCompleted",
         1,
-        include_str!("../schemas/PaymentCompleted/v1.json"),
+        include_str!("../../schemas/PaymentCompleted/v1.json"),
     ),
     (
         "PaymentDeclined",
         1,
-        include_str!("../schemas/PaymentDeclined/v1.json"),
+        include_str!("../../schemas/PaymentDeclined/v1.json"),
     ),
     (
         "PaymentRefunded",
         1,
-        include_str!("../schemas/PaymentRefunded/v1.json"),
+        include_str!("../../schemas/PaymentRefunded/v1.json"),
     ),
     (
         "ProcessPayment",
         1,
-        include_str!("../schemas/ProcessPayment/v1.json"),
+        include_str!("../../schemas/ProcessPayment/v1.json"),
     ),
     (
         "RefundPayment",
         1,
-        include_str!("../schemas/RefundPayment/v1.json"),
+        include_str!("../../schemas/RefundPayment/v1.json"),
     ),
     (
         "ReserveStock",
         1,
-        include_str!("../schemas/ReserveStock/v1.json"),
+        include_str!("../../schemas/ReserveStock/v1.json"),
     ),
     (
         "RestoreStock",
         1,
-        include_str!("../schemas/RestoreStock/v1.json"),
+        include_str!("../../schemas/RestoreStock/v1.json"),
     ),
     (
         "ScheduleShipment",
         1,
-        include_str!("../schemas/ScheduleShipment/v1.json"),
+        include_str!("../../schemas/ScheduleShipment/v1.json"),
     ),
     (
         "ShipmentCancelled",
         1,
-        include_str!("../schemas/ShipmentCancelled/v1.json"),
+        include_str!("../../schemas/ShipmentCancelled/v1.json"),
     ),
     (
         "ShipmentFailed",
         1,
-        include_str!("../schemas/ShipmentFailed/v1.json"),
+        include_str!("../../schemas/ShipmentFailed/v1.json"),
     ),
     (
         "ShipmentScheduled",
         1,
-        include_str!("../schemas/ShipmentScheduled/v1.json"),
+        include_str!("../../schemas/ShipmentScheduled/v1.json"),
     ),
     (
         "StockRejected",
         1,
-        include_str!("../schemas/StockRejected/v1.json"),
+        include_str!("../../schemas/StockRejected/v1.json"),
     ),
     (
         "StockReserved",
         1,
-        include_str!("../schemas/StockReserved/v1.json"),
+        include_str!("../../schemas/StockReserved/v1.json"),
     ),
     (
         "StockRestored",
         1,
-        include_str!("../schemas/StockRestored/v1.json"),
+        include_str!("../../schemas/StockRestored/v1.json"),
     ),
 ];
 
@@ -145,7 +145,7 @@ const FILES: &[(&str, u32, &str)] = &[
 const DRAFTS: &[(&str, u32, &str)] = &[(
     "OrderCreated",
     3,
-    include_str!("../drift/OrderCreated/v3.json"),
+    include_str!("../../drift/OrderCreated/v3.json"),
 )];
 
 /// The `dataschema` URI of a contract.

@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use crate::choreography::{self, Participant, Reaction};
 use crate::consumer::Handler;
+use crate::context::Ctx;
 use crate::contracts;
 use crate::domain::LineItem;
 use crate::envelope::{now_rfc3339, Envelope};
@@ -14,7 +15,6 @@ use crate::faults::Fault;
 use crate::ids;
 use crate::saga::SagaMode;
 use crate::store::{insert_outbox, now_ms, OutboxRow, StoreError, Tx};
-use crate::system::Ctx;
 use crate::telemetry::Trace;
 use crate::topics;
 
@@ -274,7 +274,7 @@ async fn reserved_items(tx: &mut Tx, order: &str) -> Result<Vec<LineItem>, Store
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let product_id: String = r.try_get(0)?;
-        let unit_price_cents = crate::system::PRODUCTS
+        let unit_price_cents = crate::context::PRODUCTS
             .iter()
             .find(|(p, _)| *p == product_id)
             .map_or(0, |(_, price)| *price);
