@@ -114,4 +114,17 @@ fn scenario(addr: &str, group_flags: &[&str]) {
         a["detail"].as_str().unwrap().contains("group slow"),
         "{a:#}"
     );
+    // On the flow map: the group's edge from the topic, marked.
+    let edge = r["flow"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["to"] == "group slow")
+        .unwrap_or_else(|| panic!("{:#}", r["flow"]))
+        .clone();
+    assert_eq!(
+        (edge["from"].as_str(), edge["kind"].as_str()),
+        (Some("work"), Some("consumes"))
+    );
+    assert_eq!(edge["anomalies"]["consumer-stall"], 1, "{edge:#}");
 }

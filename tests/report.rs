@@ -79,6 +79,10 @@ async fn orchestrated_flow_has_commands_and_the_orchestrator() {
     assert!(e
         .iter()
         .any(|(k, f, t)| k == "consumes" && f == "orders" && t == orchestrator));
+    // The consumer groups too, where known: the orchestrator's group reads `orders`.
+    assert!(e
+        .iter()
+        .any(|(k, f, t)| k == "consumes" && f == "orders" && t == "group saga-orchestrator"));
     // Duplicates published by the relay show on their publish edges.
     let dups: u64 = r["flow"]["edges"]
         .as_array()

@@ -25,6 +25,8 @@ pub struct FlowView {
     /// The chain the map is restricted to (None: every record), as built.
     built_for: Option<Option<Sym>>,
     pub only_chain: bool,
+    /// Also draw the consumer groups (what they committed on which topic).
+    pub show_groups: bool,
 }
 
 impl FlowView {
@@ -125,7 +127,10 @@ pub fn flow_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, _intents: &mut [Inten
     if left > 0 {
         ui.ctx().request_repaint();
     }
-    let flow = view.map.view(app.model.log());
+    let mut flow = view.map.view(app.model.log());
+    if view.show_groups && !view.only_chain {
+        flow.add_groups(&app.group_lags);
+    }
     let map = &flow;
     let mut filter: Option<Filter> = None;
     ui.horizontal(|ui| {
@@ -143,6 +148,10 @@ pub fn flow_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, _intents: &mut [Inten
         ui.add_enabled_ui(chain.is_some() || view.only_chain, |ui| {
             ui.checkbox(&mut view.only_chain, "only the selected record's chain");
         });
+        ui.checkbox(&mut view.show_groups, "consumer groups")
+            .on_hover_text(
+                "also the groups that commit offsets on the topics (Consumer groups tab)",
+            );
         ui.weak("publishers | topics | consumers; red: duplicates, dead letters or findings");
     });
     let publishers: Vec<&String> = map
@@ -236,6 +245,11 @@ pub fn flow_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, _intents: &mut [Inten
                         source: format!("\"{from}\""),
                         ..Filter::default()
                     },
+                    // A group's edge: the topic's records.
+                    EdgeKind::Consumes if to.starts_with("group ") => Filter {
+                        topic: format!("\"{from}\""),
+                        ..Filter::default()
+                    },
                     EdgeKind::Consumes => Filter {
                         source: format!("\"{to}\""),
                         cause_topic: format!("\"{from}\""),
@@ -264,15 +278,17 @@ pub fn flow_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, _intents: &mut [Inten
             let label = format!("{what} {name}");
             let resp = hotspot(ui, r, &format!("{label}#{col}"), &label).on_hover_text(&label);
             if resp.clicked() {
-                filter = Some(if topic {
-                    Filter {
-                        topic: format!("\"{name}\""),
-                        ..Filter::default()
-                    }
-                } else {
-                    Filter {
-                        source: format!("\"{name}\""),
-                        ..Filter::default()
+                filter = (!name.starts_with("group ")).then(|| {
+                    if topic {
+                        Filter {
+                            topic: format!("\"{name}\""),
+                            ..Filter::default()
+                        }
+                    } else {
+                        Filter {
+                            source: format!("\"{name}\""),
+                            ..Filter::default()
+                        }
                     }
                 });
             }

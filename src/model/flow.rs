@@ -312,6 +312,26 @@ impl FlowMap {
 }
 
 impl Flow {
+    /// Consume edges from consumer groups (what they committed on which topic): topic →
+    /// `group NAME`, with the records committed and, for a group that stalls, stops or
+    /// rewinds there, a `consumer-stall`.
+    pub fn add_groups(&mut self, lags: &[super::groups::GroupLag]) {
+        for p in lags.iter().flat_map(|g| &g.partitions) {
+            let node = format!("group {}", p.group);
+            self.services.insert(node.clone());
+            self.topics.insert(p.topic.clone());
+            let e = self
+                .edges
+                .entry((EdgeKind::Consumes, p.topic.clone(), node))
+                .or_default();
+            e.records += p.committed.unwrap_or(0).max(0) as u64;
+            if p.verdict != super::groups::Verdict::Ok && p.verdict != super::groups::Verdict::Warn
+            {
+                *e.anomalies.entry("consumer-stall".into()).or_default() += 1;
+            }
+        }
+    }
+
     /// The report's `flow` section.
     pub fn to_json(&self) -> Value {
         let edges: Vec<Value> = self

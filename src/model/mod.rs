@@ -68,6 +68,8 @@ pub struct Model {
     groups: HashMap<(AnomalyKind, String), Option<usize>>,
     /// Set once the backlog that existed at connect time has been read (the time it was cut).
     backlog_end: Option<i64>,
+    /// The consumer groups as last judged (see [`Model::observe_groups`]).
+    group_lags: Vec<groups::GroupLag>,
     states: StateEngine,
 }
 
@@ -126,6 +128,7 @@ impl Model {
             anomaly_at: BTreeSet::new(),
             groups: HashMap::new(),
             backlog_end: None,
+            group_lags: Vec::new(),
             states: StateEngine::new(cfg.snapshot_every),
             cfg,
         }
@@ -170,6 +173,7 @@ impl Model {
     /// processed (one finding per group, partition and verdict; the same condition seen
     /// again updates it). Returns how many new findings were raised.
     pub fn observe_groups(&mut self, lags: &[groups::GroupLag]) -> usize {
+        self.group_lags = lags.to_vec();
         if !self.detectors.is_enabled(AnomalyKind::ConsumerStall) {
             return 0;
         }
@@ -306,12 +310,16 @@ impl Model {
                 .iter()
                 .map(|(k, n)| (k.as_str().to_owned(), *n))
                 .collect(),
-            flow: flow::FlowMap::build(
-                &self.log,
-                (0..self.log.len()).filter_map(|i| LogIndex::try_from(i).ok()),
-                &self.anomalies,
-            )
-            .to_json(&self.log),
+            flow: {
+                let mut f = flow::FlowMap::build(
+                    &self.log,
+                    (0..self.log.len()).filter_map(|i| LogIndex::try_from(i).ok()),
+                    &self.anomalies,
+                )
+                .view(&self.log);
+                f.add_groups(&self.group_lags);
+                f.to_json()
+            },
         }
     }
 
