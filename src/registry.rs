@@ -34,6 +34,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// Nested references followed at most this deep.
 const MAX_REFERENCE_DEPTH: usize = 16;
+/// The most apache-avro allocates for one length read from a payload (the observer's
+/// largest value, `DecodeConfig::max_value_bytes`' default).
+const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
 
 /// What framing the bytes carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,6 +318,9 @@ impl std::fmt::Debug for SchemaCache {
 
 impl SchemaCache {
     pub fn new(url: &str) -> SchemaCache {
+        // A length in an Avro payload is allocated before it is read: never more than the
+        // largest value the observer keeps (a 40-byte record must not cost 512 MiB).
+        apache_avro::max_allocation_bytes(MAX_AVRO_ALLOCATION);
         SchemaCache {
             url: url.to_owned(),
             entries: RwLock::new(HashMap::new()),
@@ -339,6 +345,33 @@ impl SchemaCache {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, entry);
+    }
+
+    /// Put a schema in the cache as the registry would answer `GET /schemas/ids/{id}`
+    /// (`schema_type`: None or `AVRO`, `PROTOBUF` with a base64 serialized descriptor,
+    /// `JSON`), without references. For tests and fuzzing, and schemas known offline.
+    pub fn insert(&self, id: u32, schema_type: Option<&str>, schema: &str) -> Result<(), String> {
+        let mut body = serde_json::json!({ "schema": schema });
+        if let Some(t) = schema_type {
+            body["schemaType"] = Value::String(t.to_owned());
+        }
+        let why = |f: Failure| match f {
+            Failure::NotFound => "not found".to_owned(),
+            Failure::Invalid(w) | Failure::Unavailable(w) => w,
+        };
+        let format = schema_format(&body).map_err(why)?;
+        let parsed = parse_schema(format, &body, Vec::new()).map_err(why)?;
+        self.put(
+            id,
+            Entry::Ready(Arc::new(RegisteredSchema {
+                id,
+                format,
+                subject: None,
+                version: None,
+                parsed,
+            })),
+        );
+        Ok(())
     }
 
     /// Ids known so far, and how many of them decode.

@@ -99,6 +99,13 @@ pub fn targets() -> Vec<Target> {
             cost: 1,
         },
         Target {
+            name: "registry",
+            run: registry,
+            seeds: registry_seeds,
+            max_len: 1024,
+            cost: 2,
+        },
+        Target {
             name: "query",
             run: query,
             seeds: query_seeds,
@@ -565,6 +572,178 @@ pub fn redact_text(bytes: &[u8]) -> Outcome {
         }
         Err(_) => Ok(false),
     }
+}
+
+// ---------------------------------------------------------------- registry decoders
+
+const FUZZ_AVSC: &str = r#"{"type": "record", "name": "Paid", "namespace": "acme", "fields": [
+  {"name": "id", "type": "string"},
+  {"name": "amount", "type": "long"},
+  {"name": "note", "type": ["null", "string"], "default": null},
+  {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A", "B", "C"]}},
+  {"name": "tags", "type": {"type": "array", "items": "string"}},
+  {"name": "attrs", "type": {"type": "map", "values": "double"}},
+  {"name": "line", "type": {"type": "record", "name": "Line", "fields": [
+    {"name": "sku", "type": "string"}, {"name": "qty", "type": "int"},
+    {"name": "hash", "type": {"type": "fixed", "name": "H", "size": 4}}]}}
+]}"#;
+
+fn fuzz_proto() -> prost_types::FileDescriptorProto {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{DescriptorProto, FieldDescriptorProto};
+    let field = |name: &str, number: i32, ty: Type, label: Label| FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        label: Some(label as i32),
+        r#type: Some(ty as i32),
+        json_name: Some(name.into()),
+        ..Default::default()
+    };
+    let mut inner = field("parcels", 4, Type::Message, Label::Repeated);
+    inner.type_name = Some(".acme.Shipped.Parcel".into());
+    prost_types::FileDescriptorProto {
+        name: Some("fuzz.proto".into()),
+        package: Some("acme".into()),
+        syntax: Some("proto3".into()),
+        message_type: vec![
+            DescriptorProto {
+                name: Some("Note".into()),
+                field: vec![field("text", 1, Type::String, Label::Optional)],
+                ..Default::default()
+            },
+            DescriptorProto {
+                name: Some("Shipped".into()),
+                field: vec![
+                    field("id", 1, Type::String, Label::Optional),
+                    field("weight", 2, Type::Int64, Label::Optional),
+                    field("ok", 3, Type::Bool, Label::Optional),
+                    inner,
+                ],
+                nested_type: vec![DescriptorProto {
+                    name: Some("Parcel".into()),
+                    field: vec![field("grams", 1, Type::Sint32, Label::Optional)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+thread_local! {
+    /// Avro (id 1), Protobuf (id 2) and JSON Schema (id 3), as a registry would serve them.
+    static REGISTRY: DecodeConfig = {
+        use base64::Engine as _;
+        use prost::Message as _;
+        let cache = eventscope::registry::SchemaCache::new("http://fuzz");
+        cache.insert(1, None, FUZZ_AVSC).expect("avro");
+        let proto = base64::engine::general_purpose::STANDARD.encode(fuzz_proto().encode_to_vec());
+        cache.insert(2, Some("PROTOBUF"), &proto).expect("protobuf");
+        cache
+            .insert(3, Some("JSON"), r#"{"type": "object", "required": ["id"], "properties": {"n": {"type": "integer"}}}"#)
+            .expect("json schema");
+        let mut cfg = DecodeConfig::default();
+        cfg.registry = eventscope::registry::RegistryHandle(Some(std::sync::Arc::new(cache)));
+        cfg.plain = "id=id".parse().expect("paths");
+        cfg
+    };
+}
+
+fn framed(id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8];
+    v.extend(id.to_be_bytes());
+    v.extend(payload);
+    v
+}
+
+/// Valid framed values of each kind, encoded with the real encoders.
+pub fn registry_seeds() -> Vec<Vec<u8>> {
+    use apache_avro::types::Value as A;
+    use prost::Message as _;
+    let schema = apache_avro::Schema::parse_str(FUZZ_AVSC).expect("avsc");
+    let mut r = apache_avro::types::Record::new(&schema).expect("record");
+    r.put("id", "p-1");
+    r.put("amount", 1200i64);
+    r.put("note", A::Union(1, Box::new(A::String("hi".into()))));
+    r.put("kind", A::Enum(2, "C".into()));
+    r.put(
+        "tags",
+        A::Array(vec![A::String("a".into()), A::String("b".into())]),
+    );
+    r.put(
+        "attrs",
+        A::Map([("x".to_owned(), A::Double(1.5))].into_iter().collect()),
+    );
+    r.put(
+        "line",
+        A::Record(vec![
+            ("sku".into(), A::String("kb".into())),
+            ("qty".into(), A::Int(2)),
+            ("hash".into(), A::Fixed(4, vec![1, 2, 3, 4])),
+        ]),
+    );
+    let avro = apache_avro::to_avro_datum(&schema, r).expect("encode");
+    let pool =
+        prost_reflect::DescriptorPool::from_file_descriptor_set(prost_types::FileDescriptorSet {
+            file: vec![fuzz_proto()],
+        })
+        .expect("pool");
+    let shipped = pool.get_message_by_name("acme.Shipped").expect("Shipped");
+    let parcel = pool
+        .get_message_by_name("acme.Shipped.Parcel")
+        .expect("Parcel");
+    let mut m = prost_reflect::DynamicMessage::new(shipped);
+    m.set_field_by_name("id", prost_reflect::Value::String("s-1".into()));
+    m.set_field_by_name("weight", prost_reflect::Value::I64(-7));
+    m.set_field_by_name("ok", prost_reflect::Value::Bool(true));
+    let mut p = prost_reflect::DynamicMessage::new(parcel);
+    p.set_field_by_name("grams", prost_reflect::Value::I32(-250));
+    m.set_field_by_name(
+        "parcels",
+        prost_reflect::Value::List(vec![prost_reflect::Value::Message(p)]),
+    );
+    let mut proto = vec![2u8, 2];
+    proto.extend(m.encode_to_vec());
+    let note = vec![0u8, 0x0a, 2, b'h', b'i'];
+    vec![
+        framed(1, &avro),
+        framed(2, &proto),
+        framed(2, &note),
+        framed(3, br#"{"id":"j-1","n":3}"#),
+        framed(3, br#"{"id":"j-2","n":"x"}"#),
+        framed(9, b"\x02"),
+        vec![0, 0, 1],
+    ]
+}
+
+/// A framed value through the registry decoders, in a plain-JSON and a CloudEvents record:
+/// no panic, and the full decode and the envelope-only decode agree.
+pub fn registry(bytes: &[u8]) -> Outcome {
+    REGISTRY.with(|cfg| {
+        let plain = Record::new("payments", 0, 0).with_value(bytes.to_vec());
+        let ce = Record::new("payments", 0, 1)
+            .with_header("ce_specversion", "1.0")
+            .with_header("ce_id", "e1")
+            .with_header("ce_type", "Paid")
+            .with_header("ce_source", "/fuzz")
+            .with_value(bytes.to_vec());
+        let mut ok = false;
+        for rec in [plain, ce] {
+            match (decode(&rec, cfg), decode_envelope(&rec, cfg)) {
+                (Ok(_), Ok(_)) => ok = true,
+                (Err(_), Err(_)) => {}
+                (a, b) => {
+                    return Err(format!(
+                        "decode and decode_envelope disagree: {:?} / {:?}",
+                        a.map(|e| e.event_id),
+                        b.map(|e| e.event_id)
+                    ))
+                }
+            }
+        }
+        Ok(ok)
+    })
 }
 
 pub fn query_seeds() -> Vec<Vec<u8>> {
