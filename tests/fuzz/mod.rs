@@ -643,10 +643,11 @@ thread_local! {
         cache
             .insert(3, Some("JSON"), r#"{"type": "object", "required": ["id"], "properties": {"n": {"type": "integer"}}}"#)
             .expect("json schema");
-        let mut cfg = DecodeConfig::default();
-        cfg.registry = eventscope::registry::RegistryHandle(Some(std::sync::Arc::new(cache)));
-        cfg.plain = "id=id".parse().expect("paths");
-        cfg
+        DecodeConfig {
+            registry: eventscope::registry::RegistryHandle(Some(std::sync::Arc::new(cache))),
+            plain: "id=id".parse().expect("paths"),
+            ..Default::default()
+        }
     };
 }
 
