@@ -107,6 +107,19 @@ pub struct Connection {
         value_name = "USER:PASSWORD"
     )]
     pub schema_registry_auth: Option<String>,
+    /// How the demo writes its values: `cloudevents-json` (CloudEvents binary mode, JSON
+    /// data), or `json-schema` (the Confluent wire format: the demo registers its contracts
+    /// with --schema-registry and frames each value with its schema id).
+    #[arg(long = "value-format", global = true, value_enum, default_value_t = ValueFormat::CloudeventsJson)]
+    pub value_format: ValueFormat,
+}
+
+/// How the demo writes record values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ValueFormat {
+    #[default]
+    CloudeventsJson,
+    JsonSchema,
 }
 
 /// Properties of a Confluent client config file that are for the Schema Registry, not for

@@ -156,6 +156,32 @@ pub struct Finished {
     pub relay_latency: Option<(u32, u32, u32, usize)>,
 }
 
+/// With `--value-format json-schema`: register the demo's contracts (JSON Schema, subject
+/// = the event type, versions in order) with `--schema-registry`; the ids by (type, version).
+pub async fn register_contracts(
+    conn: &Connection,
+) -> anyhow::Result<Option<Arc<HashMap<(String, u32), u32>>>> {
+    if conn.value_format != crate::cli::ValueFormat::JsonSchema {
+        return Ok(None);
+    }
+    let Some(client) = conn.registry_client()? else {
+        anyhow::bail!("--value-format json-schema needs --schema-registry URL");
+    };
+    let reg = eventscope_demo::contracts::Registry::demo()?;
+    let mut ids = HashMap::new();
+    for t in reg.types() {
+        for v in reg.versions(t) {
+            let Some(c) = reg.get(t, v) else { continue };
+            let id = client
+                .register(t, "JSON", &c.schema.to_string())
+                .await
+                .map_err(|e| anyhow::anyhow!("schema registry {}: {e}", client.cache().url()))?;
+            ids.insert((t.to_owned(), v), id);
+        }
+    }
+    Ok(Some(Arc::new(ids)))
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -180,10 +206,17 @@ impl Session {
         from_beginning: bool,
     ) -> anyhow::Result<Session> {
         let started = Instant::now();
-        let model_cfg = crate::profile::Profile::for_connection(conn)?.model_config();
+        let mut model_cfg = crate::profile::Profile::for_connection(conn)?.model_config();
+        // Records in the Confluent wire format: their schemas fetched before the model reads
+        // them (the demo's own with `--value-format json-schema`, or anybody's).
+        let registry = conn.registry_client()?.map(Arc::new);
+        if let Some(c) = &registry {
+            model_cfg.decode.registry = c.handle();
+        }
         let (settings, broker) = kafka_settings(conn)?;
         let url = database_url(conn, "demo");
         let mut cfg = DemoConfig::new(settings.clone(), url);
+        cfg.value_schema_ids = register_contracts(conn).await?;
         cfg.seed = faults.seed();
         cfg.relay = conn.relay.into();
         cfg.otlp = conn.otlp();
@@ -192,6 +225,16 @@ impl Session {
             .await
             .context("starting the demo")?;
         let (records_tx, records_rx) = mpsc::channel::<Record>(65_536);
+        let records_rx = match registry {
+            Some(client) => crate::registry::stage(client, records_rx, 65_536, |news| {
+                if let crate::registry::RegistryNews::Unavailable(why) = news {
+                    eprintln!(
+                        "schema registry does not answer ({why}); its records stay undecoded"
+                    );
+                }
+            }),
+            None => records_rx,
+        };
         let (status_tx, _status_rx) = watch::channel(tap::TapStatus::Connecting);
         let (stop_tx, stop_rx) = watch::channel(false);
         let sel = TopicSelection::Named(topics::ALL.iter().map(|t| (*t).to_owned()).collect());

@@ -569,6 +569,43 @@ impl RegistryClient {
         recovered
     }
 
+    /// Register a schema under `subject` (`POST /subjects/{subject}/versions`); its id.
+    /// The registry checks it against the subject's earlier versions.
+    pub async fn register(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+    ) -> Result<u32, String> {
+        let url = format!("{}/subjects/{}/versions", self.base, encode_path(subject));
+        let mut req = self
+            .http
+            .post(&url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/vnd.schemaregistry.v1+json",
+            )
+            .body(serde_json::json!({"schemaType": schema_type, "schema": schema}).to_string());
+        if let Some((u, p)) = &self.auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("registering {subject}: {}", error_chain(&e)))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| error_chain(&e))?;
+        let snippet: String = body.chars().take(200).collect();
+        if !status.is_success() {
+            return Err(format!("registering {subject}: HTTP {status}: {snippet}"));
+        }
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("id")?.as_u64())
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| format!("registering {subject}: no id in the answer: {snippet}"))
+    }
+
     async fn get_json(&self, path: &str) -> Result<Value, Failure> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.get(&url).header(

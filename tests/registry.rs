@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::broker::{Broker, BIN};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use prost::Message as _;
@@ -35,7 +35,7 @@ type Registered = (String, i64, Option<&'static str>, String);
 
 #[derive(Clone, Default)]
 struct FakeRegistry {
-    schemas: Arc<HashMap<u32, Registered>>,
+    schemas: Arc<Mutex<HashMap<u32, Registered>>>,
     requests: Arc<Mutex<Vec<String>>>,
     html: bool,
 }
@@ -76,6 +76,13 @@ impl FakeRegistry {
     async fn handle(self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
+        let post = req.method() == hyper::Method::POST;
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         self.requests
             .lock()
             .unwrap()
@@ -94,7 +101,29 @@ impl FakeRegistry {
                 .unwrap());
         }
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let entry = |id: &str| id.parse::<u32>().ok().and_then(|id| self.schemas.get(&id));
+        // Registering: POST /subjects/{subject}/versions {"schemaType", "schema"}; the same
+        // schema under the same subject keeps its id.
+        if let (true, ["subjects", subject, "versions"]) = (post, parts.as_slice()) {
+            let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+                return reply(422, json!({"error_code": 42201, "message": "bad body"}));
+            };
+            let schema = v["schema"].as_str().unwrap_or_default().to_owned();
+            let t: Option<&'static str> = match v["schemaType"].as_str() {
+                Some("JSON") => Some("JSON"),
+                Some("PROTOBUF") => Some("PROTOBUF"),
+                _ => None,
+            };
+            let mut all = self.schemas.lock().unwrap();
+            if let Some((id, _)) = all.iter().find(|(_, r)| r.0 == *subject && r.3 == schema) {
+                return reply(200, json!({"id": id}));
+            }
+            let id = all.keys().max().copied().unwrap_or(0).max(100) + 1;
+            let version = all.values().filter(|r| r.0 == *subject).count() as i64 + 1;
+            all.insert(id, ((*subject).to_owned(), version, t, schema));
+            return reply(200, json!({"id": id}));
+        }
+        let schemas = self.schemas.lock().unwrap().clone();
+        let entry = |id: &str| id.parse::<u32>().ok().and_then(|id| schemas.get(&id));
         let with_type = |mut v: Value, t: Option<&str>| {
             if let Some(t) = t {
                 v["schemaType"] = json!(t);
@@ -254,7 +283,7 @@ async fn avro_protobuf_and_json_schema_records_are_decoded_through_the_registry(
     .unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let registry = FakeRegistry {
-        schemas: Arc::new(HashMap::from([
+        schemas: Arc::new(Mutex::new(HashMap::from([
             (1, ("payments-value".into(), 3, None, PAYMENT_AVSC.into())),
             (
                 2,
@@ -269,7 +298,7 @@ async fn avro_protobuf_and_json_schema_records_are_decoded_through_the_registry(
                 4,
                 ("audit-value".into(), 1, Some("JSON"), AUDIT_SCHEMA.into()),
             ),
-        ])),
+        ]))),
         ..FakeRegistry::default()
     };
     let url = format!("http://{}", registry.serve().await);
@@ -488,10 +517,10 @@ async fn fastavro_records_from_kafka_python_are_decoded() {
     );
     let broker = tokio::task::spawn_blocking(Broker::start).await.unwrap();
     let registry = FakeRegistry {
-        schemas: Arc::new(HashMap::from([(
+        schemas: Arc::new(Mutex::new(HashMap::from([(
             1,
             ("py-payments-value".into(), 1, None, PAYMENT_AVSC.into()),
-        )])),
+        )]))),
         ..FakeRegistry::default()
     };
     let url = format!("http://{}", registry.serve().await);
@@ -591,4 +620,51 @@ p.close()
     let again: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(again["events"]["poison"], 0, "{again:#}");
     assert_eq!(again["filter"]["matched"], 3, "{again:#}");
+}
+
+/// `--value-format json-schema`: the demo registers its contracts with the registry and
+/// writes each value in the Confluent wire format with its schema id; its own consumers read
+/// them, every invariant holds, and the observer decodes every record through the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_writes_framed_json_schema_values_and_the_observer_decodes_them() {
+    let registry = FakeRegistry::default();
+    let url = format!("http://{}", registry.serve().await);
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let mut conn = common::conn(dir);
+    conn.schema_registry = Some(url);
+    conn.value_format = eventscope::cli::ValueFormat::JsonSchema;
+    let faults = std::sync::Arc::new(eventscope_demo::faults::Faults::from_spec(
+        5,
+        &"".parse().unwrap(),
+    ));
+    let s = eventscope::headless::Session::start(&conn, |_| {}, faults)
+        .await
+        .expect("the demo starts");
+    let fin = common::place_and_settle(s, 10).await;
+    assert!(fin.facts.all_sagas_terminal());
+    assert!(fin.facts.duplicate_effects.is_empty());
+    assert!(fin.facts.read_model_mismatches.is_empty());
+    // Every contract registered once, under its type.
+    let registered = registry.schemas.lock().unwrap().len();
+    let contracts: usize = {
+        let reg = eventscope_demo::contracts::Registry::demo().unwrap();
+        reg.types().map(|t| reg.versions(t).len()).sum()
+    };
+    assert_eq!(registered, contracts);
+    // On the topics: framed values; in the observer: decoded, none poison.
+    let log = fin.model.log();
+    assert!(log.len() > 50, "{} records", log.len());
+    assert_eq!(log.stats().poison, 0);
+    for i in 0..log.len() as u32 {
+        let rec = log.record(i).unwrap();
+        assert_eq!(
+            rec.value.as_deref().map(|v| v[0]),
+            Some(0),
+            "framed: {rec:?}"
+        );
+        let ev = log.event(i).unwrap();
+        assert!(ev.value_schema.is_some(), "decoded through the registry");
+        assert!(ev.payload.is_some());
+    }
 }

@@ -117,6 +117,12 @@ impl Envelope {
             ),
         };
         let value = value.ok_or(EnvelopeError::NoValue)?;
+        // The Confluent wire format (JSON Schema): magic byte 0 and a 4-byte schema id before
+        // the JSON (which never starts with a 0 byte).
+        let value = match value {
+            [0, _, _, _, _, json @ ..] => json,
+            other => other,
+        };
         let data =
             serde_json::from_slice(value).map_err(|e| EnvelopeError::BadJson(e.to_string()))?;
         Ok(Envelope {

@@ -407,7 +407,7 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
                     &row.envelope,
                     row.traceparent.as_deref(),
                 );
-                let payload = serde_json::to_vec(&row.envelope.data)?;
+                let payload = ctx.config.value_bytes(&row.envelope)?;
                 let rec = FutureRecord::to(&row.topic)
                     .key(key.as_bytes())
                     .payload(&payload)

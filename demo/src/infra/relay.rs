@@ -270,7 +270,7 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
                 row.traceparent.as_deref(),
             );
             spans.push(span);
-            let payload = serde_json::to_vec(&row.envelope.data)?;
+            let payload = ctx.config.value_bytes(&row.envelope)?;
             let rec = FutureRecord::to(&row.topic)
                 .key(key.as_bytes())
                 .payload(&payload)
