@@ -41,7 +41,10 @@ const MIN_RECORDS: u64 = 3;
 
 #[derive(Default)]
 pub struct SchemaDrift {
-    types: FxMap<(Sym, Sym), TypeShape>,
+    /// Shapes per (topic, event type, declared schema): a record that names another
+    /// version of its contract starts that version's shape (the declared check covers it);
+    /// records that name none share one (hash 0).
+    types: FxMap<(Sym, Sym, u64), TypeShape>,
     /// The user's contracts (`--schemas DIR`), if given.
     registry: Option<std::sync::Arc<Registry>>,
 }
@@ -164,7 +167,13 @@ impl Detector for SchemaDrift {
         };
         let now = fields(payload);
         let hash = shape_hash(&now);
-        let shape = self.types.entry((row.topic, ty)).or_default();
+        let declared_key = event.dataschema.as_deref().map_or(0, |d| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            d.hash(&mut h);
+            h.finish() | 1
+        });
+        let shape = self.types.entry((row.topic, ty, declared_key)).or_default();
         let mut problems = Vec::new();
         if !shape.known.contains(&hash) {
             problems = shape.breaks(&now);
@@ -223,6 +232,37 @@ mod tests {
         // An empty array hides nothing: its element fields are not "missing".
         let empty = json!({"id": "a", "items": [], "total": 3});
         assert!(t.breaks(&fields(&empty)).is_empty());
+    }
+
+    /// Records of two declared versions arrive in any order (partitions are read in
+    /// parallel): a v1 after v2s is its own version, not a v2 missing a field.
+    #[test]
+    fn declared_versions_learn_their_own_shapes() {
+        use crate::model::record::Record;
+        use eventscope_demo::contracts::uri;
+        let rec = |offset: i64, version: u32, data: &str| {
+            Record::new("orders", 0, offset)
+                .with_header("ce_specversion", "1.0")
+                .with_header("ce_id", &format!("e{offset}"))
+                .with_header("ce_type", "OrderCreated")
+                .with_header("ce_source", "/orders")
+                .with_header("ce_dataschema", &uri("OrderCreated", version))
+                .with_value(data.as_bytes().to_vec())
+        };
+        let v1 = r#"{"order_id":"o","customer_email":"e","shipping_address":"a","items":[],"total_cents":1}"#;
+        let v2 = r#"{"order_id":"o","customer_email":"e","shipping_address":"a","items":[],"total_cents":1,"currency":"EUR"}"#;
+        let mut m = crate::model::Model::default();
+        for (i, (v, d)) in [(2, v2), (2, v2), (2, v2), (1, v1), (1, v1), (1, v1)]
+            .into_iter()
+            .enumerate()
+        {
+            m.ingest(&rec(i as i64, v, d), 0).unwrap();
+        }
+        assert_eq!(m.anomaly_counts()[&AnomalyKind::SchemaDrift], 0, "{:?}", m.anomalies());
+        // Within one declared version a missing field is still drift.
+        let broken = r#"{"order_id":"o","customer_email":"e","shipping_address":"a","total_cents":1}"#;
+        m.ingest(&rec(6, 1, broken), 0).unwrap();
+        assert_eq!(m.anomaly_counts()[&AnomalyKind::SchemaDrift], 1, "{:?}", m.anomalies());
     }
 
     #[test]
