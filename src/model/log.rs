@@ -549,6 +549,28 @@ impl ObservedLog {
         self.record_clipped(idx, usize::MAX).map(|(r, _)| r)
     }
 
+    /// A stored record's value and the value of its header `name`, borrowed (no copy): for
+    /// lints that look at bytes on every record.
+    pub fn raw_value_and_header(
+        &self,
+        idx: LogIndex,
+        name: &str,
+    ) -> Option<(Option<&[u8]>, Option<&[u8]>)> {
+        let row = self.row(idx)?;
+        let mut r = Reader(self.bytes.get(row.blob)?);
+        r.opt_slice()?;
+        let n = r.u32()?;
+        let mut header = None;
+        for _ in 0..n {
+            let sym = Sym(NonZeroU32::new(r.u32()?)?);
+            let v = r.opt_slice()?;
+            if header.is_none() && self.resolve(sym) == name {
+                header = v;
+            }
+        }
+        Some((r.opt_slice()?, header))
+    }
+
     /// The record with its key, header values and value cut to at most `max` bytes each,
     /// and their full sizes: for showing a record without copying a large value.
     pub fn record_clipped(&self, idx: LogIndex, max: usize) -> Option<(Record, RecordSizes)> {
@@ -685,8 +707,8 @@ fn put_opt(buf: &mut Vec<u8>, b: Option<&[u8]>) -> Option<()> {
 
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, rest) = self.0.split_at_checked(n)?;
         self.0 = rest;
         Some(head)
@@ -694,6 +716,13 @@ impl Reader<'_> {
     fn u32(&mut self) -> Option<u32> {
         let b = self.take(4)?;
         Some(u32::from_le_bytes(b.try_into().ok()?))
+    }
+    /// An optional byte field, borrowed.
+    fn opt_slice(&mut self) -> Option<Option<&'a [u8]>> {
+        match self.u32()? {
+            NONE_LEN => Some(None),
+            n => Some(Some(self.take(n as usize)?)),
+        }
     }
     /// An optional byte field cut to `max` bytes, and its full length (0 when absent).
     fn opt_clipped(&mut self, max: usize) -> Option<(Option<Vec<u8>>, usize)> {

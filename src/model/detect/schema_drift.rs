@@ -39,6 +39,129 @@ pub(super) fn make(cfg: &DetectConfig) -> Box<dyn Detector> {
 /// Records of a type before a missing field counts as drift.
 const MIN_RECORDS: u64 = 3;
 
+/// A record's structural fingerprint: its `ce_dataschema` header, the keys and JSON kinds of
+/// its value four levels deep (arrays by their first element) and a top-level `dataschema`
+/// string, hashed while serde_json scans the bytes (no tree is built). Records with the same
+/// fingerprint have the same shape: the lint decodes a record only for a fingerprint it has
+/// not seen for that topic and type. None: the value is not JSON (framed, binary).
+fn fingerprint(log: &ObservedLog, idx: LogIndex) -> Option<u64> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::hash::Hasher;
+
+    struct Shape<'h> {
+        h: &'h mut crate::model::log::FxHasher,
+        depth: u8,
+        root: bool,
+    }
+    /// A string (key or `dataschema` value) into the hash.
+    struct Text<'h>(&'h mut crate::model::log::FxHasher, bool);
+    impl<'de> DeserializeSeed<'de> for Text<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Text<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            self.0.write(v.as_bytes());
+            self.0.write_u8(0xff);
+            Ok(self.1 && v == "dataschema")
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Shape<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Shape<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            self.h.write_u8(1);
+            Ok(())
+        }
+        fn visit_none<E>(self) -> Result<(), E> {
+            self.h.write_u8(1);
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            self.h.write_u8(2);
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            self.h.write_u8(4);
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            self.h.write_u8(4);
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            self.h.write_u8(4);
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            self.h.write_u8(8);
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            self.h.write_u8(16);
+            if self.depth > 0 {
+                seq.next_element_seed(Shape {
+                    h: &mut *self.h,
+                    depth: self.depth - 1,
+                    root: false,
+                })?;
+            }
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            self.h.write_u8(32);
+            if self.depth == 0 {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                return Ok(());
+            }
+            while let Some(is_schema) = map.next_key_seed(Text(&mut *self.h, self.root))? {
+                if is_schema {
+                    // The declared version's name counts, not only its kind.
+                    if !map.next_value_seed(Text(&mut *self.h, false)).unwrap_or(false) {
+                        self.h.write_u8(8);
+                    }
+                } else {
+                    map.next_value_seed(Shape {
+                        h: &mut *self.h,
+                        depth: self.depth - 1,
+                        root: false,
+                    })?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    let (value, schema) = log.raw_value_and_header(idx, "ce_dataschema")?;
+    let value = value.filter(|v| v.first().is_some_and(|b| *b != 0 && *b != 1))?;
+    let mut h = crate::model::log::FxHasher::default();
+    h.write(schema.unwrap_or(b"-"));
+    let mut de = serde_json::Deserializer::from_slice(value);
+    Shape {
+        h: &mut h,
+        depth: 4,
+        root: true,
+    }
+    .deserialize(&mut de)
+    .ok()?;
+    Some(h.finish())
+}
+
 #[derive(Default)]
 pub struct SchemaDrift {
     /// Shapes per (topic, event type, declared schema): a record that names another
@@ -47,6 +170,8 @@ pub struct SchemaDrift {
     types: FxMap<(Sym, Sym, u64), TypeShape>,
     /// The user's contracts (`--schemas DIR`), if given.
     registry: Option<std::sync::Arc<Registry>>,
+    /// Fingerprints already judged, per (topic, type): the shape's key and field-list hash.
+    seen: FxMap<(Sym, Sym, u64), (u64, u64)>,
 }
 
 #[derive(Default)]
@@ -55,6 +180,8 @@ struct TypeShape {
     fields: BTreeMap<String, FieldStat>,
     /// Hashes of the field lists seen (a known shape needs no comparison).
     known: HashSet<u64>,
+    /// The field list of each known hash (a record with a known fingerprint counts with it).
+    lists: FxMap<u64, Vec<(String, u8)>>,
     /// Distinct shapes seen so far (the learned versions).
     versions: u32,
 }
@@ -108,10 +235,24 @@ impl TypeShape {
         out
     }
 
+    /// Count one more record of a shape already learned.
+    fn learn_known(&mut self, hash: u64) {
+        let Some(list) = self.lists.get(&hash) else {
+            return;
+        };
+        self.records += 1;
+        for (p, _) in list {
+            if let Some(s) = self.fields.get_mut(p.as_str()) {
+                s.present += 1;
+            }
+        }
+    }
+
     fn learn(&mut self, now: &[(String, u8)], hash: u64) {
         self.records += 1;
         if self.known.insert(hash) {
             self.versions += 1;
+            self.lists.insert(hash, now.to_vec());
         }
         for (p, k) in now {
             let s = self.fields.entry(p.clone()).or_default();
@@ -159,6 +300,14 @@ impl Detector for SchemaDrift {
         let (Some(ty), Some(row)) = (m.event_type, log.row(idx)) else {
             return Vec::new();
         };
+        // A fingerprint judged before: same shape, nothing new to say; count it and go.
+        let fp = fingerprint(log, idx);
+        if let Some(&(declared_key, hash)) = fp.and_then(|f| self.seen.get(&(row.topic, ty, f))) {
+            if let Some(shape) = self.types.get_mut(&(row.topic, ty, declared_key)) {
+                shape.learn_known(hash);
+            }
+            return Vec::new();
+        }
         let Some(event) = log.event(idx) else {
             return Vec::new();
         };
@@ -182,6 +331,9 @@ impl Detector for SchemaDrift {
             }
         }
         shape.learn(&now, hash);
+        if let Some(f) = fp {
+            self.seen.insert((row.topic, ty, f), (declared_key, hash));
+        }
         if problems.is_empty() {
             return Vec::new();
         }
@@ -263,6 +415,39 @@ mod tests {
         let broken = r#"{"order_id":"o","customer_email":"e","shipping_address":"a","total_cents":1}"#;
         m.ingest(&rec(6, 1, broken), 0).unwrap();
         assert_eq!(m.anomaly_counts()[&AnomalyKind::SchemaDrift], 1, "{:?}", m.anomalies());
+    }
+
+    /// Records of a known fingerprint are counted without being decoded, and still count:
+    /// after five alike, the first one without a field is drift.
+    #[test]
+    fn known_fingerprints_count_towards_the_shape() {
+        use crate::model::record::Record;
+        let rec = |offset: i64, data: &str| {
+            Record::new("bank", 0, offset)
+                .with_header("ce_specversion", "1.0")
+                .with_header("ce_id", &format!("e{offset}"))
+                .with_header("ce_type", "Paid")
+                .with_header("ce_source", "/bank")
+                .with_value(data.as_bytes().to_vec())
+        };
+        let mut m = crate::model::Model::default();
+        for i in 0..5 {
+            m.ingest(&rec(i, &format!(r#"{{"id":"p{i}","amount":{i},"to":{{"iban":"x"}}}}"#)), 0)
+                .unwrap();
+        }
+        assert_eq!(m.anomaly_counts()[&AnomalyKind::SchemaDrift], 0);
+        m.ingest(&rec(5, r#"{"id":"p5","to":{"iban":"x"}}"#), 0).unwrap();
+        m.ingest(&rec(6, r#"{"id":"p6","to":{"iban":"x"}}"#), 0).unwrap();
+        m.ingest(&rec(7, r#"{"id":"p7","amount":1,"to":{"iban":3}}"#), 0).unwrap();
+        let found: Vec<&str> = m
+            .anomalies()
+            .iter()
+            .filter(|a| a.kind == AnomalyKind::SchemaDrift)
+            .map(|a| a.detail.as_str())
+            .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("'amount'") && found[0].contains("all 5 records"), "{found:?}");
+        assert!(found[1].contains("'to.iban' was string, is number"), "{found:?}");
     }
 
     #[test]
