@@ -555,7 +555,7 @@ impl ObservedLog {
         &self,
         idx: LogIndex,
         name: &str,
-    ) -> Option<(Option<&[u8]>, Option<&[u8]>)> {
+    ) -> Option<RawParts<'_>> {
         let row = self.row(idx)?;
         let mut r = Reader(self.bytes.get(row.blob)?);
         r.opt_slice()?;
@@ -704,6 +704,9 @@ fn put_opt(buf: &mut Vec<u8>, b: Option<&[u8]>) -> Option<()> {
     }
     Some(())
 }
+
+/// A stored record's value and one header's value, borrowed.
+pub type RawParts<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 struct Reader<'a>(&'a [u8]);
 
