@@ -551,11 +551,7 @@ impl ObservedLog {
 
     /// A stored record's value and the value of its header `name`, borrowed (no copy): for
     /// lints that look at bytes on every record.
-    pub fn raw_value_and_header(
-        &self,
-        idx: LogIndex,
-        name: &str,
-    ) -> Option<RawParts<'_>> {
+    pub fn raw_value_and_header(&self, idx: LogIndex, name: &str) -> Option<RawParts<'_>> {
         let row = self.row(idx)?;
         let mut r = Reader(self.bytes.get(row.blob)?);
         r.opt_slice()?;
