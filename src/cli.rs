@@ -268,10 +268,15 @@ pub struct BrokerArgs {
     pub partitions: i32,
 }
 
+/// The key a malformed `--kafka-config` value becomes: refused by
+/// [`Connection::client_properties`] without repeating it (clap would print a value its
+/// parser refuses, and it may hold a password).
+const MALFORMED_PROPERTY: &str = "\u{0}malformed";
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(format!("'{s}' is not KEY=VALUE")),
+        _ => Ok((MALFORMED_PROPERTY.to_owned(), String::new())),
     }
 }
 
@@ -287,6 +292,16 @@ impl Connection {
     /// Registry's own entries left out).
     pub fn client_properties(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut out = self.file_properties()?;
+        if let Some(n) = self
+            .kafka_config
+            .iter()
+            .position(|(k, _)| k == MALFORMED_PROPERTY)
+        {
+            anyhow::bail!(
+                "--kafka-config value {} is not KEY=VALUE (not shown: it may hold a secret)",
+                n + 1
+            );
+        }
         out.extend(self.kafka_config.iter().cloned());
         out.retain(|(k, _)| !is_registry_property(k));
         Ok(out)

@@ -276,3 +276,23 @@ fn a_schemas_directory_checks_the_contracts_records_name() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
+
+/// A malformed `--kafka-config` value (a password typed with `:` instead of `=`) is refused
+/// without being repeated.
+#[test]
+fn a_malformed_kafka_config_value_is_refused_without_repeating_it() {
+    let out = Command::new(BIN)
+        .args(["inspect", "--brokers", "127.0.0.1:1"])
+        .args(["--kafka-config", "security.protocol=SASL_SSL"])
+        .args(["--kafka-config", "sasl.password:hunter2-s3cret"])
+        .output()
+        .expect("eventscope runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--kafka-config value 2 is not KEY=VALUE"),
+        "{err}"
+    );
+    let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!all.contains("hunter2"), "{all}");
+}
