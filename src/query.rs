@@ -177,12 +177,7 @@ pub fn matching(log: &ObservedLog, query: &Query) -> Vec<LogIndex> {
 
 /// Confluent-framed bytes decoded through the registry, if they are and it can.
 fn unframed(bytes: &[u8], registry: &RegistryHandle) -> Option<Value> {
-    match (crate::registry::frame(bytes)?, &registry.0) {
-        (crate::registry::Frame::Confluent { id, payload }, Some(cache)) => {
-            cache.decode(id, payload).ok().map(|(v, _)| v)
-        }
-        _ => None,
-    }
+    registry.unframe(bytes)?.ok().map(|(v, _)| v)
 }
 
 /// The report's `filter` section: the expression, how many records it

@@ -406,6 +406,29 @@ impl SchemaCache {
 #[derive(Clone, Default)]
 pub struct RegistryHandle(pub Option<Arc<SchemaCache>>);
 
+impl RegistryHandle {
+    /// Decode bytes that carry a framing (see [`frame`]) through the registry; `None` when they
+    /// carry none. The error says why they cannot be decoded: no registry given, unknown or
+    /// unusable schema, truncated or unsupported framing.
+    pub fn unframe(&self, bytes: &[u8]) -> Option<Result<(Value, SchemaRef), String>> {
+        Some(match frame(bytes)? {
+            Frame::Confluent { id, payload } => match &self.0 {
+                Some(cache) => cache.decode(id, payload),
+                None => Err(format!(
+                    "Confluent wire format (schema id {id}): give --schema-registry URL to decode it"
+                )),
+            },
+            Frame::Truncated(n) => Err(format!(
+                "truncated Confluent wire format: {n} bytes, the header alone is 5"
+            )),
+            Frame::Guid => Err(
+                "magic byte 1 (schema GUID framing) is not supported; only magic byte 0 with a schema id"
+                    .into(),
+            ),
+        })
+    }
+}
+
 impl std::fmt::Debug for RegistryHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {

@@ -261,22 +261,9 @@ pub(crate) struct Input<'a> {
 
 /// Decode Confluent-framed bytes through the registry; `None` when not framed.
 fn unframe(bytes: &[u8], cfg: &DecodeConfig) -> Option<Result<(Value, SchemaRef), DecodeError>> {
-    use crate::registry::{frame, Frame};
-    Some(match frame(bytes)? {
-        Frame::Confluent { id, payload } => match &cfg.registry.0 {
-            Some(cache) => cache.decode(id, payload).map_err(DecodeError::Registry),
-            None => Err(DecodeError::Registry(format!(
-                "Confluent wire format (schema id {id}): give --schema-registry URL to decode it"
-            ))),
-        },
-        Frame::Truncated(n) => Err(DecodeError::Registry(format!(
-            "truncated Confluent wire format: {n} bytes, the header alone is 5"
-        ))),
-        Frame::Guid => Err(DecodeError::Registry(
-            "magic byte 1 (schema GUID framing) is not supported; only magic byte 0 with a schema id"
-                .into(),
-        )),
-    })
+    cfg.registry
+        .unframe(bytes)
+        .map(|r| r.map_err(DecodeError::Registry))
 }
 
 impl Input<'_> {
