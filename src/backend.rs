@@ -300,7 +300,7 @@ async fn start_demo(
     std::fs::create_dir_all(data_dir(conn)).ok();
     let url = database_url(conn, "session");
     let mut cfg = DemoConfig::new(settings.clone(), url);
-    cfg.value_schema_ids = crate::headless::register_contracts(conn).await?;
+    cfg.values = crate::headless::register_contracts(conn).await?;
     cfg.seed = faults.seed();
     cfg.relay = conn.relay.into();
     cfg.otlp = conn.otlp();

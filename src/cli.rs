@@ -108,8 +108,9 @@ pub struct Connection {
     )]
     pub schema_registry_auth: Option<String>,
     /// How the demo writes its values: `cloudevents-json` (CloudEvents binary mode, JSON
-    /// data), or `json-schema` (the Confluent wire format: the demo registers its contracts
-    /// with --schema-registry and frames each value with its schema id).
+    /// data), `json-schema` or `avro` (the Confluent wire format: the demo registers its
+    /// contracts, as JSON Schema or rendered in Avro, with --schema-registry and frames each
+    /// value with its schema id; the CloudEvents attributes stay in the headers).
     #[arg(long = "value-format", global = true, value_enum, default_value_t = ValueFormat::CloudeventsJson)]
     pub value_format: ValueFormat,
 }
@@ -120,6 +121,7 @@ pub enum ValueFormat {
     #[default]
     CloudeventsJson,
     JsonSchema,
+    Avro,
 }
 
 /// Properties of a Confluent client config file that are for the Schema Registry, not for

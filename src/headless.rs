@@ -156,30 +156,43 @@ pub struct Finished {
     pub relay_latency: Option<(u32, u32, u32, usize)>,
 }
 
-/// With `--value-format json-schema`: register the demo's contracts (JSON Schema, subject
-/// = the event type, versions in order) with `--schema-registry`; the ids by (type, version).
+/// With `--value-format json-schema` or `avro`: register the demo's contracts (as JSON
+/// Schema, or their Avro rendering; subject = the event type, versions in order) with
+/// `--schema-registry`; the codec that frames values with the ids it gave.
 pub async fn register_contracts(
     conn: &Connection,
-) -> anyhow::Result<Option<Arc<HashMap<(String, u32), u32>>>> {
-    if conn.value_format != crate::cli::ValueFormat::JsonSchema {
-        return Ok(None);
-    }
+) -> anyhow::Result<Option<Arc<eventscope_demo::values::ValueCodec>>> {
+    use crate::cli::ValueFormat;
+    use eventscope_demo::values::{avro_schema, ValueCodec};
+    let (format, name) = match conn.value_format {
+        ValueFormat::CloudeventsJson => return Ok(None),
+        ValueFormat::JsonSchema => ("JSON", "json-schema"),
+        ValueFormat::Avro => ("AVRO", "avro"),
+    };
     let Some(client) = conn.registry_client()? else {
-        anyhow::bail!("--value-format json-schema needs --schema-registry URL");
+        anyhow::bail!("--value-format {name} needs --schema-registry URL");
     };
     let reg = eventscope_demo::contracts::Registry::demo()?;
-    let mut ids = HashMap::new();
+    let mut schemas = HashMap::new();
     for t in reg.types() {
         for v in reg.versions(t) {
             let Some(c) = reg.get(t, v) else { continue };
+            let schema = match conn.value_format {
+                ValueFormat::Avro => avro_schema(t, &c.schema).map_err(anyhow::Error::msg)?,
+                _ => c.schema.clone(),
+            };
             let id = client
-                .register(t, "JSON", &c.schema.to_string())
+                .register(t, format, &schema.to_string())
                 .await
                 .map_err(|e| anyhow::anyhow!("schema registry {}: {e}", client.cache().url()))?;
-            ids.insert((t.to_owned(), v), id);
+            schemas.insert((t.to_owned(), v), (id, schema));
         }
     }
-    Ok(Some(Arc::new(ids)))
+    let codec = match conn.value_format {
+        ValueFormat::Avro => ValueCodec::avro(schemas).map_err(anyhow::Error::msg)?,
+        _ => ValueCodec::json_schema(schemas.into_iter().map(|(k, (id, _))| (k, id)).collect()),
+    };
+    Ok(Some(Arc::new(codec)))
 }
 
 fn now_ms() -> i64 {
@@ -216,7 +229,7 @@ impl Session {
         let (settings, broker) = kafka_settings(conn)?;
         let url = database_url(conn, "demo");
         let mut cfg = DemoConfig::new(settings.clone(), url);
-        cfg.value_schema_ids = register_contracts(conn).await?;
+        cfg.values = register_contracts(conn).await?;
         cfg.seed = faults.seed();
         cfg.relay = conn.relay.into();
         cfg.otlp = conn.otlp();

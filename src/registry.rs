@@ -28,6 +28,8 @@ use serde_json::Value;
 
 use crate::model::record::Record;
 
+mod skim;
+
 /// How long one registry request may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// A registry that did not answer is asked again for an id at most this often.
@@ -130,6 +132,8 @@ enum Parsed {
         schema: apache_avro::Schema,
         /// Named types of referenced schemas.
         references: Vec<apache_avro::Schema>,
+        /// The schema compiled for ingest's skim (None: always the full decode).
+        plan: Option<Box<skim::AvroPlan>>,
     },
     Protobuf {
         /// The registered file's top-level messages (message index 0 is the first).
@@ -140,7 +144,34 @@ enum Parsed {
     },
 }
 
+impl Parsed {
+    fn avro(schema: apache_avro::Schema, references: Vec<apache_avro::Schema>) -> Parsed {
+        let plan = skim::AvroPlan::new(&schema, &references).map(Box::new);
+        Parsed::Avro {
+            schema,
+            references,
+            plan,
+        }
+    }
+}
+
 impl RegisteredSchema {
+    /// Check an Avro payload without decoding it and take its structural fingerprint (see
+    /// [`skim`]); None when the skim does not apply or refuses (then decode it to know).
+    fn skim(&self, payload: &[u8], depth: u8) -> Option<u64> {
+        use std::hash::Hasher;
+        let Parsed::Avro {
+            plan: Some(plan), ..
+        } = &self.parsed
+        else {
+            return None;
+        };
+        let mut h = crate::model::log::FxHasher::default();
+        h.write_u32(self.id);
+        plan.skim(payload, depth, &mut h).ok()?;
+        Some(h.finish())
+    }
+
     fn reference(&self, name: Option<String>) -> SchemaRef {
         SchemaRef {
             id: self.id,
@@ -154,7 +185,9 @@ impl RegisteredSchema {
     /// Decode a framed payload (what follows the 5-byte header) to JSON.
     pub fn decode(&self, payload: &[u8]) -> Result<(Value, SchemaRef), String> {
         match &self.parsed {
-            Parsed::Avro { schema, references } => {
+            Parsed::Avro {
+                schema, references, ..
+            } => {
                 let mut reader = payload;
                 let value = if references.is_empty() {
                     apache_avro::from_avro_datum(schema, &mut reader, None)
@@ -381,6 +414,23 @@ impl SchemaCache {
         (e.len(), ready)
     }
 
+    /// Check a framed Avro payload of a schema at hand without decoding it: its structural
+    /// fingerprint (`depth` levels) and the schema. None: decode it to know.
+    pub fn skim(&self, id: u32, payload: &[u8], depth: u8) -> Option<(u64, SchemaRef)> {
+        let Some(Entry::Ready(s)) = self.get(id) else {
+            return None;
+        };
+        let shape = s.skim(payload, depth)?;
+        let name = match &s.parsed {
+            Parsed::Avro {
+                schema: apache_avro::Schema::Record(r),
+                ..
+            } => Some(r.name.fullname(None)),
+            _ => None,
+        };
+        Some((shape, s.reference(name)))
+    }
+
     /// Decode a framed value or key; the error says why it could not be.
     pub fn decode(&self, id: u32, payload: &[u8]) -> Result<(Value, SchemaRef), String> {
         match self.get(id) {
@@ -426,6 +476,18 @@ impl RegistryHandle {
                     .into(),
             ),
         })
+    }
+}
+
+impl RegistryHandle {
+    /// For ingest: a Confluent-framed Avro value checked without being decoded, with its
+    /// structural fingerprint and schema (see [`SchemaCache::skim`]). None: not framed, not
+    /// Avro at hand, or refused by the skim; decode it with [`RegistryHandle::unframe`].
+    pub fn skim(&self, bytes: &[u8], depth: u8) -> Option<(u64, SchemaRef)> {
+        match (frame(bytes)?, &self.0) {
+            (Frame::Confluent { id, payload }, Some(cache)) => cache.skim(id, payload, depth),
+            _ => None,
+        }
     }
 }
 
@@ -809,7 +871,7 @@ fn parse_schema(format: SchemaFormat, body: &Value, refs: Vec<Value>) -> Result<
                 apache_avro::Schema::parse_str_with_list(text, deps)
             }
             .map_err(|e| Failure::Invalid(format!("not an Avro schema: {e}")))?;
-            Ok(Parsed::Avro { schema, references })
+            Ok(Parsed::avro(schema, references))
         }
         SchemaFormat::Protobuf => {
             let decode = |b: &Value| -> Result<prost_types::FileDescriptorProto, Failure> {
@@ -988,10 +1050,7 @@ mod tests {
             format: SchemaFormat::Avro,
             subject: Some("paid-value".into()),
             version: Some(2),
-            parsed: Parsed::Avro {
-                schema,
-                references: Vec::new(),
-            },
+            parsed: Parsed::avro(schema, Vec::new()),
         };
         let (json, r) = s.decode(&bytes).unwrap();
         assert_eq!(
@@ -1017,10 +1076,7 @@ mod tests {
             format: SchemaFormat::Avro,
             subject: None,
             version: None,
-            parsed: Parsed::Avro {
-                schema: schema.clone(),
-                references: Vec::new(),
-            },
+            parsed: Parsed::avro(schema.clone(), Vec::new()),
         }));
         (schema, entry)
     }

@@ -54,6 +54,8 @@ pub mod relay;
 pub mod store;
 #[path = "infra/telemetry.rs"]
 pub mod telemetry;
+#[path = "infra/values.rs"]
+pub mod values;
 
 // The wiring (`system`), failure injection, the report's database facts, topic names.
 pub mod faults;

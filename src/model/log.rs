@@ -226,6 +226,9 @@ pub struct EventMeta {
     /// The record sits on a dead-letter topic: a consumer's copy of a record it
     /// could not handle, not a delivery of the event (see [`is_dead_letter_topic`]).
     pub dead_letter: bool,
+    /// The payload's structural fingerprint from the decoder ([`ObservedEvent::shape`]);
+    /// 0 when it took none.
+    pub shape: u64,
 }
 
 /// A dead-letter topic: consumers forward there what they could not handle
@@ -443,6 +446,7 @@ impl ObservedLog {
             first_delivery: !dead_letter && !self.by_event.contains_key(&event_id),
             is_command: self.cfg.is_command_topic(&rec.topic),
             dead_letter,
+            shape: ev.shape.unwrap_or(0),
         })
     }
 
@@ -547,24 +551,6 @@ impl ObservedLog {
     /// The raw record back, byte for byte.
     pub fn record(&self, idx: LogIndex) -> Option<Record> {
         self.record_clipped(idx, usize::MAX).map(|(r, _)| r)
-    }
-
-    /// A stored record's value and the value of its header `name`, borrowed (no copy): for
-    /// lints that look at bytes on every record.
-    pub fn raw_value_and_header(&self, idx: LogIndex, name: &str) -> Option<RawParts<'_>> {
-        let row = self.row(idx)?;
-        let mut r = Reader(self.bytes.get(row.blob)?);
-        r.opt_slice()?;
-        let n = r.u32()?;
-        let mut header = None;
-        for _ in 0..n {
-            let sym = Sym(NonZeroU32::new(r.u32()?)?);
-            let v = r.opt_slice()?;
-            if header.is_none() && self.resolve(sym) == name {
-                header = v;
-            }
-        }
-        Some((r.opt_slice()?, header))
     }
 
     /// The record with its key, header values and value cut to at most `max` bytes each,
@@ -701,9 +687,6 @@ fn put_opt(buf: &mut Vec<u8>, b: Option<&[u8]>) -> Option<()> {
     Some(())
 }
 
-/// A stored record's value and one header's value, borrowed.
-pub type RawParts<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
-
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -715,13 +698,6 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Option<u32> {
         let b = self.take(4)?;
         Some(u32::from_le_bytes(b.try_into().ok()?))
-    }
-    /// An optional byte field, borrowed.
-    fn opt_slice(&mut self) -> Option<Option<&'a [u8]>> {
-        match self.u32()? {
-            NONE_LEN => Some(None),
-            n => Some(Some(self.take(n as usize)?)),
-        }
     }
     /// An optional byte field cut to `max` bytes, and its full length (0 when absent).
     fn opt_clipped(&mut self, max: usize) -> Option<(Option<Vec<u8>>, usize)> {

@@ -732,6 +732,14 @@ pub fn registry(bytes: &[u8]) -> Outcome {
         let mut ok = false;
         for rec in [plain, ce] {
             match (decode(&rec, cfg), decode_envelope(&rec, cfg)) {
+                // The envelope-only path skims Avro instead of decoding it: same verdict,
+                // same fingerprint, same schema.
+                (Ok(a), Ok(b)) if a.shape != b.shape || a.value_schema != b.value_schema => {
+                    return Err(format!(
+                        "decode and decode_envelope differ: shape {:?} / {:?}, schema {:?} / {:?}",
+                        a.shape, b.shape, a.value_schema, b.value_schema
+                    ))
+                }
                 (Ok(_), Ok(_)) => ok = true,
                 (Err(_), Err(_)) => {}
                 (a, b) => {

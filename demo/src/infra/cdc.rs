@@ -407,12 +407,13 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
                     &row.envelope,
                     row.traceparent.as_deref(),
                 );
-                let payload = ctx.config.value_bytes(&row.envelope)?;
+                let (payload, content_type) = ctx.config.value_bytes(&row.envelope)?;
                 let rec = FutureRecord::to(&row.topic)
                     .key(key.as_bytes())
                     .payload(&payload)
                     .headers(crate::relay::traced_headers(
                         &row.envelope,
+                        content_type,
                         traceparent.as_deref(),
                     ));
                 sends.push((

@@ -24,6 +24,7 @@ use crate::saga::SagaMode;
 use crate::store::{mark_processed, StoreError, Tx};
 use crate::telemetry::{self, attr, Message as TracedMessage, Operation, Trace};
 use crate::topics;
+use crate::values::ValueCodec;
 
 /// How a task ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -91,12 +92,21 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 }
 
-fn decode(m: &BorrowedMessage<'_>) -> Result<Envelope, String> {
+/// The envelope of `m`; an Avro value written with the demo's registry ids (`values`) is
+/// read through its schema first.
+fn decode(m: &BorrowedMessage<'_>, values: Option<&ValueCodec>) -> Result<Envelope, String> {
     let headers = m.headers();
     let lookup = |name: &str| -> Option<&[u8]> {
         headers.and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
     };
-    Envelope::from_parts(lookup, m.payload()).map_err(|e| e.to_string())
+    match m.payload().and_then(|p| values?.decode(p)) {
+        Some(data) => {
+            let json = serde_json::to_vec(&data?).map_err(|e| e.to_string())?;
+            Envelope::from_parts(lookup, Some(&json))
+        }
+        None => Envelope::from_parts(lookup, m.payload()),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// The producer's trace context: the W3C header, else the CloudEvents extension.
@@ -170,7 +180,7 @@ pub async fn run<H: Handler>(
                 continue;
             }
         };
-        match decode(&m) {
+        match decode(&m, ctx.config.values.as_deref()) {
             Err(why) => {
                 let span = process_span(&ctx, handler.name(), &m, None);
                 span.fail(format!("undecodable, sent to {}: {why}", topics::DLQ));

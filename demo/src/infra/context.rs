@@ -52,10 +52,10 @@ pub struct DemoConfig {
     /// at runtime ([`DemoSystem::set_saga_mode`], the GUI); else only `saga`'s:
     /// a choreographed run has no orchestrator and writes no command topic.
     pub saga_switchable: bool,
-    /// Write values in the Confluent wire format (magic byte 0, the schema id, then the
-    /// JSON): the ids a Schema Registry gave the contracts, by (type, version). None: plain
-    /// JSON (CloudEvents binary mode). A contract without an id is written plain.
-    pub value_schema_ids: Option<std::sync::Arc<std::collections::HashMap<(String, u32), u32>>>,
+    /// Write values in the Confluent wire format (magic byte 0, the schema id, then JSON or
+    /// Avro) with the ids a Schema Registry gave the contracts. None: plain JSON
+    /// (CloudEvents binary mode). A contract without an id is written plain.
+    pub values: Option<std::sync::Arc<crate::values::ValueCodec>>,
 }
 
 /// The outbox relay: polling the table (default, any database) or CDC from
@@ -84,28 +84,22 @@ impl DemoConfig {
             step_timeout: Duration::from_secs(30),
             saga: SagaMode::Orchestration,
             saga_switchable: false,
-            value_schema_ids: None,
+            values: None,
         }
     }
 
-    /// The bytes of an outbox row's value: its data as JSON, framed with the registry's
-    /// schema id for its contract when [`DemoConfig::value_schema_ids`] has one.
-    pub fn value_bytes(&self, env: &crate::envelope::Envelope) -> serde_json::Result<Vec<u8>> {
-        let json = serde_json::to_vec(&env.data)?;
-        let id = self.value_schema_ids.as_ref().and_then(|ids| {
-            let (t, v) = crate::contracts::parse_uri(env.dataschema.as_deref()?)?;
-            ids.get(&(t.to_owned(), v)).copied()
-        });
-        Ok(match id {
-            Some(id) => {
-                let mut framed = Vec::with_capacity(json.len() + 5);
-                framed.push(0);
-                framed.extend(id.to_be_bytes());
-                framed.extend(json);
-                framed
-            }
-            None => json,
-        })
+    /// The bytes of an outbox row's value and their media type: the data as JSON, or framed
+    /// by [`DemoConfig::values`] with the registry's schema id for its contract.
+    pub fn value_bytes(
+        &self,
+        env: &crate::envelope::Envelope,
+    ) -> serde_json::Result<(Vec<u8>, &'static str)> {
+        match &self.values {
+            Some(codec) => codec
+                .encode(env)
+                .map_err(<serde_json::Error as serde::ser::Error>::custom),
+            None => Ok((serde_json::to_vec(&env.data)?, "application/json")),
+        }
     }
 
     /// The saga modes whose consumers run.

@@ -145,19 +145,29 @@ pub(crate) async fn landed(
     }
 }
 
-pub(crate) fn headers(env: &Envelope) -> OwnedHeaders {
+/// The CloudEvents headers, with `content-type` the value's media type.
+pub(crate) fn headers(env: &Envelope, content_type: &str) -> OwnedHeaders {
     env.headers().iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        let value = if *k == crate::envelope::CONTENT_TYPE {
+            content_type
+        } else {
+            v.as_str()
+        };
         h.insert(Header {
             key: k,
-            value: Some(v.as_str()),
+            value: Some(value),
         })
     })
 }
 
 /// The CloudEvents headers plus the trace context, as the CloudEvents
 /// `ce_traceparent` extension and as the plain W3C `traceparent` header.
-pub(crate) fn traced_headers(env: &Envelope, traceparent: Option<&str>) -> OwnedHeaders {
-    let h = headers(env);
+pub(crate) fn traced_headers(
+    env: &Envelope,
+    content_type: &str,
+    traceparent: Option<&str>,
+) -> OwnedHeaders {
+    let h = headers(env, content_type);
     match traceparent {
         None => h,
         Some(tp) => h
@@ -270,11 +280,15 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
                 row.traceparent.as_deref(),
             );
             spans.push(span);
-            let payload = ctx.config.value_bytes(&row.envelope)?;
+            let (payload, content_type) = ctx.config.value_bytes(&row.envelope)?;
             let rec = FutureRecord::to(&row.topic)
                 .key(key.as_bytes())
                 .payload(&payload)
-                .headers(traced_headers(&row.envelope, traceparent.as_deref()));
+                .headers(traced_headers(
+                    &row.envelope,
+                    content_type,
+                    traceparent.as_deref(),
+                ));
             deliveries.push(producer.send_result(rec).map_err(|(e, _)| e));
         }
         let mut acked = Vec::with_capacity(batch.len());

@@ -39,129 +39,6 @@ pub(super) fn make(cfg: &DetectConfig) -> Box<dyn Detector> {
 /// Records of a type before a missing field counts as drift.
 const MIN_RECORDS: u64 = 3;
 
-/// A record's structural fingerprint: its `ce_dataschema` header, the keys and JSON kinds of
-/// its value four levels deep (arrays by their first element) and a top-level `dataschema`
-/// string, hashed while serde_json scans the bytes (no tree is built). Records with the same
-/// fingerprint have the same shape: the lint decodes a record only for a fingerprint it has
-/// not seen for that topic and type. None: the value is not JSON (framed, binary).
-fn fingerprint(log: &ObservedLog, idx: LogIndex) -> Option<u64> {
-    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-    use std::hash::Hasher;
-
-    struct Shape<'h> {
-        h: &'h mut crate::model::log::FxHasher,
-        depth: u8,
-        root: bool,
-    }
-    /// A string (key or `dataschema` value) into the hash.
-    struct Text<'h>(&'h mut crate::model::log::FxHasher, bool);
-    impl<'de> DeserializeSeed<'de> for Text<'_> {
-        type Value = bool;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-            d.deserialize_str(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Text<'_> {
-        type Value = bool;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
-            self.0.write(v.as_bytes());
-            self.0.write_u8(0xff);
-            Ok(self.1 && v == "dataschema")
-        }
-    }
-    impl<'de> DeserializeSeed<'de> for Shape<'_> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Shape<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("JSON")
-        }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            self.h.write_u8(1);
-            Ok(())
-        }
-        fn visit_none<E>(self) -> Result<(), E> {
-            self.h.write_u8(1);
-            Ok(())
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            self.h.write_u8(2);
-            Ok(())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            self.h.write_u8(4);
-            Ok(())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            self.h.write_u8(4);
-            Ok(())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            self.h.write_u8(4);
-            Ok(())
-        }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            self.h.write_u8(8);
-            Ok(())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            self.h.write_u8(16);
-            if self.depth > 0 {
-                seq.next_element_seed(Shape {
-                    h: &mut *self.h,
-                    depth: self.depth - 1,
-                    root: false,
-                })?;
-            }
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(())
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            self.h.write_u8(32);
-            if self.depth == 0 {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                return Ok(());
-            }
-            while let Some(is_schema) = map.next_key_seed(Text(&mut *self.h, self.root))? {
-                if is_schema {
-                    // The declared version's name counts, not only its kind.
-                    if !map.next_value_seed(Text(&mut *self.h, false)).unwrap_or(false) {
-                        self.h.write_u8(8);
-                    }
-                } else {
-                    map.next_value_seed(Shape {
-                        h: &mut *self.h,
-                        depth: self.depth - 1,
-                        root: false,
-                    })?;
-                }
-            }
-            Ok(())
-        }
-    }
-
-    let (value, schema) = log.raw_value_and_header(idx, "ce_dataschema")?;
-    let value = value.filter(|v| v.first().is_some_and(|b| *b != 0 && *b != 1))?;
-    let mut h = crate::model::log::FxHasher::default();
-    h.write(schema.unwrap_or(b"-"));
-    let mut de = serde_json::Deserializer::from_slice(value);
-    Shape {
-        h: &mut h,
-        depth: 4,
-        root: true,
-    }
-    .deserialize(&mut de)
-    .ok()?;
-    Some(h.finish())
-}
-
 #[derive(Default)]
 pub struct SchemaDrift {
     /// Shapes per (topic, event type, declared schema): a record that names another
@@ -198,6 +75,9 @@ impl TypeShape {
             return out;
         }
         let present: BTreeMap<&str, u8> = now.iter().map(|(p, k)| (p.as_str(), *k)).collect();
+        // Every record so far had the field: every shape learned has it (each shape was
+        // learned from a record, and a record of a known shape is one of them).
+        let in_all = |path: &str| self.lists.values().all(|l| l.iter().any(|(p, _)| p == path));
         for (path, stat) in &self.fields {
             let parent_present = match path.rsplit_once('.') {
                 // A nested field can only be missing where its parent is present.
@@ -207,7 +87,7 @@ impl TypeShape {
             match present.get(path.as_str()) {
                 // Fields inside array elements are judged by kind only (an
                 // empty array has none).
-                None if stat.present == self.records && parent_present && !path.contains("[]") => out.push(format!(
+                None if parent_present && !path.contains("[]") && in_all(path) => out.push(format!(
                     "field '{path}' ({}, in all {} records so far) is missing",
                     kind_names(stat.kinds),
                     self.records
@@ -237,14 +117,8 @@ impl TypeShape {
 
     /// Count one more record of a shape already learned.
     fn learn_known(&mut self, hash: u64) {
-        let Some(list) = self.lists.get(&hash) else {
-            return;
-        };
-        self.records += 1;
-        for (p, _) in list {
-            if let Some(s) = self.fields.get_mut(p.as_str()) {
-                s.present += 1;
-            }
+        if self.lists.contains_key(&hash) {
+            self.records += 1;
         }
     }
 
@@ -255,9 +129,7 @@ impl TypeShape {
             self.lists.insert(hash, now.to_vec());
         }
         for (p, k) in now {
-            let s = self.fields.entry(p.clone()).or_default();
-            s.kinds |= *k;
-            s.present += 1;
+            self.fields.entry(p.clone()).or_default().kinds |= *k;
         }
     }
 }
@@ -300,8 +172,9 @@ impl Detector for SchemaDrift {
         let (Some(ty), Some(row)) = (m.event_type, log.row(idx)) else {
             return Vec::new();
         };
-        // A fingerprint judged before: same shape, nothing new to say; count it and go.
-        let fp = fingerprint(log, idx);
+        // A fingerprint judged before: same shape, nothing new to say; count it and go. The
+        // decoder took it in its own pass over the value (0: it took none).
+        let fp = Some(m.shape).filter(|&f| f != 0);
         if let Some(&(declared_key, hash)) = fp.and_then(|f| self.seen.get(&(row.topic, ty, f))) {
             if let Some(shape) = self.types.get_mut(&(row.topic, ty, declared_key)) {
                 shape.learn_known(hash);

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::fields::{
-    is_json_media, non_empty, parse_int_header, parse_json, parse_rfc3339_ms, set_trace,
-    validate_json,
+    is_json_media, non_empty, parse_int_header, parse_json, parse_rfc3339_ms, set_trace, shape_of,
+    validate_json_shape, SHAPE_DEPTH,
 };
 use super::{DecodeError, EnvelopeFormat, Format, Input, ObservedEvent};
 
@@ -106,17 +106,32 @@ fn decode(input: &Input<'_>) -> Result<ObservedEvent, DecodeError> {
         // Avro, Protobuf or JSON Schema through the registry. Without one the headers still
         // make the event; its data stays unread.
         if input.cfg.registry.0.is_some() {
-            let v = input.json()?;
-            if with_payload {
-                ev.payload = Some(v.clone());
+            // Avro is checked by a skim over its bytes, which also takes the fingerprint; the
+            // data is decoded only when it is wanted (or when the skim cannot tell).
+            let skimmed = rec
+                .value
+                .as_deref()
+                .and_then(|v| input.cfg.registry.skim(v, SHAPE_DEPTH));
+            match skimmed {
+                Some((shape, schema)) if !with_payload => {
+                    ev.shape = Some(shape);
+                    ev.value_schema = Some(schema);
+                }
+                _ => {
+                    let v = input.json()?;
+                    ev.shape = Some(skimmed.map_or_else(|| shape_of(v), |(s, _)| s));
+                    if with_payload {
+                        ev.payload = Some(v.clone());
+                    }
+                }
             }
         }
     } else if is_json_media(content_type) {
         if let Some(v) = rec.value.as_deref().filter(|v| !v.is_empty()) {
+            // One fingerprint for both: the bytes' key order, whichever way the value is read.
+            ev.shape = Some(validate_json_shape(v)?);
             if with_payload {
                 ev.payload = Some(parse_json(v)?);
-            } else {
-                validate_json(v)?;
             }
         }
     }

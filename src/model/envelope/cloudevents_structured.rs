@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::fields::{
     is_json_media, media_type, non_empty, parse_rfc3339_ms, scalar_int, scalar_string, set_trace,
+    shape_of,
 };
 use super::{DecodeError, EnvelopeFormat, Format, Input, ObservedEvent};
 
@@ -133,6 +134,11 @@ fn decode(input: &Input<'_>, header_data_type: Option<&str>) -> Result<ObservedE
             (k.clone(), text)
         })
         .collect::<BTreeMap<_, _>>();
+    ev.shape = match obj.get("data") {
+        Some(Value::String(_)) if is_json_media(ev.content_type.as_deref()) => None,
+        Some(d) => Some(shape_of(d)),
+        None => None,
+    };
     if input.with_payload {
         ev.payload = match obj.get("data") {
             Some(Value::String(s)) if is_json_media(ev.content_type.as_deref()) => {

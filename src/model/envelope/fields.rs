@@ -1,9 +1,12 @@
 //! Helpers the envelope formats share: media types, JSON scalars and paths, W3C trace context,
 //! RFC 3339 times.
 
+use std::hash::Hasher;
+
 use serde_json::Value;
 
 use super::{DecodeError, ObservedEvent};
+use crate::model::log::FxHasher;
 
 pub(super) fn media_type(ct: &str) -> String {
     ct.split(';')
@@ -228,4 +231,168 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// How deep a payload's structural fingerprint looks: the keys and kinds of the top level,
+/// of nested objects and of the first element of arrays, three levels down (the schema-drift
+/// lint's field list looks two).
+pub(super) const SHAPE_DEPTH: u8 = 3;
+
+/// [`validate_json`] and the value's structural fingerprint ([`shape_of`]) in the same pass:
+/// the keys and JSON kinds, hashed while serde_json scans the bytes; no tree is built.
+pub(super) fn validate_json_shape(bytes: &[u8]) -> Result<u64, DecodeError> {
+    use serde::de::DeserializeSeed;
+    let mut h = FxHasher::default();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    Shape {
+        h: &mut h,
+        depth: SHAPE_DEPTH,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end())
+    .map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+    Ok(h.finish())
+}
+
+/// The structural fingerprint of a parsed value: equal fingerprints, equal field lists (keys
+/// and JSON kinds down to [`SHAPE_DEPTH`]). Key order counts, so the same shape written in
+/// another order has another fingerprint; that costs its reader one more look, never a
+/// wrong verdict.
+pub(super) fn shape_of(v: &Value) -> u64 {
+    fn walk(v: &Value, depth: u8, h: &mut FxHasher) {
+        match v {
+            Value::Null => h.write_u8(1),
+            Value::Bool(_) => h.write_u8(2),
+            Value::Number(_) => h.write_u8(4),
+            Value::String(_) => h.write_u8(8),
+            Value::Array(items) => {
+                h.write_u8(16);
+                if let Some(first) = items.first().filter(|_| depth > 0) {
+                    walk(first, depth - 1, h);
+                }
+                h.write_u8(END);
+            }
+            Value::Object(map) => {
+                h.write_u8(32);
+                if depth > 0 {
+                    for (k, child) in map {
+                        h.write(k.as_bytes());
+                        h.write_u8(KEY_END);
+                        walk(child, depth - 1, h);
+                    }
+                }
+                h.write_u8(END);
+            }
+        }
+    }
+    let mut h = FxHasher::default();
+    walk(v, SHAPE_DEPTH, &mut h);
+    h.finish()
+}
+
+/// Fold the declared schema into a shape fingerprint: the same shape under another
+/// `dataschema` is another fingerprint. Never 0 (0 is "no fingerprint" in the log).
+pub(super) fn with_dataschema(shape: u64, dataschema: Option<&str>) -> u64 {
+    let mut h = FxHasher::default();
+    h.write_u64(shape);
+    h.write(dataschema.unwrap_or("-").as_bytes());
+    h.finish() | 1
+}
+
+/// Markers that keep `{a:{b:1},c:2}` and `{a:{b:1,c:2}}` apart.
+const END: u8 = 0xfe;
+const KEY_END: u8 = 0xff;
+
+/// The fingerprinting visitor of [`validate_json_shape`]: hashes like [`shape_of`] down to
+/// its depth, and below it validates like [`validate_json`].
+struct Shape<'h> {
+    h: &'h mut FxHasher,
+    depth: u8,
+}
+
+/// A key, into the hash.
+struct Key<'h>(&'h mut FxHasher);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.write(v.as_bytes());
+        self.0.write_u8(KEY_END);
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Shape<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Shape<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.h.write_u8(1);
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.h.write_u8(2);
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.h.write_u8(4);
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.h.write_u8(4);
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.h.write_u8(4);
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.h.write_u8(8);
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        self.h.write_u8(16);
+        if self.depth > 0 {
+            a.next_element_seed(Shape {
+                h: &mut *self.h,
+                depth: self.depth - 1,
+            })?;
+        }
+        while a.next_element::<Validated>()?.is_some() {}
+        self.h.write_u8(END);
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        self.h.write_u8(32);
+        if self.depth == 0 {
+            while a.next_entry::<Validated, Validated>()?.is_some() {}
+        } else {
+            while a.next_key_seed(Key(&mut *self.h))?.is_some() {
+                a.next_value_seed(Shape {
+                    h: &mut *self.h,
+                    depth: self.depth - 1,
+                })?;
+            }
+        }
+        self.h.write_u8(END);
+        Ok(())
+    }
 }

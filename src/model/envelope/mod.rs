@@ -102,6 +102,12 @@ pub struct ObservedEvent {
     /// The registry schema the value was decoded with (Confluent wire format).
     #[serde(skip)]
     pub value_schema: Option<crate::registry::SchemaRef>,
+    /// The payload's structural fingerprint with its `dataschema` folded in, taken in the
+    /// decoder's own pass over the value: equal fingerprints, equal field lists (the
+    /// schema-drift lint judges each fingerprint once). `None` when the decoder could not
+    /// take it for free (an outbox payload, JSON text inside `data`, no data).
+    #[serde(skip)]
+    pub shape: Option<u64>,
 }
 
 /// Which ordering number an event carries.
@@ -142,6 +148,7 @@ impl ObservedEvent {
             extensions: BTreeMap::new(),
             payload: None,
             value_schema: None,
+            shape: None,
         }
     }
 }
@@ -394,7 +401,12 @@ fn decode_with(
     };
     match FORMATS.iter().find(|f| (f.matches)(&input)) {
         Some(f) => (f.decode)(&input).map(|mut ev| {
-            ev.value_schema = input.value_schema();
+            if ev.value_schema.is_none() {
+                ev.value_schema = input.value_schema();
+            }
+            ev.shape = ev
+                .shape
+                .map(|s| fields::with_dataschema(s, ev.dataschema.as_deref()));
             ev
         }),
         None if input.is_framed() => Err(input

@@ -5,7 +5,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::fields::{lookup, non_empty, parse_rfc3339_ms, scalar_int, scalar_string, set_trace};
+use super::fields::{
+    lookup, non_empty, parse_rfc3339_ms, scalar_int, scalar_string, set_trace, shape_of,
+};
 use super::{DecodeError, EnvelopeFormat, Format, Input, ObservedEvent};
 
 /// Field paths (dot separated; numeric segments index arrays) for plain JSON values.
@@ -114,6 +116,11 @@ fn decode(input: &Input<'_>) -> Result<ObservedEvent, DecodeError> {
     ev.time_ms = ev.time.as_deref().and_then(parse_rfc3339_ms);
     set_trace(&mut ev, rec.header_str("traceparent"));
     ev.content_type = rec.header_str("content-type").map(str::to_owned);
+    let payload = match &paths.payload {
+        Some(p) => lookup(v, p),
+        None => Some(v),
+    };
+    ev.shape = payload.map(shape_of);
     if input.with_payload {
         ev.payload = match &paths.payload {
             Some(p) => lookup(v, p).cloned(),

@@ -472,3 +472,56 @@ fn command_topic_globs() {
     assert!(cfg.is_command_topic("orders.commands"));
     assert!(!cfg.is_command_topic("orders"));
 }
+
+/// The decoder's fingerprint: the byte scan and the tree walk agree (for keys in sorted
+/// order, the tree's order), nesting is told apart, values do not count, kinds and the
+/// declared schema do, and bad JSON is refused as `validate_json` refuses it.
+#[test]
+fn shape_fingerprints() {
+    use super::fields::{shape_of, validate_json, validate_json_shape};
+    let bytes = br#"{"a":{"b":1},"c":[{"d":"x","e":null}],"f":true}"#;
+    let tree: Value = serde_json::from_slice(bytes).unwrap();
+    assert_eq!(validate_json_shape(bytes).unwrap(), shape_of(&tree));
+    let shape = |b: &[u8]| validate_json_shape(b).unwrap();
+    assert_ne!(
+        shape(br#"{"a":{"b":1},"c":2}"#),
+        shape(br#"{"a":{"b":1,"c":2}}"#)
+    );
+    assert_eq!(shape(br#"{"a":1,"b":"x"}"#), shape(br#"{"a":2.5,"b":"y"}"#));
+    assert_ne!(shape(br#"{"a":1}"#), shape(br#"{"a":"1"}"#));
+    assert_ne!(shape(br#"{"a":1}"#), shape(br#"{"b":1}"#));
+    for bad in [
+        &br#"{"a":"\ud800"}"#[..],
+        br#"{"a":1e999}"#,
+        br#"{"a":1} x"#,
+        br#"{"a""#,
+    ] {
+        assert!(validate_json(bad).is_err());
+        assert!(
+            validate_json_shape(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    // Deep values are still validated below the fingerprint's depth.
+    assert!(validate_json_shape(br#"{"a":{"b":{"c":{"d":{"e":"\ud800"}}}}}"#).is_err());
+
+    let ev = |schema: Option<&str>| {
+        let mut r = ce_binary("orders", "e-1", "OrderCreated");
+        if let Some(s) = schema {
+            r = r.with_header("ce_dataschema", s);
+        }
+        decode_envelope(&r, &DecodeConfig::default()).unwrap().shape
+    };
+    assert!(ev(None).is_some());
+    assert_ne!(ev(None), ev(Some("urn:OrderCreated/v2")));
+    assert_eq!(
+        ev(None),
+        decode(
+            &ce_binary("orders", "e-2", "OrderCreated"),
+            &DecodeConfig::default()
+        )
+        .unwrap()
+        .shape
+    );
+}
