@@ -367,7 +367,7 @@ async fn connect(
         )));
         HashMap::new()
     });
-    let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
+    let (records_tx, mut records_rx) = mpsc::channel::<tap::Batch>(64);
     let (status_tx, tap_status) = watch::channel(TapStatus::Connecting);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (selection, selection_rx) = watch::channel(selected);
@@ -427,10 +427,14 @@ async fn connect(
         loop {
             let first = records_rx.recv().await;
             let Some(first) = first else { break };
-            batch.push(first);
+            if batch.is_empty() {
+                batch = first;
+            } else {
+                batch.extend(first);
+            }
             while batch.len() < BATCH {
                 match records_rx.try_recv() {
-                    Ok(r) => batch.push(r),
+                    Ok(more) => batch.extend(more),
                     Err(_) => break,
                 }
             }

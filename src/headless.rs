@@ -21,7 +21,6 @@ use crate::cli::{Connection, DemoArgs};
 use crate::kafka::broker::EmbeddedBroker;
 use crate::kafka::tap::{self, TopicSelection};
 use crate::model::groups::{GroupLag, GroupTracker};
-use crate::model::record::Record;
 use crate::model::Model;
 
 /// Resolve the broker: the user's Kafka, or a fresh embedded one.
@@ -128,7 +127,7 @@ pub struct Session {
     pub faults: Arc<Faults>,
     /// Next offset to read per partition, from what the tap delivered.
     pub positions: HashMap<(String, i32), i64>,
-    records_rx: mpsc::Receiver<Record>,
+    records_rx: mpsc::Receiver<tap::Batch>,
     stop_tx: watch::Sender<bool>,
     tap_task: tokio::task::JoinHandle<anyhow::Result<()>>,
     started: Instant,
@@ -237,7 +236,7 @@ impl Session {
         let system = DemoSystem::start(cfg, faults.clone())
             .await
             .context("starting the demo")?;
-        let (records_tx, records_rx) = mpsc::channel::<Record>(65_536);
+        let (records_tx, records_rx) = mpsc::channel::<tap::Batch>(64);
         let records_rx = match registry {
             Some(client) => crate::registry::stage(client, records_rx, 65_536, |news| {
                 if let crate::registry::RegistryNews::Unavailable(why) = news {
@@ -322,14 +321,16 @@ impl Session {
         );
     }
 
-    fn ingest(&mut self, r: Record) {
-        let e = self
-            .positions
-            .entry((r.topic.clone(), r.partition))
-            .or_insert(0);
-        *e = (*e).max(r.offset + 1);
-        if let Err(e) = self.model.ingest(&r, now_ms()) {
-            self.say(format!("observer: {e}"));
+    fn ingest(&mut self, batch: tap::Batch) {
+        let now = now_ms();
+        for r in &batch {
+            if let Err(e) = self.model.ingest(r, now) {
+                self.say(format!("observer: {e}"));
+            }
+        }
+        for ((topic, partition), next) in tap::positions(batch.iter()) {
+            let e = self.positions.entry((topic, partition)).or_insert(0);
+            *e = (*e).max(next);
         }
     }
 
@@ -434,9 +435,11 @@ impl Session {
         system.shutdown().await;
         let tracing = export.telemetry.export_report();
         let _ = (&mut tap_task).await;
-        while let Ok(r) = records_rx.try_recv() {
-            if let Err(e) = model.ingest(&r, now_ms()) {
-                eprintln!("eventscope: observer: {e}");
+        while let Ok(batch) = records_rx.try_recv() {
+            for r in &batch {
+                if let Err(e) = model.ingest(r, now_ms()) {
+                    eprintln!("eventscope: observer: {e}");
+                }
             }
         }
         model.tick(now_ms());

@@ -13,7 +13,6 @@ use tokio::sync::{mpsc, watch};
 use crate::cli::{Connection, ImportArgs, InspectArgs};
 use crate::kafka::tap::{self, TapStatus, TopicSelection};
 use crate::model::envelope::PlainJsonPaths;
-use crate::model::record::Record;
 use crate::model::{jsonl, redact, Model, ModelConfig, Recording};
 use crate::profile::{self, Profile};
 
@@ -137,7 +136,7 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         topics.len(),
         highs.values().sum::<i64>()
     );
-    let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
+    let (records_tx, mut records_rx) = mpsc::channel::<tap::Batch>(64);
     let (status_tx, status_rx) = watch::channel(TapStatus::Connecting);
     let (stop_tx, stop_rx) = watch::channel(false);
     let tap = tokio::spawn(tap::run(
@@ -221,18 +220,23 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
             }
         }
         match tokio::time::timeout(Duration::from_millis(200), records_rx.recv()).await {
-            Ok(Some(r)) => {
-                let e = seen.entry((r.topic.clone(), r.partition)).or_insert(0);
-                *e = (*e).max(r.offset + 1);
-                if let Some(w) = &mut export {
-                    let line = if args.redact {
-                        jsonl::to_line(&redact::redact_record(&r, &profile.pii_fields))?
-                    } else {
-                        jsonl::to_line(&r)?
-                    };
-                    writeln!(w, "{line}")?;
+            Ok(Some(batch)) => {
+                let now = now_ms();
+                for r in &batch {
+                    if let Some(w) = &mut export {
+                        let line = if args.redact {
+                            jsonl::to_line(&redact::redact_record(r, &profile.pii_fields))?
+                        } else {
+                            jsonl::to_line(r)?
+                        };
+                        writeln!(w, "{line}")?;
+                    }
+                    model.ingest(r, now)?;
                 }
-                model.ingest(&r, now_ms())?;
+                for (tp, next) in tap::positions(batch.iter()) {
+                    let e = seen.entry(tp).or_insert(0);
+                    *e = (*e).max(next);
+                }
             }
             Ok(None) => break,
             // The live tail (after the backlog) is judged by the wall clock.

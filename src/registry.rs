@@ -947,10 +947,10 @@ impl SchemaCache {
 /// answering and when it answers again.
 pub fn stage(
     client: Arc<RegistryClient>,
-    mut rx: tokio::sync::mpsc::Receiver<Record>,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<Record>>,
     capacity: usize,
     news: impl Fn(RegistryNews) + Send + Sync + 'static,
-) -> tokio::sync::mpsc::Receiver<Record> {
+) -> tokio::sync::mpsc::Receiver<Vec<Record>> {
     let (tx, out) = tokio::sync::mpsc::channel(capacity);
     tokio::spawn(async move {
         let mut last_retry = Instant::now();
@@ -979,7 +979,10 @@ pub fn stage(
                 }
             };
             let Some(rec) = rec else { break };
-            let mut recovered = client.prepare(&rec).await;
+            let mut recovered = false;
+            for r in &rec {
+                recovered |= client.prepare(r).await;
+            }
             if last_retry.elapsed() >= RETRY_EVERY {
                 last_retry = Instant::now();
                 recovered |= client.retry_unavailable().await;

@@ -57,6 +57,13 @@ pub enum TapStatus {
     Error { reason: String },
 }
 
+/// Records handed from the tap to its reader together: what one poll found ready, up to
+/// [`MAX_BATCH`]. One channel message per batch, not per record.
+pub type Batch = Vec<Record>;
+
+/// Most records in one [`Batch`].
+pub const MAX_BATCH: usize = 1024;
+
 pub fn to_record(m: &BorrowedMessage<'_>) -> Record {
     let headers = m
         .headers()
@@ -117,7 +124,7 @@ fn discover(consumer: &BaseConsumer) -> Result<Vec<TopicInfo>, rdkafka::error::K
 pub async fn run(
     settings: KafkaSettings,
     sel: TopicSelection,
-    records_tx: mpsc::Sender<Record>,
+    records_tx: mpsc::Sender<Batch>,
     status_tx: watch::Sender<TapStatus>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -138,7 +145,7 @@ pub async fn run_from(
     settings: KafkaSettings,
     sel: TopicSelection,
     from: HashMap<(String, i32), i64>,
-    records_tx: mpsc::Sender<Record>,
+    records_tx: mpsc::Sender<Batch>,
     status_tx: watch::Sender<TapStatus>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -160,7 +167,7 @@ pub async fn run_from(
 pub async fn run_steered(
     settings: KafkaSettings,
     steer: Steering,
-    records_tx: mpsc::Sender<Record>,
+    records_tx: mpsc::Sender<Batch>,
     status_tx: watch::Sender<TapStatus>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -178,7 +185,7 @@ pub async fn run_steered(
 }
 
 /// Asked to stop, or nobody left to tell or to listen (the session was dropped).
-fn stopped(shutdown: &watch::Receiver<bool>, records_tx: &mpsc::Sender<Record>) -> bool {
+fn stopped(shutdown: &watch::Receiver<bool>, records_tx: &mpsc::Sender<Batch>) -> bool {
     *shutdown.borrow() || shutdown.has_changed().is_err() || records_tx.is_closed()
 }
 
@@ -186,7 +193,7 @@ fn tap_loop(
     settings: KafkaSettings,
     mut steer: Steering,
     from: HashMap<(String, i32), i64>,
-    records_tx: mpsc::Sender<Record>,
+    records_tx: mpsc::Sender<Batch>,
     status_tx: watch::Sender<TapStatus>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -284,9 +291,30 @@ fn tap_loop(
                 }
             }
             Some(Ok(m)) => {
+                // What librdkafka has fetched already goes in the same hand-off.
+                let mut batch = Vec::with_capacity(64);
+                batch.push(to_record(&m));
+                drop(m);
+                let mut failed = None;
+                while batch.len() < MAX_BATCH {
+                    match consumer.poll(Duration::ZERO) {
+                        Some(Ok(m)) => batch.push(to_record(&m)),
+                        Some(Err(e)) => {
+                            failed = Some(e);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
                 // Waits for room: nothing observed is lost.
-                if records_tx.blocking_send(to_record(&m)).is_err() {
+                if records_tx.blocking_send(batch).is_err() {
                     return Ok(());
+                }
+                if let Some(e) = failed {
+                    let _ = status_tx.send(TapStatus::Error {
+                        reason: e.to_string(),
+                    });
+                    std::thread::sleep(Duration::from_millis(200));
                 }
             }
             Some(Err(e)) => {
@@ -301,10 +329,13 @@ fn tap_loop(
 
 /// Next offset to read of every partition, from what was observed.
 pub fn positions<'a>(records: impl Iterator<Item = &'a Record>) -> HashMap<(String, i32), i64> {
-    let mut m = HashMap::new();
+    // Keyed by borrowed names while counting; a name is copied once per partition.
+    let mut m: HashMap<(&str, i32), i64> = HashMap::new();
     for r in records {
-        let e = m.entry((r.topic.clone(), r.partition)).or_insert(0);
+        let e = m.entry((r.topic.as_str(), r.partition)).or_insert(0);
         *e = (*e).max(r.offset + 1);
     }
-    m
+    m.into_iter()
+        .map(|((t, p), o)| ((t.to_owned(), p), o))
+        .collect()
 }
