@@ -19,12 +19,13 @@ pub fn scale() -> usize {
         .unwrap_or(1_000_000)
 }
 
-/// The command that reproduces this run (with the env var when it was set).
+/// The command that reproduces this run (with the env vars that were set).
 pub fn command(bench: &str) -> String {
-    match std::env::var("EVENTSCOPE_BENCH_N") {
-        Ok(v) => format!("EVENTSCOPE_BENCH_N={v} cargo bench --bench {bench}"),
-        Err(_) => format!("cargo bench --bench {bench}"),
-    }
+    let env: String = ["EVENTSCOPE_BENCH_N", "EVENTSCOPE_BENCH_ONLY"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v} ")))
+        .collect();
+    format!("{env}cargo bench --bench {bench}")
 }
 
 /// `/proc/loadavg` (1, 5, 15 min) and the CPU count: other work on the machine skews timings.

@@ -4,13 +4,18 @@
 //! The cursor only changes through [`CursorCommand`]s ([`Cursor::apply`]).
 //! A fold sees each event id once (its first delivery), like an idempotent consumer.
 
+use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::envelope::ObservedEvent;
 use super::log::{LogIndex, ObservedLog, Sym};
+
+mod patch;
+pub use patch::patch_json;
 
 // ---------------------------------------------------------------- cursor
 
@@ -78,8 +83,56 @@ impl Cursor {
 
 // ---------------------------------------------------------------- folds
 
+/// A fold's state between two events, in whatever type the fold keeps it (the demo's
+/// `OrderState`, a JSON value...). The engine clones it for snapshots and turns it into JSON
+/// only to answer a query (the state before the last event, then patched into the state after
+/// it, which gives the diff), never per event.
+pub trait FoldState: Any + Send + Sync {
+    /// The state as JSON, for display and diffs.
+    fn to_json(&self) -> Value;
+    /// Make `json` (the JSON of an earlier state) the JSON of this state and return what
+    /// changed, as [`json_diff`] would. Default: [`FoldState::to_json`] and [`json_diff`]; a
+    /// state that implements `Serialize` does better with [`patch_json`], which allocates only
+    /// what changed.
+    fn patch_json(&self, json: &mut Value) -> Vec<JsonChange> {
+        let new = self.to_json();
+        let diff = json_diff(json, &new);
+        *json = new;
+        diff
+    }
+    fn clone_box(&self) -> Box<dyn FoldState>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl FoldState for Value {
+    fn to_json(&self) -> Value {
+        self.clone()
+    }
+    fn clone_box(&self) -> Box<dyn FoldState> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl Clone for Box<dyn FoldState> {
+    fn clone(&self) -> Self {
+        (**self).clone_box()
+    }
+}
+
 /// How an aggregate's events become its state. Must be pure and deterministic: snapshots are
 /// cached per fold name.
+///
+/// A fold works on JSON ([`Fold::initial`], [`Fold::apply`]); one that keeps a typed state
+/// between events (so that it does not parse and re-serialize the whole state per event) also
+/// overrides [`Fold::initial_state`] and [`Fold::apply_state`], which the engine uses. Both
+/// paths must agree: `apply_state` then `to_json` equals `apply` on the JSON.
 pub trait Fold: Send + Sync {
     /// Unique name; the snapshot cache is keyed by it.
     fn name(&self) -> &str;
@@ -91,6 +144,18 @@ pub trait Fold: Send + Sync {
         true
     }
     fn apply(&self, state: Value, event: &ObservedEvent, payload: &Value) -> Value;
+    /// The state before any event, in the fold's own type. Default: [`Fold::initial`].
+    fn initial_state(&self) -> Box<dyn FoldState> {
+        Box::new(self.initial())
+    }
+    /// Apply one event in place. Default: [`Fold::apply`] on a JSON state (a state of
+    /// another type is left as is).
+    fn apply_state(&self, state: &mut dyn FoldState, event: &ObservedEvent, payload: &Value) {
+        if let Some(v) = state.as_any_mut().downcast_mut::<Value>() {
+            let s = std::mem::take(v);
+            *v = self.apply(s, event, payload);
+        }
+    }
     /// How the fold reads an event written in an older (or newer) version of its
     /// schema, e.g. "read as v2 (upcast from v1)"; `None` when read as written.
     fn read_as(&self, _event: &ObservedEvent) -> Option<String> {
@@ -172,19 +237,27 @@ fn diff_at(path: &mut String, old: Option<&Value>, new: Option<&Value>, out: &mu
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
             let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
+                let (x, y) = (a.get(k), b.get(k));
+                if unchanged_leaf(x, y) {
+                    continue;
+                }
                 let len = path.len();
                 path.push('/');
                 path.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                diff_at(path, a.get(k), b.get(k), out);
+                diff_at(path, x, y, out);
                 path.truncate(len);
             }
         }
         (Some(Value::Array(a)), Some(Value::Array(b))) => {
             for i in 0..a.len().max(b.len()) {
+                let (x, y) = (a.get(i), b.get(i));
+                if unchanged_leaf(x, y) {
+                    continue;
+                }
                 let len = path.len();
-                path.push('/');
-                path.push_str(&i.to_string());
-                diff_at(path, a.get(i), b.get(i), out);
+                // Writing to a String cannot fail.
+                let _ = write!(path, "/{i}");
+                diff_at(path, x, y, out);
                 path.truncate(len);
             }
         }
@@ -194,6 +267,16 @@ fn diff_at(path: &mut String, old: Option<&Value>, new: Option<&Value>, out: &mu
             old: a.cloned(),
             new: b.cloned(),
         }),
+    }
+}
+
+/// Two equal scalars: nothing to report, and no path to build (a long array of notes is
+/// mostly these).
+fn unchanged_leaf(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::Array(_) | Value::Object(_)), _) => false,
+        (Some(x), Some(y)) => x == y,
+        _ => false,
     }
 }
 
@@ -213,13 +296,20 @@ pub struct AggregateState {
     pub replayed: usize,
 }
 
+/// A fold in progress: the state in the fold's own type and what was applied to it.
+#[derive(Clone)]
+struct Run {
+    state: Box<dyn FoldState>,
+    applied: usize,
+    last_index: Option<LogIndex>,
+}
+
 #[derive(Clone)]
 struct Snap {
     /// How many entries of the aggregate's index list are folded in.
     list_pos: usize,
-    applied: usize,
-    last_index: Option<LogIndex>,
-    state: Value,
+    /// The state after them: a warm query clones it and folds a short tail.
+    run: Run,
 }
 
 /// Snapshot cache and fold driver.
@@ -245,13 +335,56 @@ fn accepted(log: &ObservedLog, fold: &dyn Fold, idx: LogIndex) -> bool {
     }
 }
 
-fn apply_one(log: &ObservedLog, fold: &dyn Fold, idx: LogIndex, state: Value) -> Value {
-    match log.event(idx) {
-        Some(ev) => {
-            let payload = ev.payload.clone().unwrap_or(Value::Null);
-            fold.apply(state, &ev, &payload)
+/// Fold the accepted entries of `list[range]` onto `run`, decoding each from the log. Returns
+/// the JSON of the state before the entry at `last_pos` when that entry is in the range (for
+/// the diff the last event made); `on_applied(list_pos, run)` runs after each applied event,
+/// `list_pos` being the number of list entries folded in.
+fn fold_range(
+    log: &ObservedLog,
+    fold: &dyn Fold,
+    list: &[LogIndex],
+    range: std::ops::Range<usize>,
+    last_pos: Option<usize>,
+    run: &mut Run,
+    mut on_applied: impl FnMut(usize, &Run),
+) -> Option<Value> {
+    let mut before = None;
+    for p in range {
+        let Some(&idx) = list.get(p) else { break };
+        if !accepted(log, fold, idx) {
+            continue;
         }
-        None => state,
+        if Some(p) == last_pos {
+            before = Some(run.state.to_json());
+        }
+        if let Some(ev) = log.event(idx) {
+            static NULL: Value = Value::Null;
+            let payload = ev.payload.as_ref().unwrap_or(&NULL);
+            fold.apply_state(run.state.as_mut(), &ev, payload);
+        }
+        run.applied += 1;
+        run.last_index = Some(idx);
+        on_applied(p + 1, run);
+    }
+    before
+}
+
+/// The answer to a query once the fold is done: the state before the last event as JSON,
+/// patched into the state after it (which gives the diff).
+fn finish(run: Run, before: Option<Value>, replayed: usize) -> AggregateState {
+    let (state, diff) = match before {
+        Some(mut json) => {
+            let diff = run.state.patch_json(&mut json);
+            (json, diff)
+        }
+        None => (run.state.to_json(), Vec::new()),
+    };
+    AggregateState {
+        state,
+        applied: run.applied,
+        last_index: run.last_index,
+        diff,
+        replayed,
     }
 }
 
@@ -279,6 +412,9 @@ impl StateEngine {
 
     /// The state of `aggregate_id` with every record up to and including `cursor` applied:
     /// the nearest snapshot plus a short tail. `None` if the aggregate was never seen.
+    ///
+    /// Snapshots and the tail hold the fold's own state type ([`Fold::apply_state`]); the
+    /// state becomes JSON twice per query, before and after the last applied event (the diff).
     pub fn state_at(
         &mut self,
         log: &ObservedLog,
@@ -302,9 +438,11 @@ impl StateEngine {
             .or_insert_with(|| {
                 vec![Snap {
                     list_pos: 0,
-                    applied: 0,
-                    last_index: None,
-                    state: fold.initial(),
+                    run: Run {
+                        state: fold.initial_state(),
+                        applied: 0,
+                        last_index: None,
+                    },
                 }]
             });
         let limit = last_pos.unwrap_or(0);
@@ -312,41 +450,19 @@ impl StateEngine {
             .partition_point(|s| s.list_pos <= limit)
             .saturating_sub(1);
         let is_last_snap = si + 1 == snaps.len();
-        let start = snaps.get(si).cloned()?;
-        let mut state = start.state;
-        let mut applied = start.applied;
-        let mut last_index = start.last_index;
-        let mut diff = Vec::new();
-        let mut replayed = 0;
-        for p in start.list_pos..k {
-            let Some(&idx) = list.get(p) else { break };
-            if !accepted(log, fold, idx) {
-                continue;
-            }
-            let before = (Some(p) == last_pos).then(|| state.clone());
-            state = apply_one(log, fold, idx, state);
-            applied += 1;
-            replayed += 1;
-            last_index = Some(idx);
-            if let Some(b) = before {
-                diff = json_diff(&b, &state);
-            }
-            if is_last_snap && applied % self.snapshot_every == 0 {
+        let Snap { list_pos, mut run } = snaps.get(si).cloned()?;
+        let from = run.applied;
+        let every = self.snapshot_every;
+        let before = fold_range(log, fold, list, list_pos..k, last_pos, &mut run, |p, r| {
+            if is_last_snap && r.applied % every == 0 {
                 snaps.push(Snap {
-                    list_pos: p + 1,
-                    applied,
-                    last_index,
-                    state: state.clone(),
+                    list_pos: p,
+                    run: r.clone(),
                 });
             }
-        }
-        Some(AggregateState {
-            state,
-            applied,
-            last_index,
-            diff,
-            replayed,
-        })
+        });
+        let replayed = run.applied - from;
+        Some(finish(run, before, replayed))
     }
 }
 
@@ -365,33 +481,14 @@ pub fn replay(
     let last_pos = (0..visible)
         .rev()
         .find(|&p| list.get(p).is_some_and(|&i| accepted(log, fold, i)));
-    let mut state = fold.initial();
-    let mut prev = Value::Null;
-    let mut applied = 0;
-    let mut last_index = None;
-    for (p, &idx) in list.iter().enumerate().take(visible) {
-        if !accepted(log, fold, idx) {
-            continue;
-        }
-        if Some(p) == last_pos {
-            prev = state.clone();
-        }
-        state = apply_one(log, fold, idx, state);
-        applied += 1;
-        last_index = Some(idx);
-    }
-    let diff = if applied > 0 {
-        json_diff(&prev, &state)
-    } else {
-        Vec::new()
+    let mut run = Run {
+        state: fold.initial_state(),
+        applied: 0,
+        last_index: None,
     };
-    Some(AggregateState {
-        state,
-        applied,
-        last_index,
-        diff,
-        replayed: applied,
-    })
+    let before = fold_range(log, fold, list, 0..visible, last_pos, &mut run, |_, _| {});
+    let replayed = run.applied;
+    Some(finish(run, before, replayed))
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! `handle(&state, command) -> Result<Vec<event>, error>` decides;
 //! `apply(state, &event) -> state` evolves. Persisted type names are never renamed.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,11 +45,33 @@ pub struct OrderState {
     pub shipping_address: String,
     pub items: Vec<LineItem>,
     pub total_cents: i64,
-    pub notes: Vec<String>,
+    /// Shared, not copied, when a state is cloned: a long-lived order gathers many notes and
+    /// a state at every N-th event is kept (eventscope's time-travel snapshots). Serialized as
+    /// a plain array of strings.
+    #[serde(with = "shared_strings")]
+    pub notes: Vec<Arc<str>>,
     pub cancel_reason: Option<String>,
     /// Since `OrderCreated` v2; v1 orders read as EUR through the upcaster.
     #[serde(default)]
     pub currency: String,
+}
+
+/// `Vec<Arc<str>>` as a JSON array of strings.
+mod shared_strings {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Arc<str>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| &**x))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Arc<str>>, D::Error> {
+        Ok(Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(Arc::from)
+            .collect())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,7 +282,7 @@ pub fn apply(mut state: OrderState, event: &OrderEvent) -> OrderState {
             state.total_cents = *total_cents;
             state.status = OrderStatus::Pending;
         }
-        OrderEvent::OrderNoteAdded { text, .. } => state.notes.push(text.clone()),
+        OrderEvent::OrderNoteAdded { text, .. } => state.notes.push(Arc::from(text.as_str())),
         OrderEvent::OrderCompleted { .. } => state.status = OrderStatus::Completed,
         OrderEvent::OrderCancelled { reason, .. } => {
             state.status = OrderStatus::Cancelled;
