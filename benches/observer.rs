@@ -3,11 +3,15 @@
 //! a. decode + index rate of CloudEvents binary-mode records;
 //! b. against kcat: reading the same records back from the embedded broker;
 //! c. process memory after the records are ingested;
-//! d. time travel: state at a cursor (snapshots) against a full replay.
+//! d. time travel: state at a cursor (snapshots) against a full replay;
+//! a''. the same records with Avro values in the Confluent wire format (schemas cached),
+//!    decoded and indexed beside their JSON twins;
+//! e. scaling: ingest CPU and RSS at 100k, 1M and 3M records, one process per size (long:
+//!    only with `EVENTSCOPE_BENCH_ONLY=scaling`; sizes in `EVENTSCOPE_BENCH_SCALES`).
 //!
 //! `cargo bench --bench observer`; `EVENTSCOPE_BENCH_N=20000 cargo bench --bench observer`
 //! for a quick smoke run; `EVENTSCOPE_BENCH_ONLY=order-fold` (or `ingest`, `decode`,
-//! `time-travel`, `kcat`; comma-separated) runs only those parts.
+//! `time-travel`, `kcat`, `avro`; comma-separated) runs only those parts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -73,6 +77,9 @@ fn main() {
     if run("decode") {
         summary.extend(bench_decode_index(n));
     }
+    if run("avro") {
+        summary.extend(bench_avro(n));
+    }
     if run("time-travel") {
         summary.extend(bench_time_travel(n));
     }
@@ -81,6 +88,14 @@ fn main() {
     }
     if run("kcat") {
         summary.extend(bench_kcat(n));
+    }
+    // Long: only when named. Each size runs in a process of its own (`scale-one`).
+    if only.split(',').any(|p| p.trim() == "scaling") {
+        summary.extend(bench_scaling());
+    }
+    if only.split(',').any(|p| p.trim() == "scale-one") {
+        scale_one(n);
+        return;
     }
 
     println!();
@@ -147,12 +162,19 @@ fn bench_ingest(n: usize) -> (Vec<String>, Model) {
         "(RSS grew {:.0} MiB during this step)",
         mib(rss1.saturating_sub(rss0))
     );
-    // What the schema-drift lint costs: the same records with and without it.
+    // What the schema-drift lint costs: the same records with and without it, three runs
+    // each, interleaved (the first run of a process pays for fresh pages), best of each.
     let m = n.min(200_000);
-    let with = ingest_cpu(m, None);
-    let without = ingest_cpu(m, Some(eventscope::model::detect::AnomalyKind::SchemaDrift));
+    let (mut with, mut without) = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        without = without.min(ingest_cpu(
+            m,
+            Some(eventscope::model::detect::AnomalyKind::SchemaDrift),
+        ));
+        with = with.min(ingest_cpu(m, None));
+    }
     let drift = format!(
-        "a-. schema-drift's share: {m} records, {:.0} records per CPU-s with every lint, {:.0} without schema-drift ({:+.1}% with it)",
+        "a-. schema-drift's share: {m} records, {:.0} records per CPU-s with every lint, {:.0} without schema-drift ({:+.1}% CPU with it; best of 3 interleaved runs)",
         rate(m, with),
         rate(m, without),
         (secs(with) / secs(without).max(1e-9) - 1.0) * 100.0
@@ -225,6 +247,238 @@ fn bench_decode_index(n: usize) -> Vec<String> {
     println!("{l1}");
     println!("{l2}");
     vec![l1, l2]
+}
+
+// ---------------------------------------------------------------- a''. Avro
+
+/// An Avro schema for one JSON value: objects as records (named by a counter), integers as
+/// longs, other numbers as doubles, arrays by their first element. Values of one event type
+/// whose shapes differ get different schemas, as producers with several versions do.
+fn avro_schema_of(v: &serde_json::Value, names: &mut usize) -> serde_json::Value {
+    use serde_json::{json, Value};
+    match v {
+        Value::Null => json!("null"),
+        Value::Bool(_) => json!("boolean"),
+        Value::Number(n) if n.is_i64() || n.is_u64() => json!("long"),
+        Value::Number(_) => json!("double"),
+        Value::String(_) => json!("string"),
+        Value::Array(items) => json!({
+            "type": "array",
+            "items": items.first().map_or(json!("string"), |f| avro_schema_of(f, names)),
+        }),
+        Value::Object(map) => {
+            *names += 1;
+            let name = format!("R{names}");
+            let fields: Vec<Value> = map
+                .iter()
+                .map(|(k, c)| json!({"name": k, "type": avro_schema_of(c, names)}))
+                .collect();
+            json!({"type": "record", "name": name, "namespace": "bench", "fields": fields})
+        }
+    }
+}
+
+/// The records of [`Gen`] with Avro values: `0`, the schema id, the datum. The schemas go
+/// into `cache` as a registry would have served them (one per distinct shape).
+fn avro_twins(records: &[Record], cache: &eventscope::registry::SchemaCache) -> Vec<Record> {
+    let mut ids: std::collections::HashMap<String, (u32, apache_avro::Schema)> =
+        std::collections::HashMap::new();
+    records
+        .iter()
+        .map(|r| {
+            let json: serde_json::Value =
+                serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            let text = avro_schema_of(&json, &mut 0).to_string();
+            let next = ids.len() as u32 + 1;
+            let (id, schema) = ids.entry(text.clone()).or_insert_with(|| {
+                cache.insert(next, None, &text).expect("an Avro schema");
+                (next, apache_avro::Schema::parse_str(&text).unwrap())
+            });
+            let datum = apache_avro::to_value(&json)
+                .and_then(|v| v.resolve(schema))
+                .and_then(|v| apache_avro::to_avro_datum(schema, v))
+                .expect("the value in Avro");
+            let mut value = vec![0];
+            value.extend(id.to_be_bytes());
+            value.extend(datum);
+            let mut twin = r.clone();
+            twin.value = Some(value);
+            if let Some(h) = twin.headers.iter_mut().find(|(n, _)| n == "content-type") {
+                h.1 = Some(b"application/avro".to_vec());
+            }
+            twin
+        })
+        .collect()
+}
+
+/// Decode and index rate of Avro-framed values (schemas cached, as after the first record
+/// of each id) beside the same records in JSON; the target is Avro >= JSON.
+fn bench_avro(n: usize) -> Vec<String> {
+    println!();
+    println!(
+        "== a''. Avro in the Confluent wire format (cached schemas) vs the same records in JSON =="
+    );
+    let cache = Arc::new(eventscope::registry::SchemaCache::new(
+        "http://bench.invalid",
+    ));
+    let avro_cfg = DecodeConfig {
+        registry: eventscope::registry::RegistryHandle(Some(cache.clone())),
+        ..DecodeConfig::default()
+    };
+    let json_cfg = DecodeConfig::default();
+    let mut gen = Gen::new();
+    let mut left = n;
+    let (mut json_bytes, mut avro_bytes) = (0u64, 0u64);
+    let mut cpu = [Duration::ZERO; 4];
+    let (mut json_log, mut avro_log) = (
+        ObservedLog::new(json_cfg.clone()),
+        ObservedLog::new(avro_cfg.clone()),
+    );
+    while left > 0 {
+        let json: Vec<Record> = gen.by_ref().take(left.min(BATCH)).collect();
+        let avro = avro_twins(&json, &cache);
+        let value_bytes = |b: &[Record]| {
+            b.iter()
+                .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+                .sum::<u64>()
+        };
+        json_bytes += value_bytes(&json);
+        avro_bytes += value_bytes(&avro);
+        for (i, (batch, cfg)) in [(&json, &json_cfg), (&avro, &avro_cfg)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = thread_cpu();
+            for r in batch {
+                let ev = decode_envelope(r, cfg).expect("decodes");
+                std::hint::black_box(ev);
+            }
+            cpu[i] += thread_cpu() - c;
+        }
+        for (i, (batch, log)) in [(&json, &mut json_log), (&avro, &mut avro_log)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = thread_cpu();
+            for r in batch {
+                log.append(r, r.timestamp_ms.unwrap_or(0)).expect("append");
+            }
+            cpu[2 + i] += thread_cpu() - c;
+        }
+        left -= json.len();
+    }
+    assert_eq!(avro_log.stats().poison, 0, "every Avro record decodes");
+    let (schemas, _) = cache.counts();
+    println!(
+        "{n} records, {schemas} Avro schemas; values on average: JSON {:.0} B, Avro {:.0} B",
+        json_bytes as f64 / n as f64,
+        avro_bytes as f64 / n as f64,
+    );
+    let line = |what: &str, j: Duration, a: Duration| {
+        format!(
+            "a''. {what}: Avro {:.0} records per CPU-s vs JSON {:.0}: Avro/JSON = {:.2}x (target >= 1.0)",
+            rate(n, a),
+            rate(n, j),
+            secs(j) / secs(a)
+        )
+    };
+    let l1 = line("decode_envelope", cpu[0], cpu[1]);
+    let l2 = line("ObservedLog::append (decode+index)", cpu[2], cpu[3]);
+    println!("{l1}");
+    println!("{l2}");
+    vec![l1, l2]
+}
+
+// ---------------------------------------------------------------- e. scaling
+
+/// One size of the scaling run: ingest `n` records into a fresh model (generated in batches
+/// of 10 000, so the generator holds little) and print the CPU, wall time and RSS growth.
+fn scale_one(n: usize) {
+    let (rss0, _) = rss_kib();
+    let mut gen = Gen::new();
+    let mut model = Model::default();
+    let mut left = n;
+    let (mut cpu, mut wall) = (Duration::ZERO, Duration::ZERO);
+    while left > 0 {
+        let batch: Vec<Record> = gen.by_ref().take(left.min(BATCH)).collect();
+        let (t, c) = (Instant::now(), thread_cpu());
+        let mut now = 0;
+        for r in &batch {
+            now = r.timestamp_ms.unwrap_or(now);
+            model.ingest(r, now).expect("ingest");
+        }
+        model.tick(now);
+        cpu += thread_cpu() - c;
+        wall += t.elapsed();
+        left -= batch.len();
+    }
+    let (rss1, hwm) = rss_kib();
+    println!(
+        "SCALE {n} {:.3} {:.3} {:.1} {:.1} {}",
+        secs(cpu),
+        secs(wall),
+        mib(rss1.saturating_sub(rss0)),
+        mib(hwm),
+        model.log().len()
+    );
+}
+
+/// How ingest time and memory grow: 100k, 1M and 3M records (`EVENTSCOPE_BENCH_SCALES`),
+/// each in a fresh process, so that one size's memory does not flatter the next.
+fn bench_scaling() -> Vec<String> {
+    println!();
+    println!("== e. scaling: Model::ingest and RSS at each size, one process per size ==");
+    let sizes: Vec<usize> = std::env::var("EVENTSCOPE_BENCH_SCALES")
+        .unwrap_or_else(|_| "100000,1000000,3000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().replace('_', "").parse().ok())
+        .collect();
+    let exe = std::env::current_exe().expect("the bench binary");
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        let out = Command::new(&exe)
+            .env("EVENTSCOPE_BENCH_ONLY", "scale-one")
+            .env("EVENTSCOPE_BENCH_N", n.to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run one size");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(line) = text.lines().find(|l| l.starts_with("SCALE ")) else {
+            println!("{n}: no figure ({})", out.status);
+            continue;
+        };
+        let f: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [_, cpu, wall, rss, hwm, _] = f[..] {
+            let l = format!(
+                "e. {n:>9} records: ingest CPU {cpu:.2} s ({:.2} µs/record), wall {wall:.2} s, RSS grew {rss:.0} MiB ({:.0} MiB per 1M), peak {hwm:.0} MiB",
+                cpu * 1e6 / n as f64,
+                rss * 1e6 / n as f64
+            );
+            println!("{l}");
+            rows.push((n, cpu, rss, l));
+        }
+    }
+    let mut lines: Vec<String> = rows.iter().map(|r| r.3.clone()).collect();
+    if let (Some(a), Some(b)) = (rows.first(), rows.last()) {
+        if b.0 > a.0 {
+            let per = |r: &(usize, f64, f64, String)| (r.1 / r.0 as f64, r.2 / r.0 as f64);
+            let ((ca, ma), (cb, mb)) = (per(a), per(b));
+            let l = format!(
+                "e. from {} to {} records: CPU per record x{:.2}, RSS per record x{:.2} (1.00 = linear)",
+                a.0,
+                b.0,
+                cb / ca,
+                mb / ma
+            );
+            println!("{l}");
+            lines.push(l);
+        }
+    }
+    lines
 }
 
 // ---------------------------------------------------------------- c. memory
@@ -645,7 +899,7 @@ fn run_kcat(bootstrap: &str) -> Run {
 /// fresh Model (`ingest = true`) or only counted. Returns the time to the n-th record.
 fn run_tap(rt: &tokio::runtime::Runtime, bootstrap: &str, n: usize, ingest: bool) -> Run {
     let settings = KafkaSettings::new(bootstrap);
-    let (records_tx, mut records_rx) = mpsc::channel::<Record>(65_536);
+    let (records_tx, mut records_rx) = mpsc::channel::<tap::Batch>(64);
     let (status_tx, status_rx) = watch::channel(TapStatus::Connecting);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut model = Model::default();
@@ -661,7 +915,7 @@ fn run_tap(rt: &tokio::runtime::Runtime, bootstrap: &str, n: usize, ingest: bool
     let mut got = 0usize;
     let now_ms = || chrono::Utc::now().timestamp_millis();
     while got < n {
-        let r = match records_rx.try_recv() {
+        let batch = match records_rx.try_recv() {
             Ok(r) => r,
             Err(mpsc::error::TryRecvError::Empty) => {
                 let next = rt.block_on(async {
@@ -678,11 +932,13 @@ fn run_tap(rt: &tokio::runtime::Runtime, bootstrap: &str, n: usize, ingest: bool
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
-        got += 1;
-        if ingest {
-            model.ingest(&r, now_ms()).expect("ingest");
-            if got % 8192 == 0 {
-                model.tick(now_ms());
+        for r in &batch {
+            got += 1;
+            if ingest {
+                model.ingest(r, now_ms()).expect("ingest");
+                if got % 8192 == 0 {
+                    model.tick(now_ms());
+                }
             }
         }
     }
