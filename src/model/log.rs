@@ -170,6 +170,8 @@ struct ByteArena {
     cache: std::sync::Mutex<Vec<(usize, std::sync::Arc<Vec<u8>>)>>,
     /// The compressing thread, started with the first full chunk.
     sealer: Option<Sealer>,
+    /// How many decompressed chunks the cache keeps (0: [`CACHED_CHUNKS`]).
+    cache_cap: usize,
 }
 
 enum Chunk {
@@ -214,13 +216,15 @@ impl Sealer {
     }
 }
 
-/// Raw bytes per chunk: small enough that reading one record decompresses little (about
-/// 0.3 ms), large enough that zstd finds the repeats.
-const CHUNK: usize = 256 << 10;
+/// Raw bytes per chunk: small enough that reading one record decompresses little (tens of
+/// µs: an aggregate's events lie scattered over many chunks, and time travel reads a
+/// tail of them), large enough that zstd finds the repeats.
+const CHUNK: usize = 64 << 10;
 /// zstd level of sealed chunks: fast to write (ingest pays it), about 4x on JSON records.
 const ZSTD_LEVEL: i32 = 1;
-/// Decompressed chunks kept for reading.
-const CACHED_CHUNKS: usize = 8;
+/// Decompressed chunks kept for reading (16 MiB): a warm time-travel tail or a screen of
+/// table rows stays in it.
+const CACHED_CHUNKS: usize = 256;
 
 impl ByteArena {
     fn push(&mut self, bytes: &[u8]) -> Option<Span> {
@@ -345,7 +349,12 @@ impl ByteArena {
             return Some(raw);
         }
         let raw = std::sync::Arc::new(zstd::bulk::decompress(zst, len).ok()?);
-        if cache.len() >= CACHED_CHUNKS {
+        let cap = if self.cache_cap == 0 {
+            CACHED_CHUNKS
+        } else {
+            self.cache_cap
+        };
+        while cache.len() >= cap {
             cache.remove(0);
         }
         cache.push((i, raw.clone()));
@@ -1107,6 +1116,7 @@ pub(crate) mod tests {
             log.bytes.bytes_used()
         );
         // Forwards, backwards and strided: more chunks than the cache holds.
+        log.bytes.cache_cap = 4;
         let n = recs.len() as u32;
         for i in (0..n).chain((0..n).rev()).chain((0..n).step_by(37)) {
             assert_eq!(
