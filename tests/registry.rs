@@ -622,29 +622,41 @@ p.close()
     assert_eq!(again["filter"]["matched"], 3, "{again:#}");
 }
 
-/// `--value-format json-schema`: the demo registers its contracts with the registry and
-/// writes each value in the Confluent wire format with its schema id; its own consumers read
-/// them, every invariant holds, and the observer decodes every record through the registry.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_writes_framed_json_schema_values_and_the_observer_decodes_them() {
+/// The demo writing `format` values with an in-test registry, `faults` on, `orders` placed
+/// and settled; every saga terminal, no duplicate effect, the read model equal to a replay.
+async fn demo_through_registry(
+    format: eventscope::cli::ValueFormat,
+    faults: &str,
+    orders: u64,
+) -> (FakeRegistry, eventscope::headless::Finished) {
     let registry = FakeRegistry::default();
     let url = format!("http://{}", registry.serve().await);
     let _slot = common::slot().await;
     let (_d, dir) = common::temp_dir();
     let mut conn = common::conn(dir);
     conn.schema_registry = Some(url);
-    conn.value_format = eventscope::cli::ValueFormat::JsonSchema;
+    conn.value_format = format;
     let faults = std::sync::Arc::new(eventscope_demo::faults::Faults::from_spec(
         5,
-        &"".parse().unwrap(),
+        &faults.parse().unwrap(),
     ));
     let s = eventscope::headless::Session::start(&conn, |_| {}, faults)
         .await
         .expect("the demo starts");
-    let fin = common::place_and_settle(s, 10).await;
+    let fin = common::place_and_settle(s, orders).await;
     assert!(fin.facts.all_sagas_terminal());
     assert!(fin.facts.duplicate_effects.is_empty());
     assert!(fin.facts.read_model_mismatches.is_empty());
+    (registry, fin)
+}
+
+/// `--value-format json-schema`: the demo registers its contracts with the registry and
+/// writes each value in the Confluent wire format with its schema id; its own consumers read
+/// them, every invariant holds, and the observer decodes every record through the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_writes_framed_json_schema_values_and_the_observer_decodes_them() {
+    let (registry, fin) =
+        demo_through_registry(eventscope::cli::ValueFormat::JsonSchema, "", 10).await;
     // Every contract registered once, under its type.
     let registered = registry.schemas.lock().unwrap().len();
     let contracts: usize = {
@@ -676,24 +688,8 @@ async fn the_demo_writes_framed_json_schema_values_and_the_observer_decodes_them
 /// the compatible evolution of `OrderCreated` (v2's optional `currency`), with no finding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_writes_avro_values_and_the_observer_decodes_them() {
-    let registry = FakeRegistry::default();
-    let url = format!("http://{}", registry.serve().await);
-    let _slot = common::slot().await;
-    let (_d, dir) = common::temp_dir();
-    let mut conn = common::conn(dir);
-    conn.schema_registry = Some(url);
-    conn.value_format = eventscope::cli::ValueFormat::Avro;
-    let faults = std::sync::Arc::new(eventscope_demo::faults::Faults::from_spec(
-        5,
-        &"schema-evolve=0.5".parse().unwrap(),
-    ));
-    let s = eventscope::headless::Session::start(&conn, |_| {}, faults)
-        .await
-        .expect("the demo starts");
-    let fin = common::place_and_settle(s, 12).await;
-    assert!(fin.facts.all_sagas_terminal());
-    assert!(fin.facts.duplicate_effects.is_empty());
-    assert!(fin.facts.read_model_mismatches.is_empty());
+    let (registry, fin) =
+        demo_through_registry(eventscope::cli::ValueFormat::Avro, "schema-evolve=0.5", 12).await;
     // Registered as Avro (no schemaType), records named after the event types.
     {
         let all = registry.schemas.lock().unwrap();
