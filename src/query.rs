@@ -166,8 +166,7 @@ impl Query {
 /// Indices of the log's records that `query` matches, in log order.
 pub fn matching(log: &ObservedLog, query: &Query) -> Vec<LogIndex> {
     let registry = &log.decode_config().registry;
-    (0..log.len())
-        .filter_map(|i| LogIndex::try_from(i).ok())
+    log.held()
         .filter(|&i| {
             log.record(i)
                 .is_some_and(|r| query.matches_in(&r, registry))

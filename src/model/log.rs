@@ -6,9 +6,10 @@
 //! demand ([`ObservedLog::event`], [`ObservedLog::payload`]). Undecodable records are kept as
 //! poison rows with their raw bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hashbrown::HashTable;
 use serde::Serialize;
@@ -79,6 +80,8 @@ impl FxHasher {
 
 /// `HashMap` with [`FxHasher`], for keys made of [`Sym`]s and integers.
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+/// `HashSet` with [`FxHasher`].
+pub type FxSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 
 /// String interner: one contiguous arena plus a hash table of symbol numbers.
 #[derive(Default)]
@@ -145,6 +148,11 @@ impl Interner {
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
+
+    /// Heap bytes held (arena, ends, table), from capacities: O(1).
+    fn bytes_used(&self) -> usize {
+        self.arena.capacity() + self.ends.capacity() * 8 + self.table.capacity() * 5
+    }
 }
 
 /// Where a blob lives in the [`ByteArena`].
@@ -161,9 +169,19 @@ pub struct Span {
 /// it into a small cache of recent chunks. Records are JSON and headers repeat, so a sealed
 /// chunk takes a fifth to a third of its raw size, and the log holds every record byte for
 /// byte in that much less memory.
+///
+/// Under a memory limit the oldest chunks are dropped whole: each chunk counts the rows whose
+/// bytes live in it, and a chunk no held row uses any more gives its memory back.
 #[derive(Default)]
 struct ByteArena {
     chunks: Vec<Chunk>,
+    /// Rows held whose bytes live in each chunk (same positions as `chunks`).
+    refs: Vec<u32>,
+    /// Bytes of `chunks` (raw capacity of open and sealing chunks, compressed size of sealed
+    /// ones), kept as they change: reading it is O(1).
+    held: usize,
+    /// Bytes of the decompressed chunks in `cache`.
+    cached: AtomicUsize,
     /// The chunk currently being filled.
     current: Option<usize>,
     /// Sealed chunks read lately, decompressed (most recent last).
@@ -182,6 +200,19 @@ enum Chunk {
         zst: Box<[u8]>,
         len: usize,
     },
+    /// Given back under the memory limit: no held row points here.
+    Dropped,
+}
+
+impl Chunk {
+    fn bytes(&self) -> usize {
+        match self {
+            Chunk::Open(raw) => raw.capacity(),
+            Chunk::Sealing(raw) => raw.capacity(),
+            Chunk::Sealed { zst, .. } => zst.len(),
+            Chunk::Dropped => 0,
+        }
+    }
 }
 
 /// A thread that compresses full chunks: chunks go out, compressed bytes come back.
@@ -231,7 +262,10 @@ impl ByteArena {
         let len = u32::try_from(bytes.len()).ok()?;
         if bytes.len() > CHUNK / 4 {
             let chunk = u32::try_from(self.chunks.len()).ok()?;
-            self.chunks.push(Chunk::Open(bytes.to_vec()));
+            let raw = bytes.to_vec();
+            self.held += raw.capacity();
+            self.chunks.push(Chunk::Open(raw));
+            self.refs.push(1);
             self.seal(chunk as usize);
             return Some(Span {
                 chunk,
@@ -247,7 +281,10 @@ impl ByteArena {
             if let Some(full) = self.current {
                 self.seal(full);
             }
-            self.chunks.push(Chunk::Open(Vec::with_capacity(CHUNK)));
+            let raw = Vec::with_capacity(CHUNK);
+            self.held += raw.capacity();
+            self.chunks.push(Chunk::Open(raw));
+            self.refs.push(0);
             self.current = Some(self.chunks.len() - 1);
         }
         let c = self.current?;
@@ -256,6 +293,9 @@ impl ByteArena {
         };
         let start = u32::try_from(chunk.len()).ok()?;
         chunk.extend_from_slice(bytes);
+        if let Some(r) = self.refs.get_mut(c) {
+            *r += 1;
+        }
         Some(Span {
             chunk: u32::try_from(c).ok()?,
             start,
@@ -287,10 +327,13 @@ impl ByteArena {
                     .ok()
                     .filter(|z| z.len() < raw.len());
                 *slot = match zst {
-                    Some(z) => Chunk::Sealed {
-                        zst: z.into_boxed_slice(),
-                        len: raw.len(),
-                    },
+                    Some(z) => {
+                        self.held = self.held.saturating_sub(raw.capacity()) + z.len();
+                        Chunk::Sealed {
+                            zst: z.into_boxed_slice(),
+                            len: raw.len(),
+                        }
+                    }
                     None => Chunk::Open(std::sync::Arc::unwrap_or_clone(raw)),
                 };
             }
@@ -314,6 +357,7 @@ impl ByteArena {
             };
             if let (Some(z), Chunk::Sealing(raw)) = (zst, &*slot) {
                 let len = raw.len();
+                self.held = self.held.saturating_sub(raw.capacity()) + z.len();
                 *slot = Chunk::Sealed {
                     zst: z.into_boxed_slice(),
                     len,
@@ -333,6 +377,7 @@ impl ByteArena {
                 let raw = self.unsealed(i, zst, *len)?;
                 raw.get(range).map(f)
             }
+            Chunk::Dropped => None,
         }
     }
 
@@ -355,28 +400,41 @@ impl ByteArena {
             self.cache_cap
         };
         while cache.len() >= cap {
-            cache.remove(0);
+            let (_, old) = cache.remove(0);
+            self.cached.fetch_sub(old.capacity(), Ordering::Relaxed);
         }
+        self.cached.fetch_add(raw.capacity(), Ordering::Relaxed);
         cache.push((i, raw.clone()));
         Some(raw)
     }
 
+    /// Bytes held: chunks and the cache of decompressed ones. O(1).
     fn bytes_used(&self) -> usize {
-        let cached: usize = self
+        self.held + self.cached.load(Ordering::Relaxed)
+    }
+
+    /// A row whose bytes live in `chunk` was dropped. When no held row uses the chunk any more
+    /// (and it is not the one being filled), its memory is given back; returns the bytes freed.
+    fn release(&mut self, chunk: u32) -> Option<usize> {
+        let i = chunk as usize;
+        let r = self.refs.get_mut(i)?;
+        *r = r.saturating_sub(1);
+        if *r > 0 || self.current == Some(i) {
+            return None;
+        }
+        let slot = self.chunks.get_mut(i)?;
+        let freed = slot.bytes();
+        *slot = Chunk::Dropped;
+        self.held = self.held.saturating_sub(freed);
+        let mut cache = self
             .cache
             .lock()
-            .map(|c| c.iter().map(|(_, r)| r.capacity()).sum())
-            .unwrap_or(0);
-        cached
-            + self
-                .chunks
-                .iter()
-                .map(|c| match c {
-                    Chunk::Open(raw) => raw.capacity(),
-                    Chunk::Sealing(raw) => raw.capacity(),
-                    Chunk::Sealed { zst, .. } => zst.len(),
-                })
-                .sum::<usize>()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(pos) = cache.iter().position(|(c, _)| *c == i) {
+            let (_, raw) = cache.remove(pos);
+            self.cached.fetch_sub(raw.capacity(), Ordering::Relaxed);
+        }
+        Some(freed)
     }
 }
 
@@ -498,14 +556,47 @@ pub enum LogError {
     TooLarge(usize),
 }
 
+/// What the memory limit has dropped so far (the oldest records first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DropStats {
+    /// The limit in bytes (`None`: no limit).
+    pub limit_bytes: Option<u64>,
+    /// Records dropped: log indices `0..dropped_records` are gone.
+    pub dropped_records: u64,
+    /// Their stored bytes (key, headers and value as packed).
+    pub dropped_bytes: u64,
+    /// Records still held.
+    pub held_records: u64,
+}
+
 /// The append-only observed log with its indexes.
+///
+/// With a memory limit ([`ObservedLog::set_memory_limit`], applied by [`ObservedLog::shed`])
+/// the oldest records are dropped, a whole chunk of the arena at a time. Log indices stay
+/// absolute: `len()` counts every record ever appended, records below
+/// [`ObservedLog::first_held`] read as `None`, and the index lists only return held records.
+/// What lints need about dropped records stays: an event id once seen is still seen
+/// ([`ObservedLog::has_event`], so a redelivery is still a duplicate and a causation id
+/// pointing at it is not a broken chain), and every aggregate counts the events it lost
+/// ([`ObservedLog::aggregate_dropped`]). Interned strings are not given back.
 pub struct ObservedLog {
     cfg: DecodeConfig,
     strings: Interner,
     bytes: ByteArena,
-    rows: Vec<Row>,
-    /// Running maximum of `time_ms` (monotone), for time search.
-    time_max: Vec<i64>,
+    /// Held rows; `rows[0]` is log index `first`.
+    rows: VecDeque<Row>,
+    /// Log index of `rows[0]` (= records dropped so far).
+    first: LogIndex,
+    /// Running maximum of `time_ms` (monotone), for time search; aligned with `rows`.
+    time_max: VecDeque<i64>,
+    memory_limit: Option<usize>,
+    dropped_bytes: u64,
+    /// Event ids whose every delivery was dropped.
+    gone_events: FxSet<Sym>,
+    /// Per aggregate: events dropped, and the last dropped one's index.
+    agg_dropped: FxMap<Sym, (u32, LogIndex)>,
+    /// Heap bytes of the index lists that live outside their map (spilled lists).
+    list_heap: usize,
     by_event: FxMap<Sym, IndexList>,
     by_correlation: FxMap<Sym, IndexList>,
     by_causation: FxMap<Sym, IndexList>,
@@ -530,8 +621,14 @@ impl ObservedLog {
             cfg,
             strings: Interner::default(),
             bytes: ByteArena::default(),
-            rows: Vec::new(),
-            time_max: Vec::new(),
+            rows: VecDeque::new(),
+            first: 0,
+            time_max: VecDeque::new(),
+            memory_limit: None,
+            dropped_bytes: 0,
+            gone_events: FxSet::default(),
+            agg_dropped: FxMap::default(),
+            list_heap: 0,
             by_event: FxMap::default(),
             by_correlation: FxMap::default(),
             by_causation: FxMap::default(),
@@ -549,10 +646,9 @@ impl ObservedLog {
 
     /// Decode and append one record; O(1) amortised. Undecodable records become poison rows.
     pub fn append(&mut self, rec: &Record, now_ms: i64) -> Result<LogIndex, LogError> {
-        let idx =
-            LogIndex::try_from(self.rows.len()).map_err(|_| LogError::Full(self.rows.len()))?;
+        let idx = LogIndex::try_from(self.len()).map_err(|_| LogError::Full(self.len()))?;
         if idx == LogIndex::MAX {
-            return Err(LogError::Full(self.rows.len()));
+            return Err(LogError::Full(self.len()));
         }
         let too_large = || LogError::TooLarge(rec.approx_size());
         let topic = self.strings.intern(&rec.topic).ok_or_else(too_large)?;
@@ -579,9 +675,9 @@ impl ObservedLog {
             kind,
         };
         self.index_row(idx, &row);
-        let prev_max = self.time_max.last().copied().unwrap_or(i64::MIN);
-        self.time_max.push(prev_max.max(time_ms));
-        self.rows.push(row);
+        let prev_max = self.time_max.back().copied().unwrap_or(i64::MIN);
+        self.time_max.push_back(prev_max.max(time_ms));
+        self.rows.push_back(row);
         Ok(idx)
     }
 
@@ -617,7 +713,7 @@ impl ObservedLog {
             order,
             order_kind,
             format: ev.format.as_u8(),
-            first_delivery: !dead_letter && !self.by_event.contains_key(&event_id),
+            first_delivery: !dead_letter && !self.has_event(event_id),
             is_command: self.cfg.is_command_topic(&rec.topic),
             dead_letter,
             shape: ev.shape.unwrap_or(0),
@@ -626,10 +722,13 @@ impl ObservedLog {
 
     fn index_row(&mut self, idx: LogIndex, row: &Row) {
         self.stats.observed += 1;
-        self.by_partition
+        let part = self
+            .by_partition
             .entry((row.topic, row.partition))
-            .or_default()
-            .push(idx);
+            .or_default();
+        let before = part.capacity();
+        part.push(idx);
+        self.list_heap = self.list_heap + part.capacity() * 4 - before * 4;
         let RowKind::Event(m) = row.kind else {
             self.stats.poison += 1;
             return;
@@ -643,16 +742,238 @@ impl ObservedLog {
         } else {
             self.stats.duplicate_deliveries += 1;
         }
-        self.by_event.entry(m.event_id).or_default().push(idx);
-        let add = |map: &mut FxMap<Sym, IndexList>, k: Option<Sym>| {
+        let heap = &mut self.list_heap;
+        let mut add = |map: &mut FxMap<Sym, IndexList>, k: Option<Sym>| {
             if let Some(k) = k {
-                map.entry(k).or_default().push(idx);
+                let list = map.entry(k).or_default();
+                let before = list_heap(list);
+                list.push(idx);
+                *heap = *heap + list_heap(list) - before;
             }
         };
+        add(&mut self.by_event, Some(m.event_id));
         add(&mut self.by_correlation, m.correlation_id);
         add(&mut self.by_causation, m.causation_id);
         add(&mut self.by_aggregate, m.aggregate_id);
         add(&mut self.by_trace, m.trace_id);
+    }
+
+    // ---- the memory limit ----
+
+    /// Keep [`ObservedLog::approx_bytes`] under `limit` bytes by dropping the oldest records
+    /// ([`ObservedLog::shed`]); `None`: no limit.
+    pub fn set_memory_limit(&mut self, limit: Option<usize>) {
+        self.memory_limit = limit;
+    }
+
+    pub fn memory_limit(&self) -> Option<usize> {
+        self.memory_limit
+    }
+
+    /// Under a memory limit, drop the oldest records while the log holds more than the limit:
+    /// whole chunks of the arena at a time (their rows and index entries go with them). The
+    /// rows of the chunk being filled, and the newest row, are never dropped. O(1) when under
+    /// the limit. Returns how many records were dropped.
+    pub fn shed(&mut self) -> usize {
+        let Some(limit) = self.memory_limit else {
+            return 0;
+        };
+        if self.approx_bytes() <= limit {
+            return 0;
+        }
+        // Every chunk handed to the compressing thread counted at its compressed size: which
+        // records go depends on the records only, not on the thread's timing.
+        self.bytes.take_sealed(true);
+        if self.approx_bytes() <= limit {
+            return 0;
+        }
+        let mut dropped = Vec::new();
+        while self.approx_bytes() > limit {
+            let mut freed = false;
+            while !freed {
+                let Some(front) = self.rows.front() else {
+                    break;
+                };
+                if self.rows.len() <= 1 || self.bytes.current == Some(front.blob.chunk as usize) {
+                    break;
+                }
+                let Some(row) = self.rows.pop_front() else {
+                    break;
+                };
+                self.time_max.pop_front();
+                self.first += 1;
+                self.dropped_bytes += u64::from(row.blob.len);
+                freed = self.bytes.release(row.blob.chunk).is_some();
+                dropped.push(row);
+            }
+            if !freed {
+                break;
+            }
+        }
+        let n = dropped.len();
+        let first_dropped = self.first - n as LogIndex;
+        for (i, row) in dropped.iter().enumerate() {
+            self.unindex(first_dropped + i as LogIndex, row);
+        }
+        self.shrink();
+        n
+    }
+
+    /// Give back the room of rows and index entries dropped: a container at a quarter of its
+    /// capacity (or less) shrinks to twice its length. Rare, so O(1) amortised.
+    fn shrink(&mut self) {
+        fn too_big(len: usize, cap: usize) -> bool {
+            cap > 4 * len.max(1024)
+        }
+        if too_big(self.rows.len(), self.rows.capacity()) {
+            self.rows.shrink_to(2 * self.rows.len());
+            self.time_max.shrink_to(2 * self.time_max.len());
+        }
+        fn map<K: Eq + std::hash::Hash, V>(m: &mut FxMap<K, V>) {
+            if too_big(m.len(), m.capacity()) {
+                m.shrink_to(2 * m.len());
+            }
+        }
+        map(&mut self.by_event);
+        map(&mut self.by_correlation);
+        map(&mut self.by_causation);
+        map(&mut self.by_aggregate);
+        map(&mut self.by_trace);
+        map(&mut self.by_partition);
+    }
+
+    /// Take a dropped row out of the indexes. Index lists are in ascending order, so the
+    /// dropped entries are a prefix: a list loses it once half of it is dropped (or all of
+    /// it), and until then the getters skip it.
+    fn unindex(&mut self, idx: LogIndex, row: &Row) {
+        let first = self.first;
+        if let Some(part) = self.by_partition.get_mut(&(row.topic, row.partition)) {
+            let k = part.partition_point(|&i| i < first);
+            if k == part.len() {
+                self.list_heap -= part.capacity() * 4;
+                self.by_partition.remove(&(row.topic, row.partition));
+            } else if k * 2 >= part.len() {
+                self.list_heap -= part.capacity() * 4;
+                part.drain(..k);
+                part.shrink_to_fit();
+                self.list_heap += part.capacity() * 4;
+            }
+        }
+        let RowKind::Event(m) = row.kind else { return };
+        if m.dead_letter {
+            return;
+        }
+        let heap = &mut self.list_heap;
+        let mut prune = |map: &mut FxMap<Sym, IndexList>, k: Option<Sym>| -> bool {
+            let Some(k) = k else { return false };
+            let Some(list) = map.get_mut(&k) else {
+                return false;
+            };
+            let n = list.partition_point(|&i| i < first);
+            if n == list.len() {
+                *heap -= list_heap(list);
+                map.remove(&k);
+                return true;
+            }
+            if n * 2 >= list.len() {
+                *heap -= list_heap(list);
+                list.drain(..n);
+                list.shrink_to_fit();
+                *heap += list_heap(list);
+            }
+            false
+        };
+        if prune(&mut self.by_event, Some(m.event_id)) {
+            self.gone_events.insert(m.event_id);
+        }
+        prune(&mut self.by_correlation, m.correlation_id);
+        prune(&mut self.by_causation, m.causation_id);
+        prune(&mut self.by_aggregate, m.aggregate_id);
+        prune(&mut self.by_trace, m.trace_id);
+        if let Some(agg) = m.aggregate_id {
+            let e = self.agg_dropped.entry(agg).or_insert((0, idx));
+            e.0 += 1;
+            e.1 = idx;
+        }
+    }
+
+    /// Make this empty log continue `old`'s drops, to read `old`'s held records again (with
+    /// other settings): they get their old indices, the counters include the dropped
+    /// records, and event ids and aggregates seen only in dropped records stay known.
+    /// Does nothing to a log that holds records.
+    pub fn continue_drops_from(&mut self, old: &ObservedLog) {
+        if !self.is_empty() {
+            return;
+        }
+        self.first = old.first;
+        self.dropped_bytes = old.dropped_bytes;
+        // The counters of the dropped part: the old counters less those of its held rows.
+        let mut held = LogStats::default();
+        for (idx, row) in old.held().zip(old.rows.iter()) {
+            held.observed += 1;
+            let RowKind::Event(m) = row.kind else {
+                held.poison += 1;
+                continue;
+            };
+            if m.dead_letter {
+                continue;
+            }
+            if m.first_delivery {
+                held.unique += 1;
+            } else {
+                held.duplicate_deliveries += 1;
+                // Its first delivery was dropped: the event id stays seen.
+                if old.deliveries_of(m.event_id).first() == Some(&idx) {
+                    if let Some(s) = self.strings.intern(old.resolve(m.event_id)) {
+                        self.gone_events.insert(s);
+                    }
+                }
+            }
+        }
+        let o = old.stats;
+        self.stats = LogStats {
+            observed: o.observed.saturating_sub(held.observed),
+            unique: o.unique.saturating_sub(held.unique),
+            duplicate_deliveries: o
+                .duplicate_deliveries
+                .saturating_sub(held.duplicate_deliveries),
+            poison: o.poison.saturating_sub(held.poison),
+        };
+        for &e in &old.gone_events {
+            if let Some(s) = self.strings.intern(old.resolve(e)) {
+                self.gone_events.insert(s);
+            }
+        }
+        for (&a, &d) in &old.agg_dropped {
+            if let Some(s) = self.strings.intern(old.resolve(a)) {
+                self.agg_dropped.insert(s, d);
+            }
+        }
+    }
+
+    /// Log index of the oldest record held (= records dropped so far).
+    pub fn first_held(&self) -> LogIndex {
+        self.first
+    }
+
+    /// Whether the record at `idx` was appended and then dropped under the memory limit.
+    pub fn is_dropped(&self, idx: LogIndex) -> bool {
+        idx < self.first
+    }
+
+    /// Events of an aggregate dropped under the memory limit, and the last one's log index.
+    pub fn aggregate_dropped(&self, aggregate_id: Sym) -> Option<(u32, LogIndex)> {
+        self.agg_dropped.get(&aggregate_id).copied()
+    }
+
+    /// What the memory limit has dropped, for the report and the status bar.
+    pub fn drop_stats(&self) -> DropStats {
+        DropStats {
+            limit_bytes: self.memory_limit.map(|l| l as u64),
+            dropped_records: u64::from(self.first),
+            dropped_bytes: self.dropped_bytes,
+            held_records: self.rows.len() as u64,
+        }
     }
 
     /// Pack key, headers and value: `[opt key][u32 n][n × (u32 name sym, opt value)][opt value]`,
@@ -677,24 +998,33 @@ impl ObservedLog {
 
     // ---- access ----
 
+    /// Records ever appended (held or dropped): the next record's index.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.first as usize + self.rows.len()
     }
 
+    /// Nothing was ever appended.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
     }
 
     pub fn stats(&self) -> LogStats {
         self.stats
     }
 
-    pub fn rows(&self) -> &[Row] {
-        &self.rows
+    /// The rows held, oldest first (the first is at [`ObservedLog::first_held`]).
+    pub fn rows(&self) -> impl Iterator<Item = &Row> + '_ {
+        self.rows.iter()
     }
 
+    /// The held log indices, ascending.
+    pub fn held(&self) -> std::ops::Range<LogIndex> {
+        self.first..self.first + self.rows.len() as LogIndex
+    }
+
+    /// The row at `idx`; `None` past the end or once dropped ([`ObservedLog::is_dropped`]).
     pub fn row(&self, idx: LogIndex) -> Option<&Row> {
-        self.rows.get(idx as usize)
+        self.rows.get(idx.checked_sub(self.first)? as usize)
     }
 
     pub fn meta(&self, idx: LogIndex) -> Option<&EventMeta> {
@@ -777,53 +1107,65 @@ impl ObservedLog {
         self.event(idx).and_then(|e| e.payload)
     }
 
-    fn list(map: &FxMap<Sym, IndexList>, key: Option<Sym>) -> &[LogIndex] {
-        key.and_then(|k| map.get(&k))
-            .map_or(&EMPTY[..], |v| v.as_slice())
+    fn list<'a>(&self, map: &'a FxMap<Sym, IndexList>, key: Option<Sym>) -> &'a [LogIndex] {
+        let l = key
+            .and_then(|k| map.get(&k))
+            .map_or(&EMPTY[..], |v| v.as_slice());
+        self.held_part(l)
+    }
+
+    /// The part of an index list that is held (dropped entries are a prefix).
+    fn held_part<'a>(&self, l: &'a [LogIndex]) -> &'a [LogIndex] {
+        if l.first().is_some_and(|&i| i < self.first) {
+            l.get(l.partition_point(|&i| i < self.first)..)
+                .unwrap_or(&EMPTY[..])
+        } else {
+            l
+        }
     }
 
     /// Every delivery of an event id, in arrival order.
     pub fn deliveries(&self, event_id: &str) -> &[LogIndex] {
-        Self::list(&self.by_event, self.sym(event_id))
+        self.list(&self.by_event, self.sym(event_id))
     }
     pub fn deliveries_of(&self, event_id: Sym) -> &[LogIndex] {
-        Self::list(&self.by_event, Some(event_id))
+        self.list(&self.by_event, Some(event_id))
     }
-    /// Whether any row carries this event id.
+    /// Whether any row carried this event id (held, or dropped under the memory limit).
     pub fn has_event(&self, event_id: Sym) -> bool {
-        self.by_event.contains_key(&event_id)
+        self.by_event.contains_key(&event_id) || self.gone_events.contains(&event_id)
     }
     /// The records of a correlation chain, in arrival order.
     pub fn chain(&self, correlation_id: &str) -> &[LogIndex] {
-        Self::list(&self.by_correlation, self.sym(correlation_id))
+        self.list(&self.by_correlation, self.sym(correlation_id))
     }
     pub fn chain_of(&self, correlation_id: Sym) -> &[LogIndex] {
-        Self::list(&self.by_correlation, Some(correlation_id))
+        self.list(&self.by_correlation, Some(correlation_id))
     }
     /// The records caused by an event id (whose causation id is `event_id`).
     pub fn children(&self, event_id: &str) -> &[LogIndex] {
-        Self::list(&self.by_causation, self.sym(event_id))
+        self.list(&self.by_causation, self.sym(event_id))
     }
     /// Records whose causation id is `event_id` (interned), in arrival order.
     pub fn children_of(&self, event_id: Sym) -> &[LogIndex] {
-        Self::list(&self.by_causation, Some(event_id))
+        self.list(&self.by_causation, Some(event_id))
     }
     /// The records of an aggregate (subject / key), in arrival order.
     pub fn aggregate(&self, aggregate_id: &str) -> &[LogIndex] {
-        Self::list(&self.by_aggregate, self.sym(aggregate_id))
+        self.list(&self.by_aggregate, self.sym(aggregate_id))
     }
     pub fn aggregate_of(&self, aggregate_id: Sym) -> &[LogIndex] {
-        Self::list(&self.by_aggregate, Some(aggregate_id))
+        self.list(&self.by_aggregate, Some(aggregate_id))
     }
     /// The records of one trace.
     pub fn trace(&self, trace_id: &str) -> &[LogIndex] {
-        Self::list(&self.by_trace, self.sym(trace_id))
+        self.list(&self.by_trace, self.sym(trace_id))
     }
     /// The records of one topic-partition in arrival order (offsets via [`Row::offset`]).
     pub fn partition(&self, topic: &str, partition: i32) -> &[LogIndex] {
         self.sym(topic)
             .and_then(|t| self.by_partition.get(&(t, partition)))
-            .map_or(&EMPTY[..], Vec::as_slice)
+            .map_or(&EMPTY[..], |l| self.held_part(l))
     }
     /// All (topic, partition) pairs seen, sorted.
     pub fn topic_partitions(&self) -> Vec<(String, i32)> {
@@ -841,17 +1183,46 @@ impl ObservedLog {
         self.meta(idx).is_some_and(|m| m.first_delivery)
     }
 
-    /// The first row whose time is at or after `time_ms`.
+    /// The first held row whose time is at or after `time_ms`.
     pub fn first_at_or_after(&self, time_ms: i64) -> Option<LogIndex> {
         let i = self.time_max.partition_point(|&t| t < time_ms);
-        LogIndex::try_from(i).ok().filter(|_| i < self.rows.len())
+        (i < self.rows.len())
+            .then(|| LogIndex::try_from(i).ok())
+            .flatten()
+            .map(|i| self.first + i)
     }
 
-    /// Rough heap bytes held (arena + rows); indexes not included.
+    /// Heap bytes held, estimated from sizes and capacities in O(1): the arena (compressed
+    /// chunks, open ones, the cache of decompressed ones), rows, index maps and their lists,
+    /// the interned strings. What the memory limit is checked against.
     pub fn approx_bytes(&self) -> usize {
+        fn map<K, V>(m: &HashMap<K, V, BuildHasherDefault<FxHasher>>) -> usize {
+            m.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+        }
         self.bytes.bytes_used()
+            + self.bytes.chunks.capacity() * std::mem::size_of::<Chunk>()
+            + self.bytes.refs.capacity() * 4
             + self.rows.capacity() * std::mem::size_of::<Row>()
             + self.time_max.capacity() * 8
+            + map(&self.by_event)
+            + map(&self.by_correlation)
+            + map(&self.by_causation)
+            + map(&self.by_aggregate)
+            + map(&self.by_trace)
+            + map(&self.by_partition)
+            + map(&self.agg_dropped)
+            + self.gone_events.capacity() * 5
+            + self.list_heap
+            + self.strings.bytes_used()
+    }
+}
+
+/// Heap bytes of an index list outside its map.
+fn list_heap(l: &IndexList) -> usize {
+    if l.spilled() {
+        l.capacity() * 4
+    } else {
+        0
     }
 }
 
@@ -1131,6 +1502,138 @@ pub(crate) mod tests {
             .collect();
         let big = Record::new("t", 0, 9).with_value(noise);
         let i = log.append(&big, 0).unwrap();
+        assert_eq!(log.record(i).as_ref(), Some(&big));
+    }
+
+    /// A record of the memory-limit tests: unique id, one of 7 aggregates, a few hundred bytes.
+    pub(crate) fn filler(i: i64) -> Record {
+        let id = format!("e{i}");
+        let agg = format!("order-{}", i % 7);
+        let payload = format!(
+            r#"{{"order_id":"{agg}","total_cents":{},"note":"n{i}","pad":"{}"}}"#,
+            i * 3,
+            "x".repeat((i % 50) as usize)
+        );
+        Ev {
+            id: &id,
+            agg: &agg,
+            offset: i,
+            ts: 1_000 + i,
+            payload: &payload,
+            ..Ev::default()
+        }
+        .rec()
+    }
+
+    /// Over the limit, the oldest records go a whole arena chunk at a time; what is held reads
+    /// back byte for byte, what is gone reads as `None`, the index lists name only held
+    /// records, and an event id once seen stays seen.
+    #[test]
+    fn memory_limit_drops_whole_chunks_oldest_first() {
+        let limit = 4 << 20;
+        let mut log = ObservedLog::default();
+        log.set_memory_limit(Some(limit));
+        let mut recs = Vec::new();
+        let mut shed = 0;
+        let mut at_limit = 0;
+        for i in 0..30_000i64 {
+            let r = filler(i);
+            log.append(&r, 0).unwrap();
+            shed += log.shed();
+            recs.push(r);
+            let open = log.row(log.first_held()).map(|r| r.blob.chunk as usize);
+            assert!(
+                log.approx_bytes() <= limit || open == log.bytes.current,
+                "{} > {limit} after record {i}",
+                log.approx_bytes()
+            );
+            if log.first_held() > 0 {
+                at_limit = at_limit.max(log.approx_bytes());
+            }
+        }
+        // Under the limit, not far under it.
+        assert!(at_limit > limit * 3 / 4, "{at_limit}");
+        let first = log.first_held();
+        assert!(first > 10_000, "{first} dropped");
+        assert_eq!(shed, first as usize);
+        assert_eq!(log.len(), 30_000);
+        assert_eq!(log.stats().observed, 30_000);
+        let d = log.drop_stats();
+        assert_eq!(d.dropped_records, u64::from(first));
+        assert_eq!(d.held_records, 30_000 - u64::from(first));
+        assert!(d.dropped_bytes > u64::from(first) * 200, "{d:?}");
+        assert_eq!(d.limit_bytes, Some(limit as u64));
+        // Whole chunks: every chunk before the first held row's is given back, and the
+        // held rows use no other chunks.
+        let c0 = log.row(first).unwrap().blob.chunk as usize;
+        assert!(c0 > 2);
+        for (c, chunk) in log.bytes.chunks.iter().enumerate() {
+            assert_eq!(matches!(chunk, Chunk::Dropped), c < c0, "chunk {c}");
+            assert_eq!(log.bytes.refs[c] == 0, c < c0, "chunk {c}");
+        }
+        // Dropped: gone. Held: byte for byte.
+        for i in 0..30_000u32 {
+            if i < first {
+                assert!(log.is_dropped(i));
+                assert!(log.row(i).is_none() && log.meta(i).is_none());
+                assert!(log.record(i).is_none() && log.event(i).is_none());
+            } else {
+                assert!(!log.is_dropped(i));
+                assert_eq!(log.record(i).as_ref(), Some(&recs[i as usize]), "{i}");
+            }
+        }
+        assert_eq!(log.held(), first..30_000);
+        assert_eq!(log.rows().count(), (30_000 - first) as usize);
+        // Index lists hold only what is held.
+        assert!(log.deliveries("e0").is_empty());
+        assert_eq!(log.deliveries("e29999"), &[29_999]);
+        let chain = log.chain("corr-1");
+        assert_eq!(chain.len(), (30_000 - first) as usize);
+        assert!(chain.iter().all(|&i| i >= first));
+        assert_eq!(log.partition("orders", 0), chain);
+        let mut per_agg = 0;
+        for a in 0..7 {
+            let agg = format!("order-{a}");
+            let list = log.aggregate(&agg);
+            assert!(list.first().is_some_and(|&i| i >= first), "{agg}");
+            per_agg += list.len();
+            let (n, last) = log.aggregate_dropped(log.sym(&agg).unwrap()).unwrap();
+            assert!(last < first && n as usize > 1000, "{agg}: {n} {last}");
+        }
+        assert_eq!(per_agg, (30_000 - first) as usize);
+        assert_eq!(log.first_at_or_after(0), Some(first));
+        assert_eq!(log.first_at_or_after(1_000 + 29_999), Some(29_999));
+        // An event id whose deliveries were all dropped is still seen: a redelivery is no
+        // first delivery, and a causation id naming it points to an observed event.
+        let e0 = log.sym("e0").unwrap();
+        assert!(log.has_event(e0));
+        let again = log.append(&recs[0], 0).unwrap();
+        assert!(!log.is_first_delivery(again));
+        assert_eq!(log.stats().duplicate_deliveries, 1);
+        assert_eq!(log.deliveries("e0"), &[again]);
+    }
+
+    /// Without a limit nothing is dropped; a limit smaller than one chunk keeps the chunk
+    /// being filled (and always the newest record).
+    #[test]
+    fn memory_limit_edges() {
+        let mut log = ObservedLog::default();
+        for i in 0..5_000 {
+            log.append(&filler(i), 0).unwrap();
+            assert_eq!(log.shed(), 0);
+        }
+        assert_eq!(log.first_held(), 0);
+        let mut log = ObservedLog::default();
+        log.set_memory_limit(Some(1));
+        for i in 0..5_000 {
+            log.append(&filler(i), 0).unwrap();
+            log.shed();
+            let c = log.row(log.first_held()).unwrap().blob.chunk as usize;
+            assert_eq!(Some(c), log.bytes.current, "only the open chunk is held");
+        }
+        let big = Record::new("t", 0, 0).with_value(vec![7u8; CHUNK]);
+        let i = log.append(&big, 0).unwrap();
+        log.shed();
         assert_eq!(log.record(i).as_ref(), Some(&big));
     }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use self::detect::{Anomaly, AnomalyKind, DetectConfig, Detectors};
 use self::envelope::DecodeConfig;
-use self::log::{LogError, LogIndex, LogStats, ObservedLog};
+use self::log::{DropStats, LogError, LogIndex, LogStats, ObservedLog};
 use self::record::Record;
 use self::timetravel::{AggregateState, Fold, StateEngine};
 
@@ -42,6 +42,9 @@ pub struct ModelConfig {
     pub snapshot_every: usize,
     /// Anomalies kept per kind (all are counted; beyond this only the count grows).
     pub max_anomalies_per_kind: usize,
+    /// Bytes the observed log may hold before its oldest records are dropped
+    /// (`--memory-limit`; see [`ObservedLog::shed`]). `None`: no limit.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for ModelConfig {
@@ -51,6 +54,7 @@ impl Default for ModelConfig {
             detect: DetectConfig::default(),
             snapshot_every: 100,
             max_anomalies_per_kind: 100_000,
+            memory_limit: None,
         }
     }
 }
@@ -109,6 +113,9 @@ pub struct ReportFragment {
     pub anomaly_counts: BTreeMap<String, u64>,
     /// Who publishes and consumes what (see [`flow::FlowMap`]).
     pub flow: serde_json::Value,
+    /// What the memory limit dropped (the lints' verdicts above are kept).
+    #[serde(default)]
+    pub memory: DropStats,
 }
 
 impl ReportFragment {
@@ -120,8 +127,13 @@ impl ReportFragment {
 
 impl Model {
     pub fn new(cfg: ModelConfig) -> Self {
+        let mut log = ObservedLog::new(cfg.decode.clone());
+        log.set_memory_limit(
+            cfg.memory_limit
+                .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+        );
         Model {
-            log: ObservedLog::new(cfg.decode.clone()),
+            log,
             detectors: Detectors::new(cfg.detect.clone()),
             anomalies: Vec::new(),
             counts: AnomalyKind::ALL.iter().map(|&k| (k, 0)).collect(),
@@ -141,6 +153,8 @@ impl Model {
         let found = self.detectors.on_append(&self.log, idx, now_ms);
         let n = found.len();
         self.record_anomalies(found);
+        // After the lints: they have seen the record; what they found stays.
+        self.log.shed();
         Ok((idx, n))
     }
 
@@ -311,15 +325,12 @@ impl Model {
                 .map(|(k, n)| (k.as_str().to_owned(), *n))
                 .collect(),
             flow: {
-                let mut f = flow::FlowMap::build(
-                    &self.log,
-                    (0..self.log.len()).filter_map(|i| LogIndex::try_from(i).ok()),
-                    &self.anomalies,
-                )
-                .view(&self.log);
+                let mut f = flow::FlowMap::build(&self.log, self.log.held(), &self.anomalies)
+                    .view(&self.log);
                 f.add_groups(&self.group_lags);
                 f.to_json()
             },
+            memory: self.log.drop_stats(),
         }
     }
 
@@ -421,15 +432,16 @@ impl Model {
             .is_some_and(|s| self.log.has_event(s))
     }
 
-    /// Every observed record, rebuilt byte for byte, in log order.
+    /// Every record held, rebuilt byte for byte, in log order (without those the memory
+    /// limit dropped).
     pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
-        (0..self.log.len())
-            .filter_map(|i| LogIndex::try_from(i).ok().and_then(|i| self.log.record(i)))
+        self.log.held().filter_map(|i| self.log.record(i))
     }
 
     /// The same records read again with `cfg` (same order, same log indices): after a profile
     /// changed, or once a schema registry that did not answer can decode what it could not.
-    /// Switched-off lints stay off; the end of the backlog is kept.
+    /// Switched-off lints stay off; the end of the backlog is kept. Records the memory limit
+    /// dropped stay dropped, counted, with the findings made about them.
     pub fn reread(&self, cfg: ModelConfig) -> Result<Model, LogError> {
         let mut model = Model::new(cfg);
         for k in AnomalyKind::ALL {
@@ -437,6 +449,20 @@ impl Model {
                 model.detectors_mut().set_enabled(k, false);
             }
         }
+        // Records the memory limit dropped cannot be read again: their indices stay taken,
+        // and the verdicts given about them stay.
+        model.log.continue_drops_from(&self.log);
+        let gone: Vec<Anomaly> = self
+            .anomalies
+            .iter()
+            .filter(|a| {
+                a.log_indices
+                    .first()
+                    .is_some_and(|&i| self.log.is_dropped(i))
+            })
+            .cloned()
+            .collect();
+        model.record_anomalies(gone);
         for rec in self.records() {
             let now = rec.timestamp_ms.unwrap_or(0);
             model.ingest(&rec, now)?;
@@ -568,6 +594,112 @@ mod tests {
             .model;
         assert_eq!(m.report(), m2.report());
         assert!(m2.report().anomaly_counts["duplicate-delivery"] == 5);
+    }
+
+    /// The lints' verdicts outlive the records they name: a finding made before the drop
+    /// stays as it was, a verdict given after it names the dropped record as dropped, and
+    /// what the lints know of dropped records still counts (a redelivery of a dropped event
+    /// is a duplicate; a causation id naming one is no broken chain).
+    #[test]
+    fn verdicts_survive_the_memory_limit() {
+        let cfg = ModelConfig {
+            memory_limit: Some(3 << 20),
+            ..ModelConfig::default()
+        };
+        let mut m = Model::new(cfg);
+        let dup = Ev {
+            id: "dup",
+            offset: 1,
+            ..Ev::default()
+        }
+        .rec();
+        m.ingest(&dup, 0).unwrap();
+        m.ingest(&dup, 0).unwrap();
+        let orphan = Ev {
+            id: "orphan",
+            cause: Some("never-seen"),
+            offset: 2,
+            ..Ev::default()
+        }
+        .rec();
+        let (orphan_at, _) = m.ingest(&orphan, 0).unwrap();
+        let before = m.anomalies().to_vec();
+        let dup_finding = before
+            .iter()
+            .find(|a| a.kind == AnomalyKind::DuplicateDelivery)
+            .cloned()
+            .unwrap();
+        for i in 0..60_000 {
+            m.ingest(&log::tests::filler(i), 0).unwrap();
+        }
+        let first = m.log().first_held();
+        assert!(first > orphan_at, "{first}");
+        assert!(m.log().record(dup_finding.log_indices[0]).is_none());
+        // Found before the drop: kept as found, coordinates and all.
+        assert!(m.anomalies().contains(&dup_finding));
+        assert_eq!(dup_finding.event_id.as_deref(), Some("dup"));
+        assert_eq!(
+            (dup_finding.topic.as_str(), dup_finding.offset),
+            ("orders", 1)
+        );
+        // Again after the drop: still a duplicate, said plainly.
+        m.ingest(&dup, 0).unwrap();
+        let last = m.anomalies().last().unwrap();
+        assert_eq!(last.kind, AnomalyKind::DuplicateDelivery);
+        assert!(
+            last.detail.contains("earlier deliveries were dropped"),
+            "{}",
+            last.detail
+        );
+        // A child of a dropped event: its cause was observed, no broken chain.
+        let child = Ev {
+            id: "child",
+            cause: Some("e0"),
+            offset: 3,
+            ..Ev::default()
+        }
+        .rec();
+        m.ingest(&child, 0).unwrap();
+        m.end_of_backlog(2_000_000);
+        let broken: Vec<_> = m
+            .anomalies()
+            .iter()
+            .filter(|a| a.kind == AnomalyKind::BrokenChain)
+            .collect();
+        // Judged after the drop, about a dropped record: named as dropped.
+        assert_eq!(broken.len(), 1, "{broken:?}");
+        assert_eq!(broken[0].log_indices[0], orphan_at);
+        assert!(broken[0].detail.contains("never-seen"));
+        assert!(
+            broken[0].detail.contains("dropped: memory limit"),
+            "{}",
+            broken[0].detail
+        );
+        let r = m.report();
+        assert_eq!(r.memory.dropped_records, u64::from(first));
+        assert_eq!(r.events.observed, 60_005);
+        assert_eq!(r.anomaly_counts["duplicate-delivery"], 2);
+        let j = r.to_json();
+        assert_eq!(j["memory"]["dropped_records"], u64::from(first));
+        assert_eq!(j["memory"]["limit_bytes"], 3 << 20);
+        // Read again (another profile): the dropped records stay dropped and counted, the
+        // held ones keep their indices, the verdicts about dropped ones stay.
+        let cfg = ModelConfig {
+            memory_limit: None,
+            ..m.config().clone()
+        };
+        let again = m.reread(cfg).unwrap();
+        assert_eq!(again.log().held(), m.log().held());
+        let (a, b) = (again.report(), m.report());
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.memory.dropped_records, b.memory.dropped_records);
+        assert_eq!(a.memory.held_records, b.memory.held_records);
+        assert_eq!(a.anomaly_counts["duplicate-delivery"], 2);
+        assert_eq!(a.anomaly_counts["broken-chain"], 1);
+        assert!(again.anomalies().contains(&dup_finding));
+        for i in [first, first + 1, m.log().len() as u32 - 1] {
+            assert_eq!(again.log().record(i), m.log().record(i));
+        }
     }
 
     use proptest::prelude::*;

@@ -158,6 +158,8 @@ impl SchemaCatalog {
         if log.len() < self.next {
             *self = SchemaCatalog::default();
         }
+        // Records the memory limit dropped are not read.
+        self.next = self.next.max(log.first_held() as usize);
         let end = log.len().min(self.next.saturating_add(budget));
         for i in self.next..end {
             let Ok(idx) = LogIndex::try_from(i) else {

@@ -294,6 +294,10 @@ pub struct AggregateState {
     pub diff: Vec<JsonChange>,
     /// Events folded to answer this query (the tail after the snapshot).
     pub replayed: usize,
+    /// Events of the aggregate the memory limit dropped before they could be folded in: not
+    /// 0, the state is folded from a partial history (the newest events only).
+    #[serde(default)]
+    pub dropped: u32,
 }
 
 /// A fold in progress: the state in the fold's own type and what was applied to it.
@@ -302,12 +306,15 @@ struct Run {
     state: Box<dyn FoldState>,
     applied: usize,
     last_index: Option<LogIndex>,
+    /// Events this run should have folded but were dropped (memory limit).
+    dropped: u32,
 }
 
 #[derive(Clone)]
 struct Snap {
-    /// How many entries of the aggregate's index list are folded in.
-    list_pos: usize,
+    /// The aggregate's entries below this log index are folded in (a log index, not a position
+    /// in the list: the memory limit drops the list's oldest entries).
+    upto: LogIndex,
     /// The state after them: a warm query clones it and folds a short tail.
     run: Run,
 }
@@ -337,8 +344,7 @@ fn accepted(log: &ObservedLog, fold: &dyn Fold, idx: LogIndex) -> bool {
 
 /// Fold the accepted entries of `list[range]` onto `run`, decoding each from the log. Returns
 /// the JSON of the state before the entry at `last_pos` when that entry is in the range (for
-/// the diff the last event made); `on_applied(list_pos, run)` runs after each applied event,
-/// `list_pos` being the number of list entries folded in.
+/// the diff the last event made); `on_applied(run)` runs after each applied event.
 fn fold_range(
     log: &ObservedLog,
     fold: &dyn Fold,
@@ -346,7 +352,7 @@ fn fold_range(
     range: std::ops::Range<usize>,
     last_pos: Option<usize>,
     run: &mut Run,
-    mut on_applied: impl FnMut(usize, &Run),
+    mut on_applied: impl FnMut(&Run),
 ) -> Option<Value> {
     let mut before = None;
     for p in range {
@@ -364,7 +370,7 @@ fn fold_range(
         }
         run.applied += 1;
         run.last_index = Some(idx);
-        on_applied(p + 1, run);
+        on_applied(run);
     }
     before
 }
@@ -385,6 +391,16 @@ fn finish(run: Run, before: Option<Value>, replayed: usize) -> AggregateState {
         last_index: run.last_index,
         diff,
         replayed,
+        dropped: run.dropped,
+    }
+}
+
+/// A run starting after `upto` misses the aggregate's dropped events it has not folded.
+fn note_dropped(log: &ObservedLog, agg: Sym, upto: LogIndex, run: &mut Run) {
+    if let Some((n, last)) = log.aggregate_dropped(agg) {
+        if last >= upto {
+            run.dropped = run.dropped.max(n);
+        }
     }
 }
 
@@ -437,26 +453,28 @@ impl StateEngine {
             .entry((fold.name().to_owned(), agg))
             .or_insert_with(|| {
                 vec![Snap {
-                    list_pos: 0,
+                    upto: 0,
                     run: Run {
                         state: fold.initial_state(),
                         applied: 0,
                         last_index: None,
+                        dropped: 0,
                     },
                 }]
             });
-        let limit = last_pos.unwrap_or(0);
-        let si = snaps
-            .partition_point(|s| s.list_pos <= limit)
-            .saturating_sub(1);
+        // The snapshot must not hold the last applied event (its diff is computed).
+        let limit = last_pos.and_then(|p| list.get(p)).copied().unwrap_or(0);
+        let si = snaps.partition_point(|s| s.upto <= limit).saturating_sub(1);
         let is_last_snap = si + 1 == snaps.len();
-        let Snap { list_pos, mut run } = snaps.get(si).cloned()?;
+        let Snap { upto, mut run } = snaps.get(si).cloned()?;
+        note_dropped(log, agg, upto, &mut run);
         let from = run.applied;
         let every = self.snapshot_every;
-        let before = fold_range(log, fold, list, list_pos..k, last_pos, &mut run, |p, r| {
+        let start = list.partition_point(|&i| i < upto);
+        let before = fold_range(log, fold, list, start..k, last_pos, &mut run, |r| {
             if is_last_snap && r.applied % every == 0 {
                 snaps.push(Snap {
-                    list_pos: p,
+                    upto: r.last_index.map_or(0, |i| i + 1),
                     run: r.clone(),
                 });
             }
@@ -485,8 +503,12 @@ pub fn replay(
         state: fold.initial_state(),
         applied: 0,
         last_index: None,
+        dropped: 0,
     };
-    let before = fold_range(log, fold, list, 0..visible, last_pos, &mut run, |_, _| {});
+    if let Some(agg) = log.sym(aggregate_id) {
+        note_dropped(log, agg, 0, &mut run);
+    }
+    let before = fold_range(log, fold, list, 0..visible, last_pos, &mut run, |_| {});
     let replayed = run.applied;
     Some(finish(run, before, replayed))
 }
@@ -658,5 +680,51 @@ mod tests {
         let warm = eng.state_at(&log, &JsonMergeFold, "agg-0", 777).unwrap();
         assert!(warm.replayed <= 50, "{}", warm.replayed);
         assert_eq!(warm.applied, 778);
+    }
+
+    /// An aggregate whose early events the memory limit dropped: a fold that starts after
+    /// them says so (`dropped`); one that continues a snapshot taken before the drop is whole.
+    #[test]
+    fn partial_history_is_said() {
+        let mut whole = ObservedLog::default();
+        let mut log = ObservedLog::default();
+        log.set_memory_limit(Some(4 << 20));
+        let mut eng = StateEngine::new(10);
+        let mut fresh_after_drop = None;
+        for i in 0..40_000i64 {
+            let rec = super::super::log::tests::filler(i);
+            whole.append(&rec, 0).unwrap();
+            let idx = log.append(&rec, 0).unwrap();
+            log.shed();
+            if i % 7 == 0 {
+                // Queried as it grows: the snapshots keep up with the aggregate.
+                let s = eng.state_at(&log, &JsonMergeFold, "order-0", idx).unwrap();
+                assert_eq!(s.dropped, 0, "record {i}");
+            }
+            if fresh_after_drop.is_none() && log.first_held() > 0 {
+                fresh_after_drop = Some(idx);
+            }
+        }
+        let first = log.first_held();
+        assert!(first > 5_000, "{first}");
+        let last = whole.aggregate("order-0").last().copied().unwrap();
+        let full = replay(&whole, &JsonMergeFold, "order-0", last).unwrap();
+        let kept = eng.state_at(&log, &JsonMergeFold, "order-0", last).unwrap();
+        assert_eq!((kept.dropped, &kept.state), (0, &full.state));
+        // A fresh engine (or a plain replay) can only fold what is held: partial, said so.
+        let (n, _) = log.aggregate_dropped(log.sym("order-0").unwrap()).unwrap();
+        let partial = StateEngine::new(10)
+            .state_at(&log, &JsonMergeFold, "order-0", last)
+            .unwrap();
+        assert_eq!(partial.dropped, n);
+        assert_eq!(partial.applied, log.aggregate("order-0").len());
+        assert!(partial.applied < full.applied);
+        assert_eq!(
+            replay(&log, &JsonMergeFold, "order-0", last)
+                .unwrap()
+                .dropped,
+            n
+        );
+        assert!(fresh_after_drop.is_some());
     }
 }

@@ -29,6 +29,14 @@ impl Detector for DuplicateDelivery {
         let Some(&first) = deliveries.first() else {
             return Vec::new();
         };
+        if first == idx {
+            let detail = format!(
+                "{} {} delivered again; the earlier deliveries were dropped (memory limit)",
+                type_of(log, idx),
+                log.resolve(m.event_id)
+            );
+            return vec![Anomaly::at(Self::KIND, log, idx, detail)];
+        }
         let same_place = match (log.row(first), log.row(idx)) {
             (Some(a), Some(b)) => {
                 a.topic == b.topic && a.partition == b.partition && a.offset == b.offset

@@ -134,7 +134,11 @@ impl Anomaly {
                 .unwrap_or_default(),
             partition: row.map_or(-1, |r| r.partition),
             offset: row.map_or(-1, |r| r.offset),
-            detail,
+            detail: if log.is_dropped(idx) {
+                format!("{detail} (record {idx} dropped: memory limit)")
+            } else {
+                detail
+            },
             group: None,
         }
     }
