@@ -113,6 +113,72 @@ pub struct Connection {
     /// value with its schema id; the CloudEvents attributes stay in the headers).
     #[arg(long = "value-format", global = true, value_enum, default_value_t = ValueFormat::CloudeventsJson)]
     pub value_format: ValueFormat,
+    /// Memory the observed log may hold (e.g. 512MiB, 2GiB; 0 or off: no limit). Beyond it
+    /// the oldest records are dropped, counted in the status bar and the report (`memory`);
+    /// the lints' verdicts stay. Default: a quarter of the physical memory.
+    #[arg(long = "memory-limit", global = true, value_name = "SIZE", value_parser = parse_memory_limit)]
+    pub memory_limit: Option<MemoryLimit>,
+}
+
+/// `--memory-limit`: a size, or no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimit {
+    Off,
+    Bytes(u64),
+}
+
+/// A size as `--memory-limit` takes it: a number of bytes with an optional unit (B, KiB,
+/// MiB, GiB, TiB; KB, MB, GB, TB are powers of 1000; K, M, G, T are taken as KiB...), a
+/// fraction allowed (`1.5GiB`); `0` or `off` for no limit.
+pub fn parse_memory_limit(s: &str) -> Result<MemoryLimit, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") || t.eq_ignore_ascii_case("none") {
+        return Ok(MemoryLimit::Off);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        format!(
+            "`{s}` is not a size: give a number with an optional unit, e.g. 512MiB, 2GiB, \
+             1500MB (or 0 / off for no limit)"
+        )
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => return Err(bad()),
+    };
+    let bytes = n * scale;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(match bytes as u64 {
+        0 => MemoryLimit::Off,
+        b => MemoryLimit::Bytes(b),
+    })
+}
+
+/// Physical memory in bytes, where the platform tells (Linux: `/proc/meminfo`).
+fn physical_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The default `--memory-limit`: a quarter of the physical memory, else 2 GiB.
+pub fn default_memory_limit() -> u64 {
+    physical_memory().map_or(2 << 30, |b| b / 4)
 }
 
 /// How the demo writes record values.
@@ -283,6 +349,15 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 impl Connection {
+    /// The observed log's memory limit in bytes (`None`: no limit).
+    pub fn memory_limit_bytes(&self) -> Option<u64> {
+        match self.memory_limit {
+            Some(MemoryLimit::Off) => None,
+            Some(MemoryLimit::Bytes(b)) => Some(b),
+            None => Some(default_memory_limit()),
+        }
+    }
+
     /// Where to export spans, if anywhere.
     pub fn otlp(&self) -> Option<OtlpSettings> {
         self.otlp_endpoint
@@ -400,5 +475,33 @@ mod tests {
         );
         let e = parse_properties("sasl.password hunter2").unwrap_err();
         assert!(e.0 == 1 && !e.1.contains("hunter2"), "{e:?}");
+    }
+
+    #[test]
+    fn memory_limits() {
+        let ok = |s: &str| parse_memory_limit(s).unwrap();
+        assert_eq!(ok("512MiB"), MemoryLimit::Bytes(512 << 20));
+        assert_eq!(ok("2GiB"), MemoryLimit::Bytes(2 << 30));
+        assert_eq!(ok("2 gib"), MemoryLimit::Bytes(2 << 30));
+        assert_eq!(ok("1.5G"), MemoryLimit::Bytes(3 << 29));
+        assert_eq!(ok("1500MB"), MemoryLimit::Bytes(1_500_000_000));
+        assert_eq!(ok("4096"), MemoryLimit::Bytes(4096));
+        assert_eq!(ok("0"), MemoryLimit::Off);
+        assert_eq!(ok("off"), MemoryLimit::Off);
+        for bad in ["", "lots", "-1GiB", "12XB", "1e9", "GiB", "1.2.3MiB"] {
+            let e = parse_memory_limit(bad).unwrap_err();
+            assert!(
+                e.contains("not a size") && e.contains("512MiB"),
+                "{bad}: {e}"
+            );
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(["eventscope", "--memory-limit", "1GiB"])
+            .unwrap();
+        assert_eq!(cli.conn.memory_limit_bytes(), Some(1 << 30));
+        let cli =
+            <Cli as clap::Parser>::try_parse_from(["eventscope", "--memory-limit", "off"]).unwrap();
+        assert_eq!(cli.conn.memory_limit_bytes(), None);
+        let cli = <Cli as clap::Parser>::try_parse_from(["eventscope"]).unwrap();
+        assert!(cli.conn.memory_limit_bytes().is_some_and(|b| b >= 64 << 20));
     }
 }

@@ -637,6 +637,7 @@ fn build_report(
         "anomalies": fragment.anomalies,
         "anomaly_counts": fragment.anomaly_counts,
         "flow": fragment.flow,
+        "memory": fragment.memory,
         "consumer_groups": fin.groups,
         "schemas": {
             "types": f.schema_versions.iter().fold(serde_json::Map::new(), |mut m, (t, v, n)| {

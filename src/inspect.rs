@@ -26,6 +26,19 @@ fn write_report(report: &serde_json::Value, path: Option<&std::path::Path>) -> a
     Ok(())
 }
 
+/// What the memory limit dropped, for the summary line (empty when nothing).
+fn dropped_note(model: &Model) -> String {
+    let d = model.log().drop_stats();
+    match d.limit_bytes {
+        Some(limit) if d.dropped_records > 0 => format!(
+            " ({} oldest dropped: --memory-limit {} MiB; their verdicts kept)",
+            d.dropped_records,
+            limit >> 20
+        ),
+        _ => String::new(),
+    }
+}
+
 fn model_report(model: &Model, source: serde_json::Value) -> serde_json::Value {
     let f = model.report();
     json!({
@@ -33,6 +46,7 @@ fn model_report(model: &Model, source: serde_json::Value) -> serde_json::Value {
         "anomalies": f.anomalies,
         "anomaly_counts": f.anomaly_counts,
         "flow": f.flow,
+        "memory": f.memory,
         "run": source,
     })
 }
@@ -286,8 +300,9 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
         write_report(&report, args.report.as_deref())?;
     }
     eprintln!(
-        "{} records, anomalies {}",
+        "{} records{}, anomalies {}",
         model.log().len(),
+        dropped_note(&model),
         report["anomaly_counts"]
     );
     Ok(0)
@@ -415,8 +430,9 @@ pub fn import(conn: &Connection, args: &ImportArgs) -> anyhow::Result<i32> {
     add_filter(&mut report, &model, args.filter.as_deref());
     write_report(&report, args.report.as_deref())?;
     eprintln!(
-        "{} records, anomalies {}",
+        "{} records{}, anomalies {}",
         model.log().len(),
+        dropped_note(&model),
         report["anomaly_counts"]
     );
     Ok(0)

@@ -65,6 +65,10 @@ pub struct Profile {
     /// A directory of JSON Schemas (`<Type>/v<N>.json`) that the records' `dataschema`
     /// URIs name; `--schemas DIR` overrides it.
     pub schemas: Option<std::path::PathBuf>,
+    /// Bytes the observed log may hold (`--memory-limit`, not a profile key: it travels with
+    /// the profile into [`ModelConfig::memory_limit`]).
+    #[serde(skip)]
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for Profile {
@@ -81,6 +85,7 @@ impl Default for Profile {
             pii_fields: DEFAULT_PII_FIELDS.iter().map(|s| (*s).to_owned()).collect(),
             trace_link: DEFAULT_TRACE_LINK.to_owned(),
             schemas: None,
+            memory_limit: None,
         }
     }
 }
@@ -153,6 +158,7 @@ impl Profile {
         if let Some(dir) = &p.schemas {
             eventscope_demo::contracts::Registry::load_dir(dir)?;
         }
+        p.memory_limit = conn.memory_limit_bytes();
         Ok(p)
     }
 
@@ -166,6 +172,7 @@ impl Profile {
         cfg.detect.stuck_saga_timeout_ms = self.stuck_saga_timeout_ms;
         cfg.detect.flows = self.flows.clone();
         cfg.detect.schemas_dir = self.schemas.clone();
+        cfg.memory_limit = self.memory_limit;
         cfg
     }
 

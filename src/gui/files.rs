@@ -120,7 +120,7 @@ pub fn begin_export(app: &mut EventscopeApp, path: PathBuf, redact: bool) {
                 path,
                 redact: redact.then(|| app.pii_fields.clone()),
                 out: BufWriter::new(f),
-                next: 0,
+                next: app.model.log().first_held() as usize,
                 end: app.model.log().len(),
             })
         }

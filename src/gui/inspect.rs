@@ -97,7 +97,14 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
     let log = app.model.log();
     let (Some(row), Some((rec, sizes))) = (log.row(idx), log.record_clipped(idx, SHOW_BYTES))
     else {
-        ui.weak("the selected record is gone");
+        if log.is_dropped(idx) {
+            ui.colored_label(
+                widgets::DUPLICATE,
+                format!("record {idx} dropped: memory limit (--memory-limit); its lint verdicts are kept"),
+            );
+        } else {
+            ui.weak("the selected record is gone");
+        }
         return;
     };
     let value_cut = sizes.value > SHOW_BYTES;
@@ -459,6 +466,16 @@ pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
         return;
     };
     ui.label(format!("{agg} ({name} fold)"));
+    if state.dropped > 0 {
+        ui.colored_label(
+            widgets::DUPLICATE,
+            format!(
+                "partial history: {} earlier events of this aggregate were dropped (memory limit); \
+                 the state below folds only the events still held",
+                state.dropped
+            ),
+        );
+    }
     if state.applied == 0 {
         ui.weak("no event of this aggregate at or before the cursor");
         return;

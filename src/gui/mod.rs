@@ -350,6 +350,8 @@ impl EventscopeApp {
     /// Use the observed system's profile: PII fields, trace link, and (for a live app that has
     /// read nothing yet) the model settings. A recording was rebuilt with it already.
     pub fn apply_profile(&mut self, profile: &crate::profile::Profile) {
+        // `--memory-limit` is the command line's, whatever the profile.
+        let memory_limit = self.profile.memory_limit;
         self.pii_fields = profile.pii_fields.clone();
         if profile.trace_link != crate::profile::DEFAULT_TRACE_LINK {
             self.prefs.trace_link_template = profile.trace_link.clone();
@@ -357,19 +359,22 @@ impl EventscopeApp {
         if self.is_live() && self.model.log().is_empty() {
             let mut cfg = profile.model_config();
             cfg.decode.registry = self.model.config().decode.registry.clone();
+            cfg.memory_limit = memory_limit;
             self.model = Model::new(cfg);
             self.schemas = schemas::SchemasView::default();
             self.flow = flow::FlowView::default();
         }
         self.profile = profile.clone();
+        self.profile.memory_limit = memory_limit;
     }
 
     /// Apply a profile edited in the dialog: the model is rebuilt from the records already read
     /// (same order, same log indices; switched-off lints stay off), and the profile is
     /// remembered for this connection. A profile that does not parse is refused, nothing changes.
     pub fn apply_profile_text(&mut self, text: &str) -> Result<(), String> {
-        let profile =
+        let mut profile =
             crate::profile::Profile::parse(text, "the profile").map_err(|e| e.to_string())?;
+        profile.memory_limit = self.profile.memory_limit;
         let mut cfg = profile.model_config();
         // The schema registry (a connection setting, not the profile's) stays.
         cfg.decode.registry = self.model.config().decode.registry.clone();
@@ -630,6 +635,11 @@ impl EventscopeApp {
             self.filtered_upto = len;
             return;
         }
+        // Records the memory limit dropped leave the list.
+        let gone = self.filtered.partition_point(|&i| log.is_dropped(i));
+        if gone > 0 {
+            self.filtered.drain(..gone);
+        }
         if let Some(job) = &mut self.query_job {
             for idx in job.pump(log) {
                 if table::matches(log, idx, &self.filter) {
@@ -662,7 +672,7 @@ impl EventscopeApp {
     /// The rows the table shows: all, or the filtered ones.
     pub fn visible_rows(&self) -> RowsView<'_> {
         if self.filter.is_empty() {
-            RowsView::All(self.model.log().len())
+            RowsView::All(self.model.log().held())
         } else {
             RowsView::Some(&self.filtered)
         }
@@ -931,14 +941,15 @@ impl EventscopeApp {
 
 /// Rows of the event table.
 pub enum RowsView<'a> {
-    All(usize),
+    /// Every held record (those the memory limit dropped are not shown).
+    All(std::ops::Range<LogIndex>),
     Some(&'a [LogIndex]),
 }
 
 impl RowsView<'_> {
     pub fn len(&self) -> usize {
         match self {
-            RowsView::All(n) => *n,
+            RowsView::All(r) => r.len(),
             RowsView::Some(v) => v.len(),
         }
     }
@@ -947,13 +958,16 @@ impl RowsView<'_> {
     }
     pub fn get(&self, i: usize) -> Option<LogIndex> {
         match self {
-            RowsView::All(n) => (i < *n).then(|| LogIndex::try_from(i).ok()).flatten(),
+            RowsView::All(r) => LogIndex::try_from(i)
+                .ok()
+                .and_then(|i| r.start.checked_add(i))
+                .filter(|i| r.contains(i)),
             RowsView::Some(v) => v.get(i).copied(),
         }
     }
     pub fn position(&self, idx: LogIndex) -> Option<usize> {
         match self {
-            RowsView::All(n) => ((idx as usize) < *n).then_some(idx as usize),
+            RowsView::All(r) => r.contains(&idx).then(|| (idx - r.start) as usize),
             RowsView::Some(v) => v.binary_search(&idx).ok(),
         }
     }
@@ -994,6 +1008,7 @@ pub fn run(
     let explicit = (conn.profile.is_some() || conn.schemas.is_some())
         .then(|| crate::profile::Profile::for_connection(&conn))
         .transpose()?;
+    let memory_limit = conn.memory_limit_bytes();
     let connection_key = match &recording {
         Some((_, label)) => label.clone(),
         None => conn.brokers.clone().unwrap_or_else(|| "embedded".into()),
@@ -1012,6 +1027,7 @@ pub fn run(
             };
             let mut app = app;
             app.connection_key = connection_key;
+            app.profile.memory_limit = memory_limit;
             let remembered = app.prefs.profiles.get(&app.connection_key).cloned();
             match (explicit, remembered) {
                 (Some(p), _) => app.apply_profile(&p),

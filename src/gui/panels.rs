@@ -158,11 +158,40 @@ pub fn top_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
                     widgets::fmt_time(r.time_ms)
                 ));
             }
-            None => {
-                ui.monospace("cursor -: no records yet");
-            }
+            None => match app.cursor.pos().filter(|&c| log.is_dropped(c)) {
+                Some(c) => {
+                    ui.monospace(format!(
+                        "cursor {} / {}  dropped: memory limit",
+                        c + 1,
+                        log.len()
+                    ));
+                }
+                None => {
+                    ui.monospace("cursor -: no records yet");
+                }
+            },
         }
     });
+}
+
+/// The status bar's memory note: what the log holds against the limit, and what it dropped.
+pub fn memory_note(log: &crate::model::log::ObservedLog) -> Option<String> {
+    let limit = log.memory_limit()?;
+    let d = log.drop_stats();
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    let held = format!(
+        "log {:.0} of {:.0} MiB",
+        mib(log.approx_bytes()),
+        mib(limit)
+    );
+    Some(if d.dropped_records > 0 {
+        format!(
+            "{held}, {} oldest records dropped (memory limit; their lint verdicts kept)",
+            d.dropped_records
+        )
+    } else {
+        held
+    })
 }
 
 pub fn status_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
@@ -189,6 +218,13 @@ pub fn status_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
         }
         if let Some(note) = broker_note(&app.status) {
             ui.weak(format!("| {note}"));
+        }
+        if let Some(note) = memory_note(app.model.log()) {
+            if app.model.log().first_held() > 0 {
+                ui.colored_label(widgets::DUPLICATE, format!("| {note}"));
+            } else {
+                ui.weak(format!("| {note}"));
+            }
         }
     });
     let recent: Vec<String> = app
