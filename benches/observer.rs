@@ -396,7 +396,17 @@ fn bench_avro(n: usize) -> Vec<String> {
 fn scale_one(n: usize) {
     let (rss0, _) = rss_kib();
     let mut gen = Gen::new();
-    let mut model = Model::default();
+    // `EVENTSCOPE_BENCH_MEMORY_LIMIT=256MiB`: the model under `--memory-limit`.
+    let limit = std::env::var("EVENTSCOPE_BENCH_MEMORY_LIMIT")
+        .ok()
+        .and_then(|s| match eventscope::cli::parse_memory_limit(&s) {
+            Ok(eventscope::cli::MemoryLimit::Bytes(b)) => Some(b),
+            _ => None,
+        });
+    let mut model = Model::new(eventscope::model::ModelConfig {
+        memory_limit: limit,
+        ..Default::default()
+    });
     let mut left = n;
     let (mut cpu, mut wall) = (Duration::ZERO, Duration::ZERO);
     while left > 0 {
@@ -413,6 +423,16 @@ fn scale_one(n: usize) {
         left -= batch.len();
     }
     let (rss1, hwm) = rss_kib();
+    if let Some(limit) = limit {
+        let d = model.log().drop_stats();
+        eprintln!(
+            "e. {n:>9} records under --memory-limit {:.0} MiB: {} dropped, {} held, log estimate {:.0} MiB",
+            mib(limit / 1024),
+            d.dropped_records,
+            d.held_records,
+            mib(model.log().approx_bytes() as u64 / 1024)
+        );
+    }
     println!(
         "SCALE {n} {:.3} {:.3} {:.1} {:.1} {}",
         secs(cpu),
