@@ -248,7 +248,12 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
                 (Some(None), b)
             }
             Ok((tx, b)) if !b.is_empty() => (Some(Some(tx)), b),
-            Ok(_) => (None, Vec::new()),
+            // Nothing to publish: end the transaction now. (Binding `Ok(_)`
+            // would keep it, and SQLite's only connection, open through the sleep.)
+            Ok((tx, _)) => {
+                drop(tx);
+                (None, Vec::new())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "relay cannot read the outbox");
                 ctx.report_error(format!("relay: {e}"));
