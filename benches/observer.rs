@@ -432,6 +432,13 @@ fn scale_one(n: usize) {
             d.held_records,
             mib(model.log().approx_bytes() as u64 / 1024)
         );
+        let parts: Vec<String> = model
+            .log()
+            .memory_parts()
+            .iter()
+            .map(|(what, b)| format!("{what} {:.1}", mib(*b as u64 / 1024)))
+            .collect();
+        eprintln!("   log estimate by part (MiB): {}", parts.join(", "));
     }
     println!(
         "SCALE {n} {:.3} {:.3} {:.1} {:.1} {}",

@@ -31,9 +31,11 @@ fn dropped_note(model: &Model) -> String {
     let d = model.log().drop_stats();
     match d.limit_bytes {
         Some(limit) if d.dropped_records > 0 => format!(
-            " ({} oldest dropped: --memory-limit {} MiB; their verdicts kept)",
+            " ({} oldest dropped: --memory-limit {} MiB, of which interned ids that cannot be \
+             dropped take {} MiB; their verdicts kept)",
             d.dropped_records,
-            limit >> 20
+            limit >> 20,
+            d.undroppable_bytes >> 20
         ),
         _ => String::new(),
     }

@@ -180,9 +180,10 @@ pub fn memory_note(log: &crate::model::log::ObservedLog) -> Option<String> {
     let d = log.drop_stats();
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     let held = format!(
-        "log {:.0} of {:.0} MiB",
+        "log {:.0} of {:.0} MiB ({:.0} MiB ids, not droppable)",
         mib(log.approx_bytes()),
-        mib(limit)
+        mib(limit),
+        mib(log.undroppable_bytes())
     );
     Some(if d.dropped_records > 0 {
         format!(

@@ -567,6 +567,10 @@ pub struct DropStats {
     pub dropped_bytes: u64,
     /// Records still held.
     pub held_records: u64,
+    /// Bytes the limit cannot drop, counted against it: interned strings (ids stay
+    /// interned once seen) and the ids known only from dropped records.
+    #[serde(default)]
+    pub undroppable_bytes: u64,
 }
 
 /// The append-only observed log with its indexes.
@@ -973,6 +977,7 @@ impl ObservedLog {
             dropped_records: u64::from(self.first),
             dropped_bytes: self.dropped_bytes,
             held_records: self.rows.len() as u64,
+            undroppable_bytes: self.undroppable_bytes() as u64,
         }
     }
 
@@ -1196,24 +1201,52 @@ impl ObservedLog {
     /// chunks, open ones, the cache of decompressed ones), rows, index maps and their lists,
     /// the interned strings. What the memory limit is checked against.
     pub fn approx_bytes(&self) -> usize {
+        self.memory_parts().iter().map(|p| p.1).sum()
+    }
+
+    /// The part of [`ObservedLog::approx_bytes`] that dropping records does not give back.
+    pub fn undroppable_bytes(&self) -> usize {
+        self.memory_parts()
+            .iter()
+            .filter(|p| matches!(p.0, "strings" | "dropped ids"))
+            .map(|p| p.1)
+            .sum()
+    }
+
+    /// [`ObservedLog::approx_bytes`] by part: what the memory limit can drop (arena, rows,
+    /// index maps and lists) and what stays (interned strings; event ids and aggregates
+    /// known only from dropped records).
+    pub fn memory_parts(&self) -> [(&'static str, usize); 6] {
         fn map<K, V>(m: &HashMap<K, V, BuildHasherDefault<FxHasher>>) -> usize {
             m.capacity() * (std::mem::size_of::<(K, V)>() + 1)
         }
-        self.bytes.bytes_used()
-            + self.bytes.chunks.capacity() * std::mem::size_of::<Chunk>()
-            + self.bytes.refs.capacity() * 4
-            + self.rows.capacity() * std::mem::size_of::<Row>()
-            + self.time_max.capacity() * 8
-            + map(&self.by_event)
-            + map(&self.by_correlation)
-            + map(&self.by_causation)
-            + map(&self.by_aggregate)
-            + map(&self.by_trace)
-            + map(&self.by_partition)
-            + map(&self.agg_dropped)
-            + self.gone_events.capacity() * 5
-            + self.list_heap
-            + self.strings.bytes_used()
+        [
+            (
+                "arena",
+                self.bytes.bytes_used()
+                    + self.bytes.chunks.capacity() * std::mem::size_of::<Chunk>()
+                    + self.bytes.refs.capacity() * 4,
+            ),
+            (
+                "rows",
+                self.rows.capacity() * std::mem::size_of::<Row>() + self.time_max.capacity() * 8,
+            ),
+            (
+                "indexes",
+                map(&self.by_event)
+                    + map(&self.by_correlation)
+                    + map(&self.by_causation)
+                    + map(&self.by_aggregate)
+                    + map(&self.by_trace)
+                    + map(&self.by_partition),
+            ),
+            ("index lists", self.list_heap),
+            ("strings", self.strings.bytes_used()),
+            (
+                "dropped ids",
+                map(&self.agg_dropped) + self.gone_events.capacity() * 5,
+            ),
+        ]
     }
 }
 
