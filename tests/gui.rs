@@ -1303,3 +1303,53 @@ fn the_saga_switch_choreographs_new_orders_and_the_sagas_tab_shows_it() {
         "the Sagas tab names the mode"
     );
 }
+
+/// Under `--memory-limit` the oldest records are dropped: the table lists the held ones, a
+/// dropped record selected (from a lint, say) shows as dropped rather than as anything else,
+/// and the status bar counts the drop.
+#[test]
+fn a_record_dropped_under_the_memory_limit_shows_as_dropped() {
+    use eventscope::model::record::Record;
+    use eventscope::model::{Model, ModelConfig};
+    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut model = Model::new(ModelConfig {
+        memory_limit: Some(1 << 20),
+        ..ModelConfig::default()
+    });
+    for i in 0..20_000i64 {
+        let (id, key) = (format!("e-{i}"), format!("order-{}", i % 50));
+        let rec = Record::new("orders", 0, i)
+            .with_key(key.as_str())
+            .with_timestamp(1_000 + i)
+            .with_header("ce_specversion", "1.0")
+            .with_header("ce_id", &id)
+            .with_header("ce_type", "OrderNoted")
+            .with_header("ce_source", "/notes")
+            .with_header("ce_subject", &key)
+            .with_value(format!(r#"{{"order_id":"{key}","n":{i}}}"#).into_bytes());
+        model.ingest(&rec, 1_000 + i).unwrap();
+    }
+    let first = model.log().first_held();
+    assert!(first > 1_000, "{first}");
+    let mut app = EventscopeApp::offline(model, "big.jsonl".into(), Prefs::default());
+    app.selected = Some(3);
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    h.run_steps(3);
+    assert!(
+        h.query_all_by_label_contains("record 3 dropped: memory limit")
+            .count()
+            >= 1,
+        "the inspector says the record is dropped"
+    );
+    assert!(
+        h.query_all_by_label_contains(&format!("{first} oldest records dropped"))
+            .count()
+            >= 1,
+        "the status bar counts the drop"
+    );
+    let rows = h.state().visible_rows();
+    assert_eq!(rows.get(0), Some(first));
+    assert_eq!(rows.len(), 20_000 - first as usize);
+}
