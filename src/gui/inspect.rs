@@ -443,7 +443,11 @@ pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
         .and_then(|m| app.model.log().resolve_opt(m.aggregate_id))
         .map(str::to_owned)
     else {
-        ui.weak("this record names no aggregate");
+        if app.model.log().is_dropped(idx) {
+            ui.weak("the record was dropped (memory limit)");
+        } else {
+            ui.weak("this record names no aggregate");
+        }
         return;
     };
     let Some(cursor) = app.cursor.pos() else {

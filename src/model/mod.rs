@@ -75,6 +75,9 @@ pub struct Model {
     /// The consumer groups as last judged (see [`Model::observe_groups`]).
     group_lags: Vec<groups::GroupLag>,
     states: StateEngine,
+    /// Under a memory limit, the flow map kept as records arrive: the report's flow still
+    /// counts the records dropped since (without a limit it is built from the log).
+    flow: Option<flow::FlowMap>,
 }
 
 impl Default for Model {
@@ -142,6 +145,7 @@ impl Model {
             backlog_end: None,
             group_lags: Vec::new(),
             states: StateEngine::new(cfg.snapshot_every),
+            flow: cfg.memory_limit.map(|_| flow::FlowMap::default()),
             cfg,
         }
     }
@@ -153,7 +157,10 @@ impl Model {
         let found = self.detectors.on_append(&self.log, idx, now_ms);
         let n = found.len();
         self.record_anomalies(found);
-        // After the lints: they have seen the record; what they found stays.
+        if let Some(f) = &mut self.flow {
+            f.add(&self.log, idx);
+        }
+        // After the lints and the flow map: they have seen the record; what they found stays.
         self.log.shed();
         Ok((idx, n))
     }
@@ -325,8 +332,18 @@ impl Model {
                 .map(|(k, n)| (k.as_str().to_owned(), *n))
                 .collect(),
             flow: {
-                let mut f = flow::FlowMap::build(&self.log, self.log.held(), &self.anomalies)
-                    .view(&self.log);
+                let map = match &self.flow {
+                    Some(f) => {
+                        let mut f = f.clone();
+                        if let Some(last) = self.log.len().checked_sub(1) {
+                            let last = LogIndex::try_from(last).unwrap_or(LogIndex::MAX);
+                            f.add_anomalies(&self.log, &self.anomalies, last);
+                        }
+                        f
+                    }
+                    None => flow::FlowMap::build(&self.log, self.log.held(), &self.anomalies),
+                };
+                let mut f = map.view(&self.log);
                 f.add_groups(&self.group_lags);
                 f.to_json()
             },
@@ -700,6 +717,35 @@ mod tests {
         for i in [first, first + 1, m.log().len() as u32 - 1] {
             assert_eq!(again.log().record(i), m.log().record(i));
         }
+    }
+
+    /// Under a memory limit the report's flow still counts every record, dropped or held.
+    #[test]
+    fn the_flow_counts_dropped_records() {
+        let limited = ModelConfig {
+            memory_limit: Some(2 << 20),
+            ..ModelConfig::default()
+        };
+        let (mut a, mut b) = (Model::new(limited), Model::default());
+        for i in 0..30_000i64 {
+            let (id, cause) = (format!("e{i}"), format!("e{}", i - 1));
+            let r = Ev {
+                id: &id,
+                cause: (i % 3 != 0).then_some(cause.as_str()),
+                topic: ["orders", "payments", "shipping"][(i % 3) as usize],
+                offset: i,
+                ts: 1_000 + i,
+                ..Ev::default()
+            }
+            .rec();
+            a.ingest(&r, 0).unwrap();
+            b.ingest(&r, 0).unwrap();
+        }
+        assert!(a.log().first_held() > 10_000);
+        let (fa, fb) = (a.report().flow, b.report().flow);
+        assert_eq!(fa, fb);
+        let edges = fb["edges"].as_array().unwrap();
+        assert!(edges.iter().any(|e| e["kind"] == "consumes"), "{fb}");
     }
 
     use proptest::prelude::*;

@@ -57,13 +57,18 @@ impl Cursor {
             return;
         };
         let last = LogIndex::try_from(last).unwrap_or(LogIndex::MAX);
-        let cur = self.pos.unwrap_or(0).min(last);
+        // Records the memory limit dropped are stepped over (an anomaly at one can still be
+        // visited: its finding stays).
+        let first = log.first_held().min(last);
+        let cur = self.pos.unwrap_or(first).min(last);
         let new = match cmd {
             CursorCommand::Step(n) => {
-                let target = i64::from(cur).saturating_add(n).clamp(0, i64::from(last));
+                let target = i64::from(cur)
+                    .saturating_add(n)
+                    .clamp(i64::from(first), i64::from(last));
                 LogIndex::try_from(target).unwrap_or(cur)
             }
-            CursorCommand::JumpTo(i) => i.min(last),
+            CursorCommand::JumpTo(i) => i.clamp(first, last),
             CursorCommand::JumpToTime(t) => log.first_at_or_after(t).unwrap_or(last),
             CursorCommand::NextAnomaly => anomalies
                 .range(cur.saturating_add(1)..)
@@ -74,7 +79,7 @@ impl Cursor {
             CursorCommand::PrevAnomaly => {
                 anomalies.range(..cur).next_back().copied().unwrap_or(cur)
             }
-            CursorCommand::ToStart => 0,
+            CursorCommand::ToStart => first,
             CursorCommand::ToEnd => last,
         };
         self.pos = Some(new);
@@ -680,6 +685,31 @@ mod tests {
         let warm = eng.state_at(&log, &JsonMergeFold, "agg-0", 777).unwrap();
         assert!(warm.replayed <= 50, "{}", warm.replayed);
         assert_eq!(warm.applied, 778);
+    }
+
+    /// The cursor steps over records the memory limit dropped.
+    #[test]
+    fn the_cursor_skips_dropped_records() {
+        let mut log = ObservedLog::default();
+        log.set_memory_limit(Some(1 << 20));
+        for i in 0..20_000i64 {
+            log.append(&super::super::log::tests::filler(i), 0).unwrap();
+            log.shed();
+        }
+        let first = log.first_held();
+        assert!(first > 0);
+        let none = BTreeSet::new();
+        let mut c = Cursor::default();
+        let mut go = |cmd| {
+            c.apply(cmd, &log, &none);
+            c.pos()
+        };
+        assert_eq!(go(CursorCommand::ToStart), Some(first));
+        assert_eq!(go(CursorCommand::Step(-3)), Some(first));
+        assert_eq!(go(CursorCommand::Step(2)), Some(first + 2));
+        assert_eq!(go(CursorCommand::JumpTo(0)), Some(first));
+        assert_eq!(go(CursorCommand::JumpToTime(0)), Some(first));
+        assert_eq!(go(CursorCommand::ToEnd), Some(19_999));
     }
 
     /// An aggregate whose early events the memory limit dropped: a fold that starts after
