@@ -776,23 +776,21 @@ impl ObservedLog {
 
     /// Under a memory limit, drop the oldest records while the log holds more than the limit:
     /// whole chunks of the arena at a time (their rows and index entries go with them). The
-    /// rows of the chunk being filled, and the newest row, are never dropped. O(1) when under
-    /// the limit. Returns how many records were dropped.
+    /// rows of the chunk being filled, and the newest row, are never dropped, nor records
+    /// below a quarter of the limit (see [`ObservedLog::over`]). O(1) when under the limit.
+    /// Returns how many records were dropped.
     pub fn shed(&mut self) -> usize {
         let Some(limit) = self.memory_limit else {
             return 0;
         };
-        if self.approx_bytes() <= limit {
+        if !self.over(limit) {
             return 0;
         }
         // Every chunk handed to the compressing thread counted at its compressed size: which
         // records go depends on the records only, not on the thread's timing.
         self.bytes.take_sealed(true);
-        if self.approx_bytes() <= limit {
-            return 0;
-        }
         let mut dropped = Vec::new();
-        while self.approx_bytes() > limit {
+        while self.over(limit) {
             let mut freed = false;
             while !freed {
                 let Some(front) = self.rows.front() else {
@@ -844,6 +842,20 @@ impl ObservedLog {
         map(&mut self.by_aggregate);
         map(&mut self.by_trace);
         map(&mut self.by_partition);
+    }
+
+    /// Over the limit, with records to drop: the log holds more than `limit`. Once what
+    /// cannot be dropped (interned ids) takes more than three quarters of it, a quarter of the
+    /// limit stays for records and the log goes over ([`DropStats::undroppable_bytes`] says
+    /// by how much).
+    fn over(&self, limit: usize) -> bool {
+        self.approx_bytes() > limit
+            && (self.undroppable_bytes() <= limit / 4 * 3 || self.record_bytes() > limit / 4)
+    }
+
+    /// Bytes of the records held: their part of the arena and their rows.
+    fn record_bytes(&self) -> usize {
+        self.memory_parts()[0].1 + self.rows.len() * (std::mem::size_of::<Row>() + 8)
     }
 
     /// Take a dropped row out of the indexes. Index lists are in ascending order, so the
@@ -1644,6 +1656,31 @@ pub(crate) mod tests {
         assert!(!log.is_first_delivery(again));
         assert_eq!(log.stats().duplicate_deliveries, 1);
         assert_eq!(log.deliveries("e0"), &[again]);
+    }
+
+    /// When the ids that cannot be dropped outgrow three quarters of the limit, a quarter of
+    /// it stays for records (the log goes over, and says by how much).
+    #[test]
+    fn memory_limit_keeps_a_quarter_for_records() {
+        let limit = 1 << 20;
+        let mut log = ObservedLog::default();
+        log.set_memory_limit(Some(limit));
+        for i in 0..60_000i64 {
+            log.append(&filler(i), 0).unwrap();
+            log.shed();
+        }
+        let d = log.drop_stats();
+        assert!(d.undroppable_bytes > (limit * 3 / 4) as u64, "{d:?}");
+        assert!(log.approx_bytes() > limit);
+        let records = log.record_bytes();
+        assert!(
+            records > limit / 4 - 2 * CHUNK && records < limit,
+            "{records} bytes of records"
+        );
+        assert!(
+            d.held_records > 1_000 && d.dropped_records > 40_000,
+            "{d:?}"
+        );
     }
 
     /// Without a limit nothing is dropped; a limit smaller than one chunk keeps the chunk
