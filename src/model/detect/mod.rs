@@ -330,6 +330,7 @@ impl Detectors {
 pub(crate) fn loc(log: &ObservedLog, idx: LogIndex) -> String {
     match log.row(idx) {
         Some(r) => format!("{}/{}@{}", log.resolve(r.topic), r.partition, r.offset),
+        None if log.is_dropped(idx) => format!("log #{idx} (dropped: memory limit)"),
         None => format!("log #{idx}"),
     }
 }
