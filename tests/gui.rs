@@ -1349,6 +1349,11 @@ fn a_record_dropped_under_the_memory_limit_shows_as_dropped() {
             >= 1,
         "the status bar counts the drop"
     );
+    let caption = format!(
+        "{} of 20000 records ({first} oldest dropped: memory limit)",
+        20_000 - first
+    );
+    assert!(h.query_by_label(&caption).is_some(), "{caption}");
     let rows = h.state().visible_rows();
     assert_eq!(rows.get(0), Some(first));
     assert_eq!(rows.len(), 20_000 - first as usize);

@@ -180,7 +180,7 @@ pub fn memory_note(log: &crate::model::log::ObservedLog) -> Option<String> {
     let d = log.drop_stats();
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     let held = format!(
-        "log {:.0} of {:.0} MiB ({:.0} MiB ids, not droppable)",
+        "log {:.1} of {:.1} MiB ({:.1} MiB ids, not droppable)",
         mib(log.approx_bytes()),
         mib(limit),
         mib(log.undroppable_bytes())

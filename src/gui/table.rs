@@ -160,7 +160,13 @@ pub fn table_ui(
     let log = app.model.log();
     let anomalies = app.model.anomaly_indices();
     let extra = app.prefs.extra_columns.clone();
-    ui.label(format!("{n} of {} records", log.len()));
+    match log.first_held() {
+        0 => ui.label(format!("{n} of {} records", log.len())),
+        gone => ui.label(format!(
+            "{n} of {} records ({gone} oldest dropped: memory limit)",
+            log.len()
+        )),
+    };
     let row_h = 18.0;
     // One line per row: long values are cut with an ellipsis (full text in the inspector).
     ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
