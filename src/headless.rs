@@ -14,6 +14,7 @@ use eventscope_demo::store::StoreError;
 use eventscope_demo::system::{DemoConfig, DemoSystem};
 use eventscope_demo::telemetry::ExportReport;
 use eventscope_demo::topics;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -314,24 +315,11 @@ impl Session {
     }
 
     fn say(&self, msg: impl AsRef<str>) {
-        eprintln!(
-            "[{:>6.1}s] {}",
-            self.started.elapsed().as_secs_f64(),
-            msg.as_ref()
-        );
+        say_at(self.started, msg);
     }
 
     fn ingest(&mut self, batch: tap::Batch) {
-        let now = now_ms();
-        for r in &batch {
-            if let Err(e) = self.model.ingest(r, now) {
-                self.say(format!("observer: {e}"));
-            }
-        }
-        for ((topic, partition), next) in tap::positions(batch.iter()) {
-            let e = self.positions.entry((topic, partition)).or_insert(0);
-            *e = (*e).max(next);
-        }
+        ingest_into(&mut self.model, &mut self.positions, self.started, batch);
     }
 
     /// Feed what the tap has observed into the model.
@@ -341,25 +329,47 @@ impl Session {
         }
     }
 
-    /// Place `n` orders. Orders the schema check refuses are counted (see
-    /// [`DemoSystem::schema_refused`]), not placed; returns how many were placed.
+    /// Place `n` orders, [`PLACING`] requests in flight (as concurrent clients of
+    /// the order service send them), feeding the observer meanwhile. Orders the
+    /// schema check refuses are counted (see [`DemoSystem::schema_refused`]), not
+    /// placed; returns how many were placed.
     pub async fn place_orders(&mut self, n: u64, progress: bool) -> anyhow::Result<u64> {
-        let mut placed = 0;
-        for i in 0..n {
-            match self.system.place_order().await {
+        let started = self.started;
+        let system = &self.system;
+        let (model, positions, records_rx) =
+            (&mut self.model, &mut self.positions, &mut self.records_rx);
+        let mut in_flight = FuturesUnordered::new();
+        let (mut sent, mut answered, mut placed) = (0u64, 0u64, 0u64);
+        while answered < n {
+            while sent < n && in_flight.len() < PLACING {
+                let i = sent;
+                sent += 1;
+                in_flight.push(async move { (i, system.place_order().await) });
+            }
+            let (i, result) = tokio::select! {
+                Some(done) = in_flight.next() => done,
+                Some(batch) = records_rx.recv() => {
+                    ingest_into(model, positions, started, batch);
+                    continue;
+                }
+            };
+            answered += 1;
+            match result {
                 Ok(Ok(_)) => placed += 1,
                 Ok(Err(e)) => anyhow::bail!("order {i} rejected: {e}"),
                 Err(StoreError::Contract(e)) => {
                     if progress {
-                        self.say(format!("order {i} refused by the schema check: {e}"));
+                        say_at(
+                            started,
+                            format!("order {i} refused by the schema check: {e}"),
+                        );
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
-            if progress && (i + 1) % 100 == 0 {
-                self.say(format!("placed {}", i + 1));
+            if progress && answered % 100 == 0 {
+                say_at(started, format!("placed {answered}"));
             }
-            self.drain();
         }
         Ok(placed)
     }
@@ -455,6 +465,36 @@ impl Session {
             groups,
             relay_latency,
         })
+    }
+}
+
+/// Order requests `place_orders` keeps in flight.
+pub const PLACING: usize = 8;
+
+fn say_at(started: Instant, msg: impl AsRef<str>) {
+    eprintln!(
+        "[{:>6.1}s] {}",
+        started.elapsed().as_secs_f64(),
+        msg.as_ref()
+    );
+}
+
+/// Ingest a batch from the tap and move the read positions on.
+fn ingest_into(
+    model: &mut Model,
+    positions: &mut HashMap<(String, i32), i64>,
+    started: Instant,
+    batch: tap::Batch,
+) {
+    let now = now_ms();
+    for r in &batch {
+        if let Err(e) = model.ingest(r, now) {
+            say_at(started, format!("observer: {e}"));
+        }
+    }
+    for ((topic, partition), next) in tap::positions(batch.iter()) {
+        let e = positions.entry((topic, partition)).or_insert(0);
+        *e = (*e).max(next);
     }
 }
 

@@ -21,7 +21,10 @@ use crate::order_service::{self, Meta, OrderCommands};
 use crate::read_model::OrderView;
 use crate::saga::SagaMode;
 use crate::services::{Inventory, Payment, Shipping};
-use crate::store::{Db, StoreError};
+use crate::store::{Backend, Db, StoreError};
+
+/// Polling relays running side by side on PostgreSQL.
+pub const RELAYS_ON_POSTGRES: usize = 2;
 use crate::telemetry::{attr, ExportReport, Telemetry, TelemetryError};
 use crate::{ids, relay, topics};
 
@@ -156,23 +159,37 @@ impl DemoSystem {
             dead_lettered: AtomicU64::new(0),
             telemetry,
             relay_latency: LatencyLog::default(),
+            relay_duplicated: Mutex::default(),
         });
         let (shutdown_tx, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         match ctx.config.relay {
-            RelayMode::Poll => tasks.spawn(supervise(
-                "outbox-relay",
-                ctx.clone(),
-                rx.clone(),
-                relay::run,
-            )),
-            RelayMode::Cdc => tasks.spawn(supervise(
-                "cdc-relay",
-                ctx.clone(),
-                rx.clone(),
-                crate::cdc::run,
-            )),
-        };
+            // PostgreSQL takes relays side by side (each claims with SKIP
+            // LOCKED, never a key's later row before its earlier one); SQLite
+            // has one writer.
+            RelayMode::Poll => {
+                let relays = match ctx.db.backend {
+                    Backend::Postgres => RELAYS_ON_POSTGRES,
+                    Backend::Sqlite => 1,
+                };
+                for _ in 0..relays {
+                    tasks.spawn(supervise(
+                        "outbox-relay",
+                        ctx.clone(),
+                        rx.clone(),
+                        relay::run,
+                    ));
+                }
+            }
+            RelayMode::Cdc => {
+                tasks.spawn(supervise(
+                    "cdc-relay",
+                    ctx.clone(),
+                    rx.clone(),
+                    crate::cdc::run,
+                ));
+            }
+        }
         spawn_consumer(&mut tasks, &ctx, &rx, Payment);
         spawn_consumer(&mut tasks, &ctx, &rx, Inventory);
         spawn_consumer(&mut tasks, &ctx, &rx, Shipping);

@@ -2,13 +2,16 @@
 //!
 //! For each record: decode the envelope; in ONE transaction mark
 //! `processed_events(consumer, event_id)` and apply the effect (with its outbox
-//! rows); commit; only then store the offset for the background commit.
+//! rows); commit; only then store the offset for the background commit. The
+//! records one poll finds ready share that transaction, applied in offset order.
 //! Undecodable records go to the `dlq` and the consumer goes on.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
+use futures_util::FutureExt;
 use opentelemetry::KeyValue;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
@@ -61,6 +64,12 @@ pub trait Handler: Send + Sync + 'static {
     /// choreography the service publishes its outcome again the same way.
     fn replies_again_on_redelivery(&self) -> bool {
         true
+    }
+    /// Whether records of different partitions touch disjoint rows (they are
+    /// different orders, and the handler writes only per-order rows), so that
+    /// they may be applied in concurrent transactions.
+    fn partitions_apart(&self) -> bool {
+        false
     }
     /// Whether this consumer can read `msg`: a contract version it knows (the
     /// registered ones, by default) and a payload that matches it. A record it
@@ -159,7 +168,24 @@ fn process_span(ctx: &Ctx, group: &str, m: &BorrowedMessage<'_>, env: Option<&En
     )
 }
 
+/// Records one transaction takes at most: what one poll found ready.
+const BATCH: usize = 64;
+
+/// A record of a batch to apply in the batch's transaction (a record that is
+/// not, undecodable or not for this consumer, only moves its offset on).
+struct Work {
+    env: Envelope,
+    span: Trace,
+    /// False: it went to the dlq, the handler only accounts for it.
+    readable: bool,
+    partition: i32,
+}
+
 /// Run one consumer until shutdown or an injected crash.
+///
+/// What one poll finds ready (up to [`BATCH`] records) is applied in ONE
+/// transaction, record after record in offset order, each with its own
+/// processed-event mark and span; the offsets are stored after the commit.
 pub async fn run<H: Handler>(
     ctx: Arc<Ctx>,
     handler: Arc<H>,
@@ -167,163 +193,272 @@ pub async fn run<H: Handler>(
 ) -> anyhow::Result<Exit> {
     let consumer: StreamConsumer = ctx.kafka.consumer(handler.name())?;
     consumer.subscribe(&handler.topics(&ctx.config.saga_modes()))?;
+    let name = handler.name();
     loop {
         let msg = tokio::select! {
             _ = shutdown.changed() => return Ok(Exit::Shutdown),
             m = consumer.recv() => m,
         };
-        let m = match msg {
+        let first = match msg {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(consumer = handler.name(), error = %e, "consume error, retrying");
+                tracing::debug!(consumer = name, error = %e, "consume error, retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        match decode(&m, ctx.config.values.as_deref()) {
-            Err(why) => {
-                let span = process_span(&ctx, handler.name(), &m, None);
-                span.fail(format!("undecodable, sent to {}: {why}", topics::DLQ));
-                dead_letter(&ctx, handler.name(), &m, &why).await;
-                span.end();
-            }
-            Ok(env) if !handler.wants(m.topic(), &env) => {}
-            Ok(env) => {
-                let span = process_span(&ctx, handler.name(), &m, Some(&env));
-                let done = match handler.reads(&env) {
-                    Err(why) => {
-                        span.fail(format!("unreadable, sent to {}: {why}", topics::DLQ));
-                        dead_letter(&ctx, handler.name(), &m, &why).await;
-                        ctx.dead_lettered
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        retrying(&ctx, handler.name(), &env, &span, &mut shutdown, || {
-                            unreadable(&ctx, handler.as_ref(), &env)
-                        })
-                        .await
-                    }
-                    Ok(()) => {
-                        retrying(&ctx, handler.name(), &env, &span, &mut shutdown, || {
-                            attempt(&ctx, handler.as_ref(), &env, &span)
-                        })
-                        .await
-                    }
-                };
-                span.end();
-                if !done {
-                    return Ok(Exit::Shutdown);
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            // Only what is ready now: a pending receive is dropped, nothing is taken.
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(m),
+                Some(Err(e)) => {
+                    tracing::debug!(consumer = name, error = %e, "consume error");
+                    break;
                 }
-                if ctx.faults.hits_attempt(
-                    handler.crash_fault(),
-                    &format!("{}:{}", handler.name(), env.id),
-                ) {
-                    // Killed after the effect, before the offset is stored. A
-                    // restarted consumer resumes from the last stored offset:
-                    // this very record. The restart is simulated in place (a
-                    // rewind, no group rebalance), so a crash probability of
-                    // 0.3 costs a redelivery, not seconds of rejoining.
-                    tracing::warn!(consumer = handler.name(), event = %env.id, "injected crash after the effect, before the offset commit");
-                    ctx.note_restart();
-                    if let Err(e) = consumer.seek(
-                        m.topic(),
-                        m.partition(),
-                        Offset::Offset(m.offset()),
-                        Duration::from_secs(5),
-                    ) {
-                        // Revoked meanwhile: its next owner resumes from the
-                        // committed offset, which redelivers it all the same.
-                        tracing::debug!(consumer = handler.name(), error = %e, "rewind after injected crash");
-                    }
-                    tokio::select! {
-                        _ = shutdown.changed() => return Ok(Exit::Shutdown),
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    }
-                    continue;
-                }
+                None => break,
             }
         }
-        consumer.store_offset_from_message(&m)?;
+        let decoded: Vec<Result<Envelope, String>> = batch
+            .iter()
+            .map(|m| decode(m, ctx.config.values.as_deref()))
+            .collect();
+        // consumer-crash (decided before the work, acted on after it): the
+        // first record that dies ends the batch there. It is applied, its
+        // offset is not stored; the records after it are not touched now (a
+        // consumer that died has not seen them) and come back after the rewind.
+        let crash_at = batch.iter().zip(&decoded).position(|(m, d)| match d {
+            Ok(env) if handler.wants(m.topic(), env) => ctx
+                .faults
+                .hits_attempt(handler.crash_fault(), &format!("{name}:{}", env.id)),
+            _ => false,
+        });
+        let taken = crash_at.map_or(batch.len(), |i| i + 1);
+        let mut items = Vec::with_capacity(taken);
+        for (m, d) in batch.iter().zip(decoded).take(taken) {
+            items.push(match d {
+                Err(why) => {
+                    let span = process_span(&ctx, name, m, None);
+                    span.fail(format!("undecodable, sent to {}: {why}", topics::DLQ));
+                    dead_letter(&ctx, name, m, &why).await;
+                    span.end();
+                    None
+                }
+                Ok(env) if !handler.wants(m.topic(), &env) => None,
+                Ok(env) => {
+                    let span = process_span(&ctx, name, m, Some(&env));
+                    let readable = match handler.reads(&env) {
+                        Ok(()) => true,
+                        Err(why) => {
+                            span.fail(format!("unreadable, sent to {}: {why}", topics::DLQ));
+                            dead_letter(&ctx, name, m, &why).await;
+                            ctx.dead_lettered
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            false
+                        }
+                    };
+                    Some(Work {
+                        env,
+                        span,
+                        readable,
+                        partition: m.partition(),
+                    })
+                }
+            });
+        }
+        let mut works: Vec<(&Envelope, &Trace, bool)> = Vec::with_capacity(items.len());
+        let mut partitions = Vec::with_capacity(items.len());
+        for w in items.iter().flatten() {
+            works.push((&w.env, &w.span, w.readable));
+            partitions.push(w.partition);
+        }
+        if !works.is_empty() {
+            // The records of a partition (every topic's, keyed alike) in one
+            // lane: side by side on a database with concurrent writers, for a
+            // handler whose partitions share no rows.
+            let apart =
+                handler.partitions_apart() && ctx.db.backend == crate::store::Backend::Postgres;
+            let lanes = lanes(&partitions, apart);
+            let lane_works: Vec<Vec<(&Envelope, &Trace, bool)>> = lanes
+                .iter()
+                .map(|lane| lane.iter().map(|&i| works[i]).collect())
+                .collect();
+            let (ctx_ref, handler_ref) = (&ctx, handler.as_ref());
+            let done = join_all(lane_works.iter().map(|w| {
+                let mut shutdown = shutdown.clone();
+                async move {
+                    retrying(ctx_ref, name, w, &mut shutdown, || {
+                        attempt(ctx_ref, handler_ref, w)
+                    })
+                    .await
+                }
+            }))
+            .await;
+            let mut duplicates = vec![false; works.len()];
+            let mut stopped = false;
+            for (lane, done) in lanes.iter().zip(done) {
+                match done {
+                    Some(d) => lane.iter().zip(d).for_each(|(&i, d)| duplicates[i] = d),
+                    None => stopped = true,
+                }
+            }
+            if stopped {
+                for (_, span, _) in &works {
+                    span.end();
+                }
+                return Ok(Exit::Shutdown);
+            }
+            for ((_, span, _), duplicate) in works.iter().zip(duplicates) {
+                if duplicate {
+                    ctx.duplicates_skipped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    span.set_attributes(vec![KeyValue::new(attr::DUPLICATE, true)]);
+                }
+                span.end();
+            }
+        }
+        for m in &batch[..crash_at.unwrap_or(batch.len())] {
+            consumer.store_offset_from_message(m)?;
+        }
+        if let (Some(i), Some(Some(Work { env, .. }))) = (crash_at, items.last()) {
+            // Killed after the effect, before the offset is stored. A restarted
+            // consumer resumes from the last stored offset: this very record.
+            // The restart is simulated in place (a rewind, no group rebalance),
+            // so a crash probability of 0.3 costs a redelivery, not seconds of
+            // rejoining.
+            tracing::warn!(consumer = name, event = %env.id, "injected crash after the effect, before the offset commit");
+            ctx.note_restart();
+            rewind(&consumer, name, &batch[i..]);
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(Exit::Shutdown),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
     }
 }
 
-/// Run one transaction for an envelope, retrying store errors. False on shutdown.
+/// The records of a batch (by their partitions) grouped into lanes, each
+/// applied in one transaction: one lane, or with `apart` one per partition.
+fn lanes(partitions: &[i32], apart: bool) -> Vec<Vec<usize>> {
+    if !apart {
+        return vec![(0..partitions.len()).collect()];
+    }
+    let mut by: Vec<(i32, Vec<usize>)> = Vec::new();
+    for (i, p) in partitions.iter().enumerate() {
+        match by.iter_mut().find(|(q, _)| q == p) {
+            Some((_, lane)) => lane.push(i),
+            None => by.push((*p, vec![i])),
+        }
+    }
+    by.into_iter().map(|(_, lane)| lane).collect()
+}
+
+/// Seek every partition of `unstored` (the crashed record and the rest of
+/// its batch, not taken) back to its first record there: the earlier ones were stored.
+fn rewind(consumer: &StreamConsumer, name: &str, unstored: &[BorrowedMessage<'_>]) {
+    let mut sought: Vec<(&str, i32)> = Vec::new();
+    for m in unstored {
+        let tp = (m.topic(), m.partition());
+        if sought.contains(&tp) {
+            continue;
+        }
+        sought.push(tp);
+        if let Err(e) = consumer.seek(
+            m.topic(),
+            m.partition(),
+            Offset::Offset(m.offset()),
+            Duration::from_secs(5),
+        ) {
+            // Revoked meanwhile: its next owner resumes from the
+            // committed offset, which redelivers it all the same.
+            tracing::debug!(consumer = name, error = %e, "rewind after injected crash");
+        }
+    }
+}
+
+/// Run one transaction for a batch, retrying store errors. Returns which
+/// records were recognised duplicates; None on shutdown.
 async fn retrying<F, Fut>(
     ctx: &Ctx,
     consumer: &str,
-    env: &Envelope,
-    trace: &Trace,
+    works: &[(&Envelope, &Trace, bool)],
     shutdown: &mut watch::Receiver<bool>,
     mut once: F,
-) -> bool
+) -> Option<Vec<bool>>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), StoreError>>,
+    Fut: Future<Output = Result<Vec<bool>, StoreError>>,
 {
     let mut backoff = Duration::from_millis(20);
     loop {
         match once().await {
-            Ok(()) => return true,
+            Ok(duplicates) => return Some(duplicates),
             Err(e) if e.is_transient() => {
                 tracing::debug!(consumer, error = %e, "transient, retrying");
-                trace.add_event("transient store error; retrying", vec![]);
+                for (_, trace, _) in works {
+                    trace.add_event("transient store error; retrying", vec![]);
+                }
             }
             Err(e) => {
-                tracing::error!(consumer, event = %env.id, error = %e, "cannot apply; retrying");
+                let events: Vec<&str> = works.iter().map(|(env, _, _)| env.id.as_str()).collect();
+                tracing::error!(consumer, events = ?events, error = %e, "cannot apply; retrying");
                 ctx.report_error(format!("{consumer}: {e}"));
-                trace.add_event(
-                    "cannot apply; retrying",
-                    vec![KeyValue::new("exception.message", e.to_string())],
-                );
+                for (_, trace, _) in works {
+                    trace.add_event(
+                        "cannot apply; retrying",
+                        vec![KeyValue::new("exception.message", e.to_string())],
+                    );
+                }
             }
         }
         tokio::select! {
-            _ = shutdown.changed() => return false,
+            _ = shutdown.changed() => return None,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
-/// Mark an unreadable record processed and let the handler account for it.
-async fn unreadable<H: Handler>(ctx: &Ctx, handler: &H, env: &Envelope) -> Result<(), StoreError> {
-    let mut tx = ctx.db.begin().await?;
-    if mark_processed(&mut tx, handler.name(), &env.id).await? {
-        handler.unreadable(ctx, &mut tx, env).await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
+/// Apply a batch in one transaction, record after record: mark each
+/// processed, then its effect (or for a record that went to the dlq, let the
+/// handler account for it). A recognised redelivery skips the effect (and may
+/// send the stored replies again). Returns which records were duplicates.
 async fn attempt<H: Handler>(
     ctx: &Ctx,
     handler: &H,
-    env: &Envelope,
-    trace: &Trace,
-) -> Result<(), StoreError> {
+    works: &[(&Envelope, &Trace, bool)],
+) -> Result<Vec<bool>, StoreError> {
     let mut tx = ctx.db.begin().await?;
-    let first = mark_processed(&mut tx, handler.name(), &env.id).await?;
     let skip_check = handler.honours_no_idempotency() && ctx.faults.is_on(Fault::NoIdempotency);
-    if !first && !skip_check {
-        if handler.replies_again_on_redelivery() {
-            sqlx::query(
-                "UPDATE outbox SET published_at = NULL \
-                 WHERE service = $1 AND causation_id = $2 AND published_at IS NOT NULL",
-            )
-            .bind(handler.name())
-            .bind(&env.id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
+    let mut duplicates = Vec::with_capacity(works.len());
+    for (env, trace, readable) in works {
+        let first = mark_processed(&mut tx, handler.name(), &env.id).await?;
+        if !readable {
+            if first {
+                handler.unreadable(ctx, &mut tx, env).await?;
+            }
+            duplicates.push(false);
+            continue;
         }
-        ctx.duplicates_skipped
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        trace.set_attributes(vec![KeyValue::new(attr::DUPLICATE, true)]);
-        return Ok(());
+        if !first && !skip_check {
+            if handler.replies_again_on_redelivery() {
+                sqlx::query(
+                    "UPDATE outbox SET published_at = NULL \
+                     WHERE service = $1 AND causation_id = $2 AND published_at IS NOT NULL",
+                )
+                .bind(handler.name())
+                .bind(&env.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            duplicates.push(true);
+            continue;
+        }
+        handler.handle(ctx, &mut tx, env, trace).await?;
+        duplicates.push(false);
     }
-    handler.handle(ctx, &mut tx, env, trace).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(duplicates)
 }
 
 /// Forward an undecodable record to the dlq with its origin in headers.

@@ -131,6 +131,8 @@ pub struct Ctx {
     pub telemetry: Telemetry,
     /// Outbox write → broker acknowledgement, per published row.
     pub relay_latency: LatencyLog,
+    /// Outbox rows the `duplicate-publish` fault already left unmarked once.
+    pub(crate) relay_duplicated: Mutex<std::collections::HashSet<i64>>,
 }
 
 /// Latencies in milliseconds (the last 100,000), for percentiles.

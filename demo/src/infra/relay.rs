@@ -94,7 +94,9 @@ fn in_list(n: usize, first: usize) -> String {
 }
 
 /// Count the attempts and mark the acknowledged rows, in the claim's
-/// transaction when there is one (Postgres), else in a new one.
+/// transaction when there is one (Postgres), else in a new one. `published`
+/// is a subset of `attempted`: a row sent but left unmarked (the
+/// `duplicate-publish` fault) only counts its attempt.
 async fn mark(
     ctx: &Ctx,
     claim: Option<Tx>,
@@ -105,20 +107,26 @@ async fn mark(
         Some(tx) => tx,
         None => ctx.db.begin().await?,
     };
-    if !attempted.is_empty() {
+    let marked: HashSet<i64> = published.iter().copied().collect();
+    let unmarked: Vec<i64> = attempted
+        .iter()
+        .copied()
+        .filter(|id| !marked.contains(id))
+        .collect();
+    if !unmarked.is_empty() {
         let sql = format!(
             "UPDATE outbox SET publish_count = publish_count + 1 WHERE id IN ({})",
-            in_list(attempted.len(), 1)
+            in_list(unmarked.len(), 1)
         );
         let mut q = sqlx::query(&sql);
-        for id in attempted {
+        for id in &unmarked {
             q = q.bind(*id);
         }
         q.execute(&mut *tx).await?;
     }
     if !published.is_empty() {
         let sql = format!(
-            "UPDATE outbox SET published_at = $1 WHERE id IN ({})",
+            "UPDATE outbox SET publish_count = publish_count + 1, published_at = $1 WHERE id IN ({})",
             in_list(published.len(), 2)
         );
         let mut q = sqlx::query(&sql).bind(now_ms());
@@ -229,8 +237,6 @@ pub(crate) fn end_publish_span(span: &Trace, result: &Result<(i32, i64), String>
 pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Exit> {
     let timeout = ctx.config.relay_delivery_timeout;
     let mut producer: FutureProducer = ctx.kafka.producer(timeout)?;
-    // Rows whose "crash before marking" was already injected once.
-    let mut duplicated: HashSet<i64> = HashSet::new();
     loop {
         if *shutdown.borrow() {
             return Ok(Exit::Shutdown);
@@ -332,11 +338,12 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         let published: Vec<i64> = acked
             .iter()
             .filter(|r| {
-                let crash = !duplicated.contains(&r.id)
-                    && ctx.faults.hits(Fault::DuplicatePublish, &r.envelope.id);
-                if crash {
-                    duplicated.insert(r.id);
-                }
+                // Injected once per row, whichever relay sends it.
+                let crash = ctx.faults.hits(Fault::DuplicatePublish, &r.envelope.id)
+                    && ctx
+                        .relay_duplicated
+                        .lock()
+                        .is_ok_and(|mut done| done.insert(r.id));
                 !crash
             })
             .map(|r| r.id)

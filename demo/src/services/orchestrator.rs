@@ -160,6 +160,10 @@ async fn perform(
 }
 
 impl Handler for Orchestrator {
+    /// Its rows are the order's own: partitions apply side by side.
+    fn partitions_apart(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         NAME
     }
