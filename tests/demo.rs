@@ -805,3 +805,55 @@ async fn orders_of_both_modes_run_side_by_side() {
     assert!(one.system.set_saga_mode(SagaMode::Orchestration).is_err());
     let _ = one.finish().await;
 }
+
+/// The relay is woken by commits, not by its poll: with a poll of 60 s, sagas of
+/// nine relayed hops each still end in seconds. On PostgreSQL a row committed by
+/// another process (here: another connection pool, which rings no in-process
+/// signal) is published through the outbox trigger's NOTIFY, also in seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_wake_the_relay_before_its_poll() {
+    use eventscope_demo::order_service::{self, Meta};
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let poll = Duration::from_secs(60);
+    let mut s = common::session_with(dir, "", 7, |c| c.relay_interval = poll).await;
+    let started = Instant::now();
+    let placed = s.place_orders(10, false).await.expect("orders placed");
+    let open = s
+        .settle(placed as i64, Duration::from_secs(30), false)
+        .await
+        .expect("settle");
+    assert!(open.is_empty(), "not quiescent: {open:?}");
+    assert!(started.elapsed() < poll / 2, "{:?}", started.elapsed());
+    let db = s.system.ctx.db.clone();
+    if db.backend == eventscope_demo::store::Backend::Postgres {
+        let other = eventscope_demo::store::Db::connect(&s.system.ctx.config.database_url)
+            .await
+            .expect("second pool");
+        let (order_id, cmd) = eventscope_demo::system::DemoSystem::order_command(99, 1);
+        let written = Instant::now();
+        order_service::execute(&other, &order_id, cmd, &Meta::default(), 100)
+            .await
+            .expect("store")
+            .expect("placed");
+        let published = loop {
+            let n = db
+                .count(&format!(
+                    "SELECT COUNT(*) FROM outbox WHERE subject = '{order_id}' AND published_at IS NOT NULL"
+                ))
+                .await
+                .expect("count");
+            if n > 0 || written.elapsed() > Duration::from_secs(20) {
+                break n > 0;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(published, "the NOTIFY did not wake a relay");
+        assert!(
+            written.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            written.elapsed()
+        );
+    }
+    s.finish().await.expect("finish");
+}

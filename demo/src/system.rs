@@ -160,6 +160,7 @@ impl DemoSystem {
             telemetry,
             relay_latency: LatencyLog::default(),
             relay_duplicated: Mutex::default(),
+            outbox_written: tokio::sync::Notify::new(),
         });
         let (shutdown_tx, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -180,6 +181,9 @@ impl DemoSystem {
                         relay::run,
                     ));
                 }
+                if ctx.db.backend == Backend::Postgres {
+                    tasks.spawn(relay::listen(ctx.clone(), rx.clone()));
+                }
             }
             RelayMode::Cdc => {
                 tasks.spawn(supervise(
@@ -188,6 +192,7 @@ impl DemoSystem {
                     rx.clone(),
                     crate::cdc::run,
                 ));
+                tasks.spawn(relay::listen(ctx.clone(), rx.clone()));
             }
         }
         spawn_consumer(&mut tasks, &ctx, &rx, Payment);
@@ -331,6 +336,7 @@ impl DemoSystem {
             self.ctx.config.snapshot_every,
         )
         .await;
+        self.ctx.outbox_committed();
         match &result {
             Err(e) => trace.fail(e.to_string()),
             Ok(Err(e)) => trace.fail(e.to_string()),

@@ -383,9 +383,8 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
             }
         };
         if txns.is_empty() {
-            tokio::select! {
-                _ = shutdown.changed() => return Ok(Exit::Shutdown),
-                _ = tokio::time::sleep(ctx.config.relay_interval) => {}
+            if !ctx.await_outbox(&mut shutdown).await {
+                return Ok(Exit::Shutdown);
             }
             continue;
         }

@@ -458,6 +458,7 @@ async fn attempt<H: Handler>(
         duplicates.push(false);
     }
     tx.commit().await?;
+    ctx.outbox_committed();
     Ok(duplicates)
 }
 

@@ -34,6 +34,7 @@ pub struct DemoConfig {
     pub partitions: i32,
     pub seed: u64,
     pub snapshot_every: i64,
+    /// How often an idle relay looks at the outbox unasked: commits wake it at once.
     pub relay_interval: Duration,
     pub relay_batch: i64,
     pub relay_delivery_timeout: Duration,
@@ -75,7 +76,7 @@ impl DemoConfig {
             partitions: 3,
             seed: 1,
             snapshot_every: 100,
-            relay_interval: Duration::from_millis(20),
+            relay_interval: Duration::from_millis(250),
             relay_batch: 500,
             relay_delivery_timeout: Duration::from_secs(3),
             initial_stock: 1_000_000,
@@ -133,6 +134,9 @@ pub struct Ctx {
     pub relay_latency: LatencyLog,
     /// Outbox rows the `duplicate-publish` fault already left unmarked once.
     pub(crate) relay_duplicated: Mutex<std::collections::HashSet<i64>>,
+    /// Rung after a commit that may have written outbox rows (and by the
+    /// PostgreSQL listener on the trigger's NOTIFY): wakes an idle relay.
+    pub outbox_written: tokio::sync::Notify,
 }
 
 /// Latencies in milliseconds (the last 100,000), for percentiles.
@@ -164,6 +168,22 @@ impl LatencyLog {
 }
 
 impl Ctx {
+    /// Wake an idle relay: a transaction that may have written outbox rows committed.
+    pub fn outbox_committed(&self) {
+        self.outbox_written.notify_one();
+    }
+
+    /// An idle relay's wait: until a commit may have written outbox rows,
+    /// or `relay_interval` at most (rows written elsewhere, unsignalled).
+    /// False on shutdown.
+    pub async fn await_outbox(&self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            _ = shutdown.changed() => false,
+            _ = self.outbox_written.notified() => true,
+            _ = tokio::time::sleep(self.config.relay_interval) => true,
+        }
+    }
+
     /// A task "restarted" after an injected crash.
     pub fn note_restart(&self) {
         self.restarts.fetch_add(1, Ordering::SeqCst);

@@ -233,6 +233,40 @@ pub(crate) fn end_publish_span(span: &Trace, result: &Result<(i32, i64), String>
     span.end();
 }
 
+/// The channel the outbox trigger NOTIFYs on commit (migration 0005, PostgreSQL).
+pub const NOTIFY_CHANNEL: &str = "eventscope_outbox";
+
+/// On PostgreSQL: LISTEN for the outbox trigger's NOTIFY and wake an idle
+/// relay, so that rows committed by any process, not only this one, are
+/// published at once. A lost connection is re-established; meanwhile the
+/// relays fall back to polling.
+pub async fn listen(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let session = async {
+            let mut listener =
+                sqlx::postgres::PgListener::connect(&ctx.config.database_url).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            loop {
+                listener.recv().await?;
+                ctx.outbox_committed();
+            }
+        };
+        let ended: Result<(), sqlx::Error> = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = session => r,
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "outbox listener lost; relays poll meanwhile");
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Run the relay until shutdown or an injected crash.
 pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Exit> {
     let timeout = ctx.config.relay_delivery_timeout;
@@ -267,9 +301,8 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
             }
         };
         let Some(tx) = tx else {
-            tokio::select! {
-                _ = shutdown.changed() => return Ok(Exit::Shutdown),
-                _ = tokio::time::sleep(ctx.config.relay_interval) => {}
+            if !ctx.await_outbox(&mut shutdown).await {
+                return Ok(Exit::Shutdown);
             }
             continue;
         };

@@ -372,6 +372,7 @@ pub async fn run_deadlines(
             match result {
                 Ok(()) => {
                     tx.commit().await?;
+                    ctx.outbox_committed();
                     tracing::warn!(order = %order_id, "saga step deadline passed: compensating");
                 }
                 // Moved by its consumer meanwhile: looked at again next round.
