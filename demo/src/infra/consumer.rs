@@ -10,7 +10,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use futures_util::FutureExt;
 use opentelemetry::KeyValue;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -64,12 +63,6 @@ pub trait Handler: Send + Sync + 'static {
     /// choreography the service publishes its outcome again the same way.
     fn replies_again_on_redelivery(&self) -> bool {
         true
-    }
-    /// Whether records of different partitions touch disjoint rows (they are
-    /// different orders, and the handler writes only per-order rows), so that
-    /// they may be applied in concurrent transactions.
-    fn partitions_apart(&self) -> bool {
-        false
     }
     /// Whether this consumer can read `msg`: a contract version it knows (the
     /// registered ones, by default) and a payload that matches it. A record it
@@ -178,7 +171,6 @@ struct Work {
     span: Trace,
     /// False: it went to the dlq, the handler only accounts for it.
     readable: bool,
-    partition: i32,
 }
 
 /// Run one consumer until shutdown or an injected crash.
@@ -261,53 +253,26 @@ pub async fn run<H: Handler>(
                         env,
                         span,
                         readable,
-                        partition: m.partition(),
                     })
                 }
             });
         }
-        let mut works: Vec<(&Envelope, &Trace, bool)> = Vec::with_capacity(items.len());
-        let mut partitions = Vec::with_capacity(items.len());
-        for w in items.iter().flatten() {
-            works.push((&w.env, &w.span, w.readable));
-            partitions.push(w.partition);
-        }
+        let works: Vec<(&Envelope, &Trace, bool)> = items
+            .iter()
+            .flatten()
+            .map(|w| (&w.env, &w.span, w.readable))
+            .collect();
         if !works.is_empty() {
-            // The records of a partition (every topic's, keyed alike) in one
-            // lane: side by side on a database with concurrent writers, for a
-            // handler whose partitions share no rows.
-            let apart =
-                handler.partitions_apart() && ctx.db.backend == crate::store::Backend::Postgres;
-            let lanes = lanes(&partitions, apart);
-            let lane_works: Vec<Vec<(&Envelope, &Trace, bool)>> = lanes
-                .iter()
-                .map(|lane| lane.iter().map(|&i| works[i]).collect())
-                .collect();
-            let (ctx_ref, handler_ref) = (&ctx, handler.as_ref());
-            let done = join_all(lane_works.iter().map(|w| {
-                let mut shutdown = shutdown.clone();
-                async move {
-                    retrying(ctx_ref, name, w, &mut shutdown, || {
-                        attempt(ctx_ref, handler_ref, w)
-                    })
-                    .await
-                }
-            }))
+            let done = retrying(&ctx, name, &works, &mut shutdown, || {
+                attempt(&ctx, handler.as_ref(), &works)
+            })
             .await;
-            let mut duplicates = vec![false; works.len()];
-            let mut stopped = false;
-            for (lane, done) in lanes.iter().zip(done) {
-                match done {
-                    Some(d) => lane.iter().zip(d).for_each(|(&i, d)| duplicates[i] = d),
-                    None => stopped = true,
-                }
-            }
-            if stopped {
+            let Some(duplicates) = done else {
                 for (_, span, _) in &works {
                     span.end();
                 }
                 return Ok(Exit::Shutdown);
-            }
+            };
             for ((_, span, _), duplicate) in works.iter().zip(duplicates) {
                 if duplicate {
                     ctx.duplicates_skipped
@@ -335,22 +300,6 @@ pub async fn run<H: Handler>(
             }
         }
     }
-}
-
-/// The records of a batch (by their partitions) grouped into lanes, each
-/// applied in one transaction: one lane, or with `apart` one per partition.
-fn lanes(partitions: &[i32], apart: bool) -> Vec<Vec<usize>> {
-    if !apart {
-        return vec![(0..partitions.len()).collect()];
-    }
-    let mut by: Vec<(i32, Vec<usize>)> = Vec::new();
-    for (i, p) in partitions.iter().enumerate() {
-        match by.iter_mut().find(|(q, _)| q == p) {
-            Some((_, lane)) => lane.push(i),
-            None => by.push((*p, vec![i])),
-        }
-    }
-    by.into_iter().map(|(_, lane)| lane).collect()
 }
 
 /// Seek every partition of `unstored` (the crashed record and the rest of
@@ -419,10 +368,11 @@ where
     }
 }
 
-/// Apply a batch in one transaction, record after record: mark each
-/// processed, then its effect (or for a record that went to the dlq, let the
-/// handler account for it). A recognised redelivery skips the effect (and may
-/// send the stored replies again). Returns which records were duplicates.
+/// Apply a batch in one transaction: mark every record processed (one
+/// statement), then record after record its effect (or for a record that went
+/// to the dlq, let the handler account for it). A recognised redelivery skips
+/// the effect (and may send the stored replies again). Returns which records
+/// were duplicates.
 async fn attempt<H: Handler>(
     ctx: &Ctx,
     handler: &H,
@@ -430,9 +380,11 @@ async fn attempt<H: Handler>(
 ) -> Result<Vec<bool>, StoreError> {
     let mut tx = ctx.db.begin().await?;
     let skip_check = handler.honours_no_idempotency() && ctx.faults.is_on(Fault::NoIdempotency);
+    let ids: Vec<&str> = works.iter().map(|(env, _, _)| env.id.as_str()).collect();
+    let mut fresh = mark_processed(&mut tx, handler.name(), &ids).await?;
     let mut duplicates = Vec::with_capacity(works.len());
     for (env, trace, readable) in works {
-        let first = mark_processed(&mut tx, handler.name(), &env.id).await?;
+        let first = fresh.remove(&env.id);
         if !readable {
             if first {
                 handler.unreadable(ctx, &mut tx, env).await?;

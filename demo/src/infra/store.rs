@@ -292,22 +292,34 @@ async fn insert_outbox_row(
     Ok(())
 }
 
-/// Record that `consumer` handled `event_id`. Returns false when it already had.
+/// Record that `consumer` handled each of `event_ids`, in one statement.
+/// Returns the ids it had not handled before (an id twice in `event_ids` is
+/// returned once: its second delivery is a duplicate).
 pub async fn mark_processed(
     tx: &mut Tx,
     consumer: &str,
-    event_id: &str,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, event_id) DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(event_id)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    event_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    if event_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let values = (0..event_ids.len())
+        .map(|i| format!("($1, ${}, $2)", i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES {values} \
+         ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+    );
+    let mut q = sqlx::query(&sql).bind(consumer).bind(now_ms());
+    for id in event_ids {
+        q = q.bind(*id);
+    }
+    q.fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+        .collect()
 }
 
 #[cfg(test)]

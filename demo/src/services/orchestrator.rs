@@ -160,10 +160,6 @@ async fn perform(
 }
 
 impl Handler for Orchestrator {
-    /// Its rows are the order's own: partitions apply side by side.
-    fn partitions_apart(&self) -> bool {
-        true
-    }
     fn name(&self) -> &'static str {
         NAME
     }

@@ -271,10 +271,6 @@ pub async fn placed_with(
 pub struct OrderCommands;
 
 impl Handler for OrderCommands {
-    /// Its rows are the order's own: partitions apply side by side.
-    fn partitions_apart(&self) -> bool {
-        true
-    }
     fn name(&self) -> &'static str {
         NAME
     }

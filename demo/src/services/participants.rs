@@ -136,10 +136,6 @@ fn total(items: &[LineItem]) -> i64 {
 pub struct Payment;
 
 impl Handler for Payment {
-    /// Its rows are the order's own: partitions apply side by side.
-    fn partitions_apart(&self) -> bool {
-        true
-    }
     fn name(&self) -> &'static str {
         "payment-service"
     }
@@ -435,10 +431,6 @@ impl Handler for Inventory {
 pub struct Shipping;
 
 impl Handler for Shipping {
-    /// Its rows are the order's own: partitions apply side by side.
-    fn partitions_apart(&self) -> bool {
-        true
-    }
     fn name(&self) -> &'static str {
         "shipping-service"
     }

@@ -12,10 +12,6 @@ use crate::topics;
 pub struct OrderView;
 
 impl Handler for OrderView {
-    /// Its rows are the order's own: partitions apply side by side.
-    fn partitions_apart(&self) -> bool {
-        true
-    }
     fn name(&self) -> &'static str {
         "order-view"
     }
