@@ -324,6 +324,20 @@ pub struct DemoArgs {
     /// How the sagas run: orchestrated by commands, or choreographed by events.
     #[arg(long, value_enum, default_value_t = SagaArg::Orchestration)]
     pub saga: SagaArg,
+    /// Orders per second (0.1 to 10000). Headless: the --orders are placed at
+    /// this pace instead of as fast as the order service answers. In the window:
+    /// traffic starts at this rate (within the top bar's 0.5 to 200).
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.1..=10_000.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a rate: give orders per second from 0.1 to 10000, e.g. 50 or 0.5"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -334,19 +334,38 @@ impl Session {
     /// schema check refuses are counted (see [`DemoSystem::schema_refused`]), not
     /// placed; returns how many were placed.
     pub async fn place_orders(&mut self, n: u64, progress: bool) -> anyhow::Result<u64> {
+        self.place_orders_at(n, None, progress).await
+    }
+
+    /// [`Session::place_orders`], with the requests paced at `rate` orders per
+    /// second (None: as fast as the order service answers).
+    pub async fn place_orders_at(
+        &mut self,
+        n: u64,
+        rate: Option<f64>,
+        progress: bool,
+    ) -> anyhow::Result<u64> {
         let started = self.started;
+        let pacing = Instant::now();
+        // When request `i` is due.
+        let due = |i: u64| rate.map(|r| pacing + Duration::from_secs_f64(i as f64 / r));
         let system = &self.system;
         let (model, positions, records_rx) =
             (&mut self.model, &mut self.positions, &mut self.records_rx);
         let mut in_flight = FuturesUnordered::new();
         let (mut sent, mut answered, mut placed) = (0u64, 0u64, 0u64);
         while answered < n {
-            while sent < n && in_flight.len() < PLACING {
+            while sent < n
+                && in_flight.len() < PLACING
+                && due(sent).is_none_or(|t| t <= Instant::now())
+            {
                 let i = sent;
                 sent += 1;
                 in_flight.push(async move { (i, system.place_order().await) });
             }
+            let next_due = due(sent).filter(|_| sent < n && in_flight.len() < PLACING);
             let (i, result) = tokio::select! {
+                _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now).into()), if next_due.is_some() => continue,
                 Some(done) = in_flight.next() => done,
                 Some(batch) = records_rx.recv() => {
                     ingest_into(model, positions, started, batch);
@@ -552,7 +571,7 @@ pub async fn execute(
             s.system.saga_mode()
         ));
     }
-    let placed = s.place_orders(args.orders, true).await?;
+    let placed = s.place_orders_at(args.orders, args.rate, true).await?;
     let open = s
         .settle(
             baseline + placed as i64,

@@ -296,3 +296,51 @@ fn a_malformed_kafka_config_value_is_refused_without_repeating_it() {
     let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
     assert!(!all.contains("hunter2"), "{all}");
 }
+
+#[test]
+fn a_bad_rate_is_one_clear_error() {
+    for bad in ["0", "fast", "-3", "20000", "NaN"] {
+        let out = Command::new(BIN)
+            .args(["demo", "--headless", "--orders", "1"])
+            .arg(format!("--rate={bad}"))
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--rate") && err.contains("is not a rate") && err.contains("0.1 to 10000"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+/// `--rate 0.5` (a fraction, as a user may type it): two orders, one every two
+/// seconds, to quiescence and a report.
+#[test]
+fn a_fractional_rate_paces_the_orders_and_ends_well() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = dir.path().join("r.json");
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(["demo", "--headless", "--orders", "2", "--rate", "0.5"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(r["orders"]["created"], 2);
+    assert_eq!(r["orders"]["completed"], 2);
+}

@@ -857,3 +857,32 @@ async fn commits_wake_the_relay_before_its_poll() {
     }
     s.finish().await.expect("finish");
 }
+
+/// `place_orders_at` paces the requests: n orders at r per second take at
+/// least (n - 1) / r, and all are placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_placed_at_the_rate_asked() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let mut s = common::session(dir, "", 7).await;
+    for (n, rate) in [(5, 4.0), (3, 1.5)] {
+        let started = Instant::now();
+        let placed = s
+            .place_orders_at(n, Some(rate), false)
+            .await
+            .expect("orders placed");
+        assert_eq!(placed, n);
+        let least = Duration::from_secs_f64((n - 1) as f64 / rate);
+        assert!(
+            started.elapsed() >= least,
+            "{n} at {rate}/s: {:?}",
+            started.elapsed()
+        );
+    }
+    let open = s
+        .settle(8, Duration::from_secs(60), false)
+        .await
+        .expect("settle");
+    assert!(open.is_empty(), "not quiescent: {open:?}");
+    s.finish().await.expect("finish");
+}

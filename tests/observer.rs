@@ -22,6 +22,7 @@ fn args(saga: SagaArg, faults: &str, orders: u64) -> DemoArgs {
         snapshot_every: 100,
         step_timeout: 3,
         saga,
+        rate: None,
     }
 }
 

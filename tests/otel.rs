@@ -470,6 +470,7 @@ fn args(orders: u64) -> DemoArgs {
         snapshot_every: 100,
         step_timeout: 30,
         saga: Default::default(),
+        rate: None,
     }
 }
 

@@ -22,6 +22,7 @@ fn args(orders: u64, saga: SagaArg) -> DemoArgs {
         snapshot_every: 100,
         step_timeout: 30,
         saga,
+        rate: None,
     }
 }
 

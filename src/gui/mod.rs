@@ -704,8 +704,13 @@ impl EventscopeApp {
                     }
                 }
                 Intent::Backend(cmd) => {
-                    if let BackendCommand::SetTraffic { running, .. } = &cmd {
+                    if let BackendCommand::SetTraffic {
+                        running,
+                        per_second,
+                    } = &cmd
+                    {
                         self.traffic_running = *running;
+                        self.prefs.traffic_rate = *per_second;
                     }
                     match &cmd {
                         BackendCommand::Connect(_, mode) => {
@@ -1050,6 +1055,9 @@ pub fn run(
 
 /// What `eventscope demo` without `--headless` asks of the window at start:
 /// the faults of `--faults` turned on, then `--orders` orders placed.
+/// The top bar's traffic rates, orders per second (its slider's range).
+pub const TRAFFIC_RATES: (f64, f64) = (0.5, 200.0);
+
 pub fn startup_commands(args: &crate::cli::DemoArgs) -> Vec<BackendCommand> {
     let mut cmds: Vec<BackendCommand> = args
         .faults
@@ -1070,6 +1078,12 @@ pub fn startup_commands(args: &crate::cli::DemoArgs) -> Vec<BackendCommand> {
         cmds.push(BackendCommand::PlaceOrders(
             u32::try_from(args.orders).unwrap_or(u32::MAX),
         ));
+    }
+    if let Some(rate) = args.rate {
+        cmds.push(BackendCommand::SetTraffic {
+            running: true,
+            per_second: rate.clamp(TRAFFIC_RATES.0, TRAFFIC_RATES.1),
+        });
     }
     cmds
 }

@@ -86,9 +86,12 @@ pub fn top_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
                     }));
                 }
                 let r = ui.add(
-                    egui::Slider::new(&mut app.prefs.traffic_rate, 0.5..=200.0)
-                        .logarithmic(true)
-                        .suffix(" orders/s"),
+                    egui::Slider::new(
+                        &mut app.prefs.traffic_rate,
+                        super::TRAFFIC_RATES.0..=super::TRAFFIC_RATES.1,
+                    )
+                    .logarithmic(true)
+                    .suffix(" orders/s"),
                 );
                 if r.changed() && app.traffic_running {
                     intents.push(Intent::Backend(BackendCommand::SetTraffic {
