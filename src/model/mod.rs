@@ -793,22 +793,43 @@ mod tests {
         ]
     }
 
+    /// 1 to 39 arbitrary records: topics, partitions, offsets, timestamps, keys,
+    /// headers and values, well-formed or not.
+    fn records() -> impl Strategy<Value = Vec<Record>> {
+        proptest::collection::vec(
+            (
+                proptest::sample::select(vec!["orders", "outbox.event.x", "a.commands", ""]),
+                -2i32..3,
+                any::<i64>(),
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(bytes()),
+                proptest::collection::vec((header_name(), proptest::option::of(bytes())), 0..10),
+                proptest::option::of(bytes()),
+            )
+                .prop_map(|(topic, partition, offset, ts, key, headers, value)| {
+                    Record {
+                        topic: topic.to_owned(),
+                        partition,
+                        offset,
+                        timestamp_ms: ts,
+                        key,
+                        headers,
+                        value,
+                    }
+                }),
+            1..40,
+        )
+    }
+
     proptest! {
         /// Whatever arrives, nothing panics and the raw record is kept byte for byte.
         #[test]
         fn arbitrary_records_never_panic(
-            recs in proptest::collection::vec((
-                proptest::sample::select(vec!["orders", "outbox.event.x", "a.commands", ""]),
-                -2i32..3, any::<i64>(), proptest::option::of(any::<i64>()),
-                proptest::option::of(bytes()),
-                proptest::collection::vec((header_name(), proptest::option::of(bytes())), 0..10),
-                proptest::option::of(bytes()),
-            ), 1..40),
+            recs in records(),
             ticks in proptest::collection::vec(any::<i64>(), 0..4),
         ) {
             let mut m = Model::default();
-            for (i, (topic, partition, offset, ts, key, headers, value)) in recs.into_iter().enumerate() {
-                let rec = Record { topic: topic.to_owned(), partition, offset, timestamp_ms: ts, key, headers, value };
+            for (i, rec) in recs.into_iter().enumerate() {
                 let (idx, _) = m.ingest(&rec, i as i64).unwrap();
                 prop_assert_eq!(m.log().record(idx), Some(rec));
                 let _ = m.log().event(idx);
@@ -824,19 +845,12 @@ mod tests {
         /// byte for byte or is dropped, never anything else.
         #[test]
         fn arbitrary_records_under_a_tiny_memory_limit(
-            recs in proptest::collection::vec((
-                proptest::sample::select(vec!["orders", "outbox.event.x", "a.commands", ""]),
-                -2i32..3, any::<i64>(), proptest::option::of(any::<i64>()),
-                proptest::option::of(bytes()),
-                proptest::collection::vec((header_name(), proptest::option::of(bytes())), 0..10),
-                proptest::option::of(bytes()),
-            ), 1..40),
+            recs in records(),
             ticks in proptest::collection::vec(any::<i64>(), 0..4),
         ) {
             let mut m = Model::new(ModelConfig { memory_limit: Some(1), ..ModelConfig::default() });
             let mut kept = Vec::new();
-            for (i, (topic, partition, offset, ts, key, headers, value)) in recs.into_iter().enumerate() {
-                let rec = Record { topic: topic.to_owned(), partition, offset, timestamp_ms: ts, key, headers, value };
+            for (i, rec) in recs.into_iter().enumerate() {
                 let (idx, _) = m.ingest(&rec, i as i64).unwrap();
                 prop_assert_eq!(m.log().record(idx), Some(rec.clone()));
                 kept.push((idx, rec));
