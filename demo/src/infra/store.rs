@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Row, Transaction};
+
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use crate::contracts::{ContractError, Registry};
 use crate::envelope::Envelope;
@@ -16,7 +17,49 @@ use crate::telemetry::Trace;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
-pub type Tx = Transaction<'static, Any>;
+/// A transaction of the demo's database. Statements run on it as on the
+/// connection (`&mut **tx`); outbox rows written in it ([`insert_outbox`]) are
+/// held and inserted together, in the order written, when it commits: one
+/// statement for all of a batch's rows instead of one each.
+pub struct Tx {
+    inner: Transaction<'static, Any>,
+    outbox: Vec<PendingRow>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
+
+impl Tx {
+    /// Insert the outbox rows written, then commit.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let rows = std::mem::take(&mut self.outbox);
+        for chunk in rows.chunks(OUTBOX_ROWS_PER_INSERT) {
+            insert_outbox_rows(&mut self.inner, chunk).await?;
+        }
+        self.inner.commit().await?;
+        Ok(())
+    }
+
+    /// Roll back: nothing of it, outbox rows included, is written.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.inner.rollback().await?;
+        Ok(())
+    }
+}
+
+/// Outbox rows per INSERT at commit (16 parameters each: within SQLite's and
+/// PostgreSQL's limits on bound parameters).
+const OUTBOX_ROWS_PER_INSERT: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -217,7 +260,10 @@ impl Db {
     }
 
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin().await?)
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+            outbox: Vec::new(),
+        })
     }
 
     pub async fn count(&self, sql: &str) -> Result<i64, StoreError> {
@@ -249,8 +295,12 @@ pub async fn insert_outbox(tx: &mut Tx, row: &OutboxRow, trace: &Trace) -> Resul
             .map_err(StoreError::from),
         false => Ok(()),
     };
-    let result = match result {
-        Ok(()) => insert_outbox_row(tx, row, span.traceparent()).await,
+    // Held until the transaction commits (see [`Tx`]).
+    let result = match result.and_then(|()| pending_row(row, span.traceparent())) {
+        Ok(pending) => {
+            tx.outbox.push(pending);
+            Ok(())
+        }
         Err(e) => Err(e),
     };
     if let Err(err) = &result {
@@ -260,35 +310,90 @@ pub async fn insert_outbox(tx: &mut Tx, row: &OutboxRow, trace: &Trace) -> Resul
     result
 }
 
-async fn insert_outbox_row(
-    tx: &mut Tx,
-    row: &OutboxRow,
+/// An outbox row written in a transaction, inserted when it commits.
+struct PendingRow {
+    event_id: String,
+    service: &'static str,
+    topic: String,
+    msg_key: String,
+    event_type: String,
+    source: String,
+    subject: String,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    aggregate_version: Option<i64>,
+    event_time: String,
+    payload: String,
+    created_at: i64,
     traceparent: Option<String>,
-) -> Result<(), StoreError> {
+    dataschema: Option<String>,
+    saga_mode: Option<&'static str>,
+}
+
+fn pending_row(row: &OutboxRow, traceparent: Option<String>) -> Result<PendingRow, StoreError> {
     let e = &row.envelope;
-    sqlx::query(
+    Ok(PendingRow {
+        event_id: e.id.clone(),
+        service: row.service,
+        topic: row.topic.clone(),
+        msg_key: e.subject.clone(),
+        event_type: e.event_type.clone(),
+        source: e.source.clone(),
+        subject: e.subject.clone(),
+        correlation_id: e.correlation_id.clone(),
+        causation_id: e.causation_id.clone(),
+        aggregate_version: e.aggregate_version,
+        event_time: e.time.clone(),
+        payload: serde_json::to_string(&e.data)?,
+        created_at: now_ms(),
+        traceparent,
+        dataschema: e.dataschema.clone(),
+        saga_mode: e.saga_mode.map(|m| m.as_str()),
+    })
+}
+
+/// One INSERT for `rows`, in their order (their ids ascend likewise).
+async fn insert_outbox_rows(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[PendingRow],
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 16;
+    let values = (0..rows.len())
+        .map(|r| {
+            let params = (1..=COLUMNS)
+                .map(|c| format!("${}", r * COLUMNS + c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({params})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
         "INSERT INTO outbox (event_id, service, topic, msg_key, event_type, source, subject, \
          correlation_id, causation_id, aggregate_version, event_time, payload, created_at, traceparent, dataschema, saga_mode) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(&e.id)
-    .bind(row.service)
-    .bind(&row.topic)
-    .bind(&e.subject)
-    .bind(&e.event_type)
-    .bind(&e.source)
-    .bind(&e.subject)
-    .bind(e.correlation_id.clone())
-    .bind(e.causation_id.clone())
-    .bind(e.aggregate_version)
-    .bind(&e.time)
-    .bind(serde_json::to_string(&e.data)?)
-    .bind(now_ms())
-    .bind(traceparent)
-    .bind(e.dataschema.clone())
-    .bind(e.saga_mode.map(|m| m.as_str()))
-    .execute(&mut **tx)
-    .await?;
+         VALUES {values}"
+    );
+    let mut q = sqlx::query(&sql);
+    for r in rows {
+        q = q
+            .bind(&r.event_id)
+            .bind(r.service)
+            .bind(&r.topic)
+            .bind(&r.msg_key)
+            .bind(&r.event_type)
+            .bind(&r.source)
+            .bind(&r.subject)
+            .bind(r.correlation_id.clone())
+            .bind(r.causation_id.clone())
+            .bind(r.aggregate_version)
+            .bind(&r.event_time)
+            .bind(&r.payload)
+            .bind(r.created_at)
+            .bind(r.traceparent.clone())
+            .bind(r.dataschema.clone())
+            .bind(r.saga_mode);
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 
