@@ -886,3 +886,25 @@ async fn orders_are_placed_at_the_rate_asked() {
     assert!(open.is_empty(), "not quiescent: {open:?}");
     s.finish().await.expect("finish");
 }
+
+/// Without idempotency a redelivered command runs again. When it changes
+/// nothing (a rejection: no stock moves, no effect to tell apart), its reply is
+/// the very event already in the outbox (same id, derived from the command),
+/// which is not written twice: the consumer goes on instead of failing on the
+/// outbox's unique event id for ever, and every saga ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idempotency_a_repeated_rejection_does_not_wedge_the_consumer() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let fin = common::run(
+        dir,
+        "no-idempotency,duplicate-publish=0.5,out-of-stock=0.9",
+        30,
+    )
+    .await;
+    let f = &fin.facts;
+    assert_eq!(f.orders_stuck, 0, "{:?}", f.stuck_phases);
+    assert_eq!(f.orders_compensated + f.orders_completed, 30, "{f:?}");
+    assert_eq!(f.outbox_pending, 0);
+    assert!(f.orders_compensated > 20, "{f:?}");
+}

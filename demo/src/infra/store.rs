@@ -20,7 +20,8 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 /// A transaction of the demo's database. Statements run on it as on the
 /// connection (`&mut **tx`); outbox rows written in it ([`insert_outbox`]) are
 /// held and inserted together, in the order written, when it commits: one
-/// statement for all of a batch's rows instead of one each.
+/// statement for all of a batch's rows instead of one each. An event already
+/// in the outbox (its id is derived from its cause) is not written twice.
 pub struct Tx {
     inner: Transaction<'static, Any>,
     outbox: Vec<PendingRow>,
@@ -371,7 +372,7 @@ async fn insert_outbox_rows(
     let sql = format!(
         "INSERT INTO outbox (event_id, service, topic, msg_key, event_type, source, subject, \
          correlation_id, causation_id, aggregate_version, event_time, payload, created_at, traceparent, dataschema, saga_mode) \
-         VALUES {values}"
+         VALUES {values} ON CONFLICT (event_id) DO NOTHING"
     );
     let mut q = sqlx::query(&sql);
     for r in rows {
