@@ -22,11 +22,11 @@ use crate::read_model::OrderView;
 use crate::saga::SagaMode;
 use crate::services::{Inventory, Payment, Shipping};
 use crate::store::{Backend, Db, StoreError};
+use crate::telemetry::{attr, ExportReport, Telemetry, TelemetryError};
+use crate::{ids, relay, topics};
 
 /// Polling relays running side by side on PostgreSQL.
 pub const RELAYS_ON_POSTGRES: usize = 2;
-use crate::telemetry::{attr, ExportReport, Telemetry, TelemetryError};
-use crate::{ids, relay, topics};
 
 pub use crate::context::{Ctx, DemoConfig, LatencyLog, RelayMode, PRODUCTS};
 

@@ -211,16 +211,20 @@ pub async fn run<H: Handler>(
                 None => break,
             }
         }
-        let decoded: Vec<Result<Envelope, String>> = batch
+        // Each record decoded; None: not for this consumer.
+        let decoded: Vec<Result<Option<Envelope>, String>> = batch
             .iter()
-            .map(|m| decode(m, ctx.config.values.as_deref()))
+            .map(|m| {
+                decode(m, ctx.config.values.as_deref())
+                    .map(|env| handler.wants(m.topic(), &env).then_some(env))
+            })
             .collect();
         // consumer-crash (decided before the work, acted on after it): the
         // first record that dies ends the batch there. It is applied, its
         // offset is not stored; the records after it are not touched now (a
         // consumer that died has not seen them) and come back after the rewind.
-        let crash_at = batch.iter().zip(&decoded).position(|(m, d)| match d {
-            Ok(env) if handler.wants(m.topic(), env) => ctx
+        let crash_at = decoded.iter().position(|d| match d {
+            Ok(Some(env)) => ctx
                 .faults
                 .hits_attempt(handler.crash_fault(), &format!("{name}:{}", env.id)),
             _ => false,
@@ -236,8 +240,8 @@ pub async fn run<H: Handler>(
                     span.end();
                     None
                 }
-                Ok(env) if !handler.wants(m.topic(), &env) => None,
-                Ok(env) => {
+                Ok(None) => None,
+                Ok(Some(env)) => {
                     let span = process_span(&ctx, name, m, Some(&env));
                     let readable = match handler.reads(&env) {
                         Ok(()) => true,

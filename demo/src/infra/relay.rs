@@ -20,7 +20,7 @@ use crate::context::Ctx;
 use crate::envelope::Envelope;
 use crate::faults::Fault;
 use crate::saga::SagaMode;
-use crate::store::{now_ms, Backend, StoreError, Tx};
+use crate::store::{in_list, now_ms, Backend, StoreError, Tx};
 use crate::telemetry::{self, attr, Operation, Trace};
 
 /// The polling relay's service name (its spans' `service.name`).
@@ -84,13 +84,6 @@ async fn claim_batch(ctx: &Ctx, tx: &mut Tx, limit: i64) -> Result<Vec<Pending>,
         });
     }
     Ok(out)
-}
-
-fn in_list(n: usize, first: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Count the attempts and mark the acknowledged rows, in the claim's

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use crate::contracts::{ContractError, Registry};
@@ -286,20 +285,26 @@ pub struct OutboxRow {
 
 /// Append an outbox row inside the caller's transaction, in an `outbox write`
 /// span under `trace`; that span's context is stored with the row, and the
-/// relay sends it with the record.
-pub async fn insert_outbox(tx: &mut Tx, row: &OutboxRow, trace: &Trace) -> Result<(), StoreError> {
+/// relay sends it with the record. The row is held until the transaction
+/// commits (see [`Tx`]).
+pub async fn insert_outbox(tx: &mut Tx, row: OutboxRow, trace: &Trace) -> Result<(), StoreError> {
     let e = &row.envelope;
     let span = trace.outbox_write(&row.topic, &e.subject, &e.id, &e.event_type);
-    let result = match row.schema_check {
+    let checked = match row.schema_check {
         true => Registry::demo()
             .and_then(|r| r.admit(e.dataschema.as_deref(), &e.data))
             .map_err(StoreError::from),
         false => Ok(()),
     };
-    // Held until the transaction commits (see [`Tx`]).
-    let result = match result.and_then(|()| pending_row(row, span.traceparent())) {
-        Ok(pending) => {
-            tx.outbox.push(pending);
+    let payload = checked.and_then(|()| Ok(serde_json::to_string(&e.data)?));
+    let result = match payload {
+        Ok(payload) => {
+            tx.outbox.push(PendingRow {
+                traceparent: span.traceparent(),
+                created_at: now_ms(),
+                payload,
+                row,
+            });
             Ok(())
         }
         Err(e) => Err(e),
@@ -313,44 +318,19 @@ pub async fn insert_outbox(tx: &mut Tx, row: &OutboxRow, trace: &Trace) -> Resul
 
 /// An outbox row written in a transaction, inserted when it commits.
 struct PendingRow {
-    event_id: String,
-    service: &'static str,
-    topic: String,
-    msg_key: String,
-    event_type: String,
-    source: String,
-    subject: String,
-    correlation_id: Option<String>,
-    causation_id: Option<String>,
-    aggregate_version: Option<i64>,
-    event_time: String,
+    row: OutboxRow,
+    /// The envelope's data as stored.
     payload: String,
     created_at: i64,
     traceparent: Option<String>,
-    dataschema: Option<String>,
-    saga_mode: Option<&'static str>,
 }
 
-fn pending_row(row: &OutboxRow, traceparent: Option<String>) -> Result<PendingRow, StoreError> {
-    let e = &row.envelope;
-    Ok(PendingRow {
-        event_id: e.id.clone(),
-        service: row.service,
-        topic: row.topic.clone(),
-        msg_key: e.subject.clone(),
-        event_type: e.event_type.clone(),
-        source: e.source.clone(),
-        subject: e.subject.clone(),
-        correlation_id: e.correlation_id.clone(),
-        causation_id: e.causation_id.clone(),
-        aggregate_version: e.aggregate_version,
-        event_time: e.time.clone(),
-        payload: serde_json::to_string(&e.data)?,
-        created_at: now_ms(),
-        traceparent,
-        dataschema: e.dataschema.clone(),
-        saga_mode: e.saga_mode.map(|m| m.as_str()),
-    })
+/// `$first, $first+1, …`: `n` numbered parameters.
+pub(crate) fn in_list(n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One INSERT for `rows`, in their order (their ids ascend likewise).
@@ -360,13 +340,7 @@ async fn insert_outbox_rows(
 ) -> Result<(), StoreError> {
     const COLUMNS: usize = 16;
     let values = (0..rows.len())
-        .map(|r| {
-            let params = (1..=COLUMNS)
-                .map(|c| format!("${}", r * COLUMNS + c))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("({params})")
-        })
+        .map(|r| format!("({})", in_list(COLUMNS, r * COLUMNS + 1)))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
@@ -375,24 +349,25 @@ async fn insert_outbox_rows(
          VALUES {values} ON CONFLICT (event_id) DO NOTHING"
     );
     let mut q = sqlx::query(&sql);
-    for r in rows {
+    for p in rows {
+        let e = &p.row.envelope;
         q = q
-            .bind(&r.event_id)
-            .bind(r.service)
-            .bind(&r.topic)
-            .bind(&r.msg_key)
-            .bind(&r.event_type)
-            .bind(&r.source)
-            .bind(&r.subject)
-            .bind(r.correlation_id.clone())
-            .bind(r.causation_id.clone())
-            .bind(r.aggregate_version)
-            .bind(&r.event_time)
-            .bind(&r.payload)
-            .bind(r.created_at)
-            .bind(r.traceparent.clone())
-            .bind(r.dataschema.clone())
-            .bind(r.saga_mode);
+            .bind(&e.id)
+            .bind(p.row.service)
+            .bind(&p.row.topic)
+            .bind(&e.subject)
+            .bind(&e.event_type)
+            .bind(&e.source)
+            .bind(&e.subject)
+            .bind(e.correlation_id.clone())
+            .bind(e.causation_id.clone())
+            .bind(e.aggregate_version)
+            .bind(&e.time)
+            .bind(&p.payload)
+            .bind(p.created_at)
+            .bind(p.traceparent.clone())
+            .bind(e.dataschema.clone())
+            .bind(e.saga_mode.map(|m| m.as_str()));
     }
     q.execute(&mut **tx).await?;
     Ok(())

@@ -145,7 +145,7 @@ async fn perform(
             };
             insert_outbox(
                 tx,
-                &OutboxRow {
+                OutboxRow {
                     service: NAME,
                     topic: cmd.topic().to_owned(),
                     envelope,

@@ -186,7 +186,7 @@ pub async fn execute_in(
         };
         insert_outbox(
             tx,
-            &OutboxRow {
+            OutboxRow {
                 service: NAME,
                 topic: topics::ORDERS.to_owned(),
                 envelope,

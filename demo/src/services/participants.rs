@@ -55,7 +55,7 @@ async fn reply(
     };
     insert_outbox(
         tx,
-        &OutboxRow {
+        OutboxRow {
             service,
             topic: topic.to_owned(),
             envelope,
