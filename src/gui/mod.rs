@@ -1053,11 +1053,12 @@ pub fn run(
     .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
 }
 
-/// What `eventscope demo` without `--headless` asks of the window at start:
-/// the faults of `--faults` turned on, then `--orders` orders placed.
 /// The top bar's traffic rates, orders per second (its slider's range).
 pub const TRAFFIC_RATES: (f64, f64) = (0.5, 200.0);
 
+/// What `eventscope demo` without `--headless` asks of the window at start:
+/// the faults of `--faults` turned on, then `--orders` orders placed, then
+/// traffic at `--rate` (within [`TRAFFIC_RATES`]).
 pub fn startup_commands(args: &crate::cli::DemoArgs) -> Vec<BackendCommand> {
     let mut cmds: Vec<BackendCommand> = args
         .faults
