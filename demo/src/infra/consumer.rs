@@ -72,6 +72,27 @@ pub trait Handler: Send + Sync + 'static {
             .and_then(|r| r.read(msg.dataschema.as_deref(), &msg.data))
             .map_err(|e| format!("{} cannot read {}: {e}", self.name(), msg.event_type))
     }
+    /// The working state a batch's effects share, a unit of work: opened in
+    /// the batch's transaction before its first effect, written back by
+    /// [`Handler::close_batch`] before the commit (the orchestrator loads the
+    /// batch's sagas in one query and writes each back once).
+    type Batch: Default + Send;
+    /// Open the batch's unit of work for `msgs` (its records, in offset order).
+    fn open_batch<'a>(
+        &'a self,
+        _tx: &'a mut Tx,
+        _msgs: &'a [&'a Envelope],
+    ) -> impl Future<Output = Result<Self::Batch, StoreError>> + Send + 'a {
+        async { Ok(Self::Batch::default()) }
+    }
+    /// Write what the batch's effects left in its unit of work.
+    fn close_batch<'a>(
+        &'a self,
+        _tx: &'a mut Tx,
+        _batch: Self::Batch,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        async { Ok(()) }
+    }
     /// Account for a record this consumer could not read, after it went to
     /// the dlq, inside `tx` (the orchestrator still opens the order's saga, so
     /// that its step deadline ends it).
@@ -79,6 +100,7 @@ pub trait Handler: Send + Sync + 'static {
         &'a self,
         _ctx: &'a Ctx,
         _tx: &'a mut Tx,
+        _batch: &'a mut Self::Batch,
         _msg: &'a Envelope,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
         async { Ok(()) }
@@ -89,6 +111,7 @@ pub trait Handler: Send + Sync + 'static {
         &'a self,
         ctx: &'a Ctx,
         tx: &'a mut Tx,
+        batch: &'a mut Self::Batch,
         msg: &'a Envelope,
         trace: &'a Trace,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
@@ -386,12 +409,14 @@ async fn attempt<H: Handler>(
     let skip_check = handler.honours_no_idempotency() && ctx.faults.is_on(Fault::NoIdempotency);
     let ids: Vec<&str> = works.iter().map(|(env, _, _)| env.id.as_str()).collect();
     let mut fresh = mark_processed(&mut tx, handler.name(), &ids).await?;
+    let envs: Vec<&Envelope> = works.iter().map(|(env, _, _)| *env).collect();
+    let mut batch = handler.open_batch(&mut tx, &envs).await?;
     let mut duplicates = Vec::with_capacity(works.len());
     for (env, trace, readable) in works {
         let first = fresh.remove(&env.id);
         if !readable {
             if first {
-                handler.unreadable(ctx, &mut tx, env).await?;
+                handler.unreadable(ctx, &mut tx, &mut batch, env).await?;
             }
             duplicates.push(false);
             continue;
@@ -410,9 +435,10 @@ async fn attempt<H: Handler>(
             duplicates.push(true);
             continue;
         }
-        handler.handle(ctx, &mut tx, env, trace).await?;
+        handler.handle(ctx, &mut tx, &mut batch, env, trace).await?;
         duplicates.push(false);
     }
+    handler.close_batch(&mut tx, batch).await?;
     tx.commit().await?;
     ctx.outbox_committed();
     Ok(duplicates)

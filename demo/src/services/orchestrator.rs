@@ -4,6 +4,7 @@ use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 use sqlx::Row;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::envelope::{now_rfc3339, Envelope};
 use crate::faults::Fault;
 use crate::ids;
 use crate::saga::{self, SagaAction, SagaInput, SagaMode, SagaPhase, SagaState};
-use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
+use crate::store::{in_list, insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
 use crate::telemetry::{attr, Trace};
 use crate::topics;
 
@@ -50,26 +51,205 @@ impl<'a> Cause<'a> {
     };
 }
 
-struct Stored {
+/// One saga as the batch sees it.
+struct Saga {
+    /// Its state column as loaded, for the write's optimistic check (a
+    /// consumer and the deadline sweeper can race); None: new in this batch.
+    loaded: Option<String>,
     state: SagaState,
     correlation_id: String,
+    started_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+    timed_out: bool,
+    changed: bool,
 }
 
-async fn load(tx: &mut Tx, order_id: &str) -> Result<Option<Stored>, StoreError> {
-    let row = sqlx::query("SELECT state, correlation_id FROM sagas WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    match row {
-        None => Ok(None),
-        Some(r) => {
-            let s: String = r.try_get("state")?;
-            Ok(Some(Stored {
-                state: serde_json::from_str(&s)?,
-                correlation_id: r.try_get("correlation_id")?,
-            }))
-        }
+/// The sagas one batch touches, a unit of work: loaded in one query, stepped
+/// in memory record after record in offset order, and written back once each
+/// before the commit (one INSERT for the new ones, one UPDATE for the moved).
+#[derive(Default)]
+pub struct Sagas {
+    /// Every order looked up; None: it has no saga.
+    by_order: HashMap<String, Option<Saga>>,
+}
+
+impl Sagas {
+    /// Load the sagas of `order_ids` (an order without one is remembered as such).
+    async fn load(tx: &mut Tx, order_ids: &[&str]) -> Result<Sagas, StoreError> {
+        let mut sagas = Sagas::default();
+        sagas.fetch(tx, order_ids).await?;
+        Ok(sagas)
     }
+
+    async fn fetch(&mut self, tx: &mut Tx, order_ids: &[&str]) -> Result<(), StoreError> {
+        let mut wanted: Vec<&str> = order_ids
+            .iter()
+            .copied()
+            .filter(|o| !self.by_order.contains_key(*o))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for chunk in wanted.chunks(LOAD_CHUNK) {
+            let sql = format!(
+                "SELECT order_id, state, correlation_id, started_at, updated_at, finished_at, timed_out \
+                 FROM sagas WHERE order_id IN ({})",
+                in_list(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(&sql);
+            for o in chunk {
+                q = q.bind(*o);
+            }
+            for r in q.fetch_all(&mut **tx).await? {
+                let loaded: String = r.try_get("state")?;
+                let saga = Saga {
+                    state: serde_json::from_str(&loaded)?,
+                    loaded: Some(loaded),
+                    correlation_id: r.try_get("correlation_id")?,
+                    started_at: r.try_get("started_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    timed_out: r.try_get::<i64, _>("timed_out")? != 0,
+                    changed: false,
+                };
+                self.by_order.insert(r.try_get("order_id")?, Some(saga));
+            }
+            for o in chunk {
+                self.by_order.entry((*o).to_owned()).or_insert(None);
+            }
+        }
+        Ok(())
+    }
+
+    /// The saga of `order_id`, looked up now if the batch did not load it.
+    async fn get(&mut self, tx: &mut Tx, order_id: &str) -> Result<Option<&mut Saga>, StoreError> {
+        if !self.by_order.contains_key(order_id) {
+            self.fetch(tx, &[order_id]).await?;
+        }
+        Ok(self.by_order.get_mut(order_id).and_then(Option::as_mut))
+    }
+
+    /// A saga opened in this batch, in its first phase.
+    fn open(&mut self, state: SagaState, correlation_id: String, now: i64) {
+        let saga = Saga {
+            loaded: None,
+            correlation_id,
+            started_at: now,
+            updated_at: now,
+            finished_at: state.phase.is_terminal().then_some(now),
+            timed_out: false,
+            changed: true,
+            state,
+        };
+        self.by_order
+            .insert(saga.state.order_id.clone(), Some(saga));
+    }
+
+    /// Write back what the batch changed: the new sagas in one INSERT, the
+    /// moved ones in one UPDATE that touches each only if its state is still
+    /// the one loaded; otherwise the batch is a `Conflict` (retried).
+    async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
+        let changed: Vec<Saga> = self
+            .by_order
+            .into_values()
+            .flatten()
+            .filter(|s| s.changed)
+            .collect();
+        let (new, moved): (Vec<Saga>, Vec<Saga>) =
+            changed.into_iter().partition(|s| s.loaded.is_none());
+        for chunk in new.chunks(WRITE_CHUNK) {
+            insert_sagas(tx, chunk).await?;
+        }
+        for chunk in moved.chunks(WRITE_CHUNK) {
+            update_sagas(tx, chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Order ids one load binds at most.
+const LOAD_CHUNK: usize = 500;
+/// Sagas one INSERT or UPDATE writes at most (8 parameters each).
+const WRITE_CHUNK: usize = 100;
+
+async fn insert_sagas(tx: &mut Tx, sagas: &[Saga]) -> Result<(), StoreError> {
+    const COLUMNS: usize = 8;
+    let values = (0..sagas.len())
+        .map(|i| format!("({})", in_list(COLUMNS, i * COLUMNS + 1)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at, finished_at, timed_out) \
+         VALUES {values}"
+    );
+    let states = sagas
+        .iter()
+        .map(|s| serde_json::to_string(&s.state))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut q = sqlx::query(&sql);
+    for (s, state) in sagas.iter().zip(&states) {
+        q = q
+            .bind(&s.state.order_id)
+            .bind(&s.correlation_id)
+            .bind(s.state.phase.name())
+            .bind(state)
+            .bind(s.started_at)
+            .bind(s.updated_at)
+            .bind(s.finished_at)
+            .bind(i64::from(s.timed_out));
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn update_sagas(tx: &mut Tx, sagas: &[Saga]) -> Result<(), StoreError> {
+    const COLUMNS: usize = 7;
+    let values = (0..sagas.len())
+        .map(|i| {
+            let p = i * COLUMNS;
+            format!(
+                "(${}, ${}, ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    // A CTE names the VALUES' columns the same way in SQLite and PostgreSQL.
+    let sql = format!(
+        "WITH v (order_id, phase, state, updated_at, finished_at, timed_out, loaded) AS (VALUES {values}) \
+         UPDATE sagas SET phase = v.phase, state = v.state, updated_at = v.updated_at, \
+         finished_at = v.finished_at, timed_out = v.timed_out \
+         FROM v WHERE sagas.order_id = v.order_id AND sagas.state = v.loaded"
+    );
+    let states = sagas
+        .iter()
+        .map(|s| serde_json::to_string(&s.state))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut q = sqlx::query(&sql);
+    for (s, state) in sagas.iter().zip(&states) {
+        q = q
+            .bind(&s.state.order_id)
+            .bind(s.state.phase.name())
+            .bind(state)
+            .bind(s.updated_at)
+            .bind(s.finished_at)
+            .bind(i64::from(s.timed_out))
+            .bind(s.loaded.as_deref());
+    }
+    let updated = q.execute(&mut **tx).await?;
+    if updated.rows_affected() != sagas.len() as u64 {
+        let orders: Vec<&str> = sagas.iter().map(|s| s.state.order_id.as_str()).collect();
+        return Err(StoreError::Conflict(format!(
+            "sagas moved meanwhile among {orders:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// The span of one saga transition: a step forward, a compensation, or the end.
@@ -189,17 +369,25 @@ impl Handler for Orchestrator {
     fn replies_again_on_redelivery(&self) -> bool {
         false
     }
+    type Batch = Sagas;
+    async fn open_batch(&self, tx: &mut Tx, msgs: &[&Envelope]) -> Result<Sagas, StoreError> {
+        let orders: Vec<&str> = msgs.iter().map(|m| m.subject.as_str()).collect();
+        Sagas::load(tx, &orders).await
+    }
+    async fn close_batch(&self, tx: &mut Tx, sagas: Sagas) -> Result<(), StoreError> {
+        sagas.write(tx).await
+    }
     async fn handle(
         &self,
         _ctx: &Ctx,
         tx: &mut Tx,
+        sagas: &mut Sagas,
         msg: &Envelope,
         trace: &Trace,
     ) -> Result<(), StoreError> {
         let order_id = msg.subject.as_str();
-        let now = now_ms();
         if msg.event_type == "OrderCreated" {
-            if load(tx, order_id).await?.is_some() {
+            if sagas.get(tx, order_id).await?.is_some() {
                 return Ok(());
             }
             let total = msg
@@ -218,93 +406,76 @@ impl Handler for Orchestrator {
                 .clone()
                 .unwrap_or_else(|| order_id.to_owned());
             let actions = saga::begin(&state);
-            insert_saga(tx, &state, &correlation_id, now).await?;
             let span = step_span(trace, None, &state, Cause::of(msg), &actions);
             let done = perform(tx, &state, &correlation_id, Cause::of(msg), &actions, &span).await;
             span.end();
+            sagas.open(state, correlation_id, now_ms());
             return done;
         }
         let Some(input) = SagaInput::from_event(&msg.event_type, &msg.data) else {
             return Ok(());
         };
-        let Some(stored) = load(tx, order_id).await? else {
+        let Some(saga) = sagas.get(tx, order_id).await? else {
             tracing::warn!(order = order_id, event = %msg.event_type, "no saga for this order; ignored");
             return Ok(());
         };
-        advance(tx, &stored, input, Cause::of(msg), trace, false).await
+        advance(tx, saga, input, Cause::of(msg), trace, false).await
     }
 
     /// An `OrderCreated` this orchestrator cannot read (a contract version it
     /// does not know) still opens the order's saga, from the envelope alone:
     /// the saga then waits for data it cannot get, and its step deadline
     /// cancels the order.
-    async fn unreadable(&self, _ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
-        if msg.event_type != "OrderCreated" || load(tx, &msg.subject).await?.is_some() {
+    async fn unreadable(
+        &self,
+        _ctx: &Ctx,
+        tx: &mut Tx,
+        sagas: &mut Sagas,
+        msg: &Envelope,
+    ) -> Result<(), StoreError> {
+        if msg.event_type != "OrderCreated" || sagas.get(tx, &msg.subject).await?.is_some() {
             return Ok(());
         }
         let state = SagaState::unreadable(msg.subject.clone());
-        let correlation_id = msg.correlation_id.as_deref().unwrap_or(&msg.subject);
-        insert_saga(tx, &state, correlation_id, now_ms()).await
+        let correlation_id = msg
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| msg.subject.clone());
+        sagas.open(state, correlation_id, now_ms());
+        Ok(())
     }
 }
 
-/// Store a new saga in its first phase.
-async fn insert_saga(
-    tx: &mut Tx,
-    state: &SagaState,
-    correlation_id: &str,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&state.order_id)
-    .bind(correlation_id)
-    .bind(state.phase.name())
-    .bind(serde_json::to_string(state)?)
-    .bind(now)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Step a stored saga with `input`, store the new state (only if nobody else
-/// moved it meanwhile: a consumer and the deadline sweeper can race) and
-/// queue its commands.
+/// Step a saga with `input` (in memory; the batch writes it back) and queue
+/// its commands.
 async fn advance(
     tx: &mut Tx,
-    stored: &Stored,
+    saga: &mut Saga,
     input: SagaInput,
     cause: Cause<'_>,
     trace: &Trace,
     deadline: bool,
 ) -> Result<(), StoreError> {
-    let (state, actions) = saga::step(stored.state.clone(), input);
-    if state == stored.state {
+    let (state, actions) = saga::step(saga.state.clone(), input);
+    if state == saga.state {
         return Ok(());
     }
     let now = now_ms();
-    let finished = state.phase.is_terminal().then_some(now);
-    let updated = sqlx::query(
-        "UPDATE sagas SET phase = $1, state = $2, updated_at = $3, finished_at = $4, \
-         timed_out = CASE WHEN $5 THEN 1 ELSE timed_out END \
-         WHERE order_id = $6 AND state = $7",
+    saga.updated_at = now;
+    saga.finished_at = state.phase.is_terminal().then_some(now);
+    saga.timed_out |= deadline;
+    saga.changed = true;
+    let before = std::mem::replace(&mut saga.state, state);
+    let span = step_span(trace, Some(&before), &saga.state, cause, &actions);
+    let done = perform(
+        tx,
+        &saga.state,
+        &saga.correlation_id,
+        cause,
+        &actions,
+        &span,
     )
-    .bind(state.phase.name())
-    .bind(serde_json::to_string(&state)?)
-    .bind(now)
-    .bind(finished)
-    .bind(deadline)
-    .bind(&state.order_id)
-    .bind(serde_json::to_string(&stored.state)?)
-    .execute(&mut **tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Err(StoreError::Conflict(format!("saga {}", state.order_id)));
-    }
-    let span = step_span(trace, Some(&stored.state), &state, cause, &actions);
-    let done = perform(tx, &state, &stored.correlation_id, cause, &actions, &span).await;
+    .await;
     span.end();
     done
 }
@@ -351,11 +522,12 @@ pub async fn run_deadlines(
         for order_id in due {
             let trace = ctx.telemetry.trace_for(NAME);
             let mut tx = ctx.db.begin().await?;
-            let result = match load(&mut tx, &order_id).await? {
-                Some(stored) => {
+            let mut sagas = Sagas::load(&mut tx, &[&order_id]).await?;
+            let result = match sagas.get(&mut tx, &order_id).await? {
+                Some(saga) => {
                     advance(
                         &mut tx,
-                        &stored,
+                        saga,
                         SagaInput::StepTimedOut,
                         Cause::DEADLINE,
                         &trace,
@@ -364,6 +536,10 @@ pub async fn run_deadlines(
                     .await
                 }
                 None => Ok(()),
+            };
+            let result = match result {
+                Ok(()) => sagas.write(&mut tx).await,
+                e => e,
             };
             match result {
                 Ok(()) => {
@@ -384,4 +560,135 @@ pub async fn run_deadlines(
 pub async fn open_sagas(db: &Db) -> Result<i64, StoreError> {
     db.count("SELECT COUNT(*) FROM sagas WHERE phase NOT IN ('completed', 'compensated')")
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A fresh database: SQLite in `dir`, or with `EVENTSCOPE_TEST_DB=postgres`
+    /// a PostgreSQL database of its own (dropped by the returned guard).
+    async fn db(dir: &tempfile::TempDir) -> (Db, Option<PgDatabase>) {
+        if std::env::var("EVENTSCOPE_TEST_DB").is_ok_and(|v| v == "postgres") {
+            let server = std::env::var("EVENTSCOPE_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            let name = format!("es_uow_{}", uuid::Uuid::new_v4().simple());
+            let admin = Db::connect(&format!("{server}/postgres"))
+                .await
+                .expect("connect");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin.pool)
+                .await
+                .expect("create database");
+            let db = Db::connect(&format!("{server}/{name}"))
+                .await
+                .expect("connect");
+            return (db, Some(PgDatabase { admin, name }));
+        }
+        let url = format!("sqlite://{}/t.sqlite", dir.path().display());
+        (Db::connect(&url).await.expect("connect"), None)
+    }
+
+    struct PgDatabase {
+        admin: Db,
+        name: String,
+    }
+
+    impl PgDatabase {
+        async fn drop_it(self, db: Db) {
+            db.pool.close().await;
+            sqlx::query(&format!("DROP DATABASE {}", self.name))
+                .execute(&self.admin.pool)
+                .await
+                .expect("drop database");
+        }
+    }
+
+    async fn stored(db: &Db, order_id: &str) -> (String, String, i64, Option<i64>) {
+        let r = sqlx::query(
+            "SELECT phase, state, timed_out, finished_at FROM sagas WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .fetch_one(&db.pool)
+        .await
+        .expect("saga row");
+        (
+            r.get("phase"),
+            r.get("state"),
+            r.get("timed_out"),
+            r.get("finished_at"),
+        )
+    }
+
+    /// A batch writes each saga once, whatever it did to it; a saga moved by
+    /// someone else since the batch loaded it makes the whole write a conflict.
+    #[tokio::test]
+    async fn a_batch_writes_each_saga_once_and_detects_a_saga_moved_meanwhile() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (db, pg) = db(&dir).await;
+        let mut tx = db.begin().await.expect("begin");
+        let mut sagas = Sagas::load(&mut tx, &["a", "b"]).await.expect("load");
+        assert!(sagas.get(&mut tx, "a").await.expect("get").is_none());
+        sagas.open(
+            SagaState::start("a".into(), 100, vec![]),
+            "corr-a".into(),
+            1,
+        );
+        sagas.open(
+            SagaState::start("b".into(), 200, vec![]),
+            "corr-b".into(),
+            1,
+        );
+        // Stepped twice in the same batch: written once, in its last state.
+        let a = sagas.get(&mut tx, "a").await.expect("get").expect("a");
+        let (paid, _) = saga::step(a.state.clone(), SagaInput::PaymentCompleted);
+        a.state = paid;
+        sagas.write(&mut tx).await.expect("write new");
+        tx.commit().await.expect("commit");
+        assert_eq!(stored(&db, "a").await.0, "awaiting_stock");
+        assert_eq!(stored(&db, "b").await.0, "awaiting_payment");
+
+        // Two batches load "a"; the first to write wins, the second conflicts.
+        let mut first = db.begin().await.expect("begin");
+        let mut one = Sagas::load(&mut first, &["a", "b"]).await.expect("load");
+        let saga = one.get(&mut first, "a").await.expect("get").expect("a");
+        advance(
+            &mut first,
+            saga,
+            SagaInput::StepTimedOut,
+            Cause::DEADLINE,
+            &Trace::default(),
+            true,
+        )
+        .await
+        .expect("advance");
+        let untouched = one.get(&mut first, "b").await.expect("get").expect("b");
+        assert!(!untouched.changed);
+        one.write(&mut first).await.expect("write");
+        first.commit().await.expect("commit");
+        let (phase, _, timed_out, finished) = stored(&db, "a").await;
+        assert_eq!(phase, "compensating");
+        assert_eq!(timed_out, 1);
+        assert_eq!(finished, None, "compensating is not terminal");
+
+        let mut second = db.begin().await.expect("begin");
+        let mut two = Sagas::load(&mut second, &["a"]).await.expect("load");
+        // As if it had loaded "a" before the first batch moved it.
+        let saga = two.get(&mut second, "a").await.expect("get").expect("a");
+        saga.loaded =
+            Some(serde_json::to_string(&SagaState::start("a".into(), 100, vec![])).unwrap());
+        let (next, _) = saga::step(saga.state.clone(), SagaInput::StepTimedOut);
+        saga.state = next;
+        saga.changed = true;
+        match two.write(&mut second).await {
+            Err(e @ StoreError::Conflict(_)) => assert!(e.is_transient()),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        second.rollback().await.expect("rollback");
+        if let Some(pg) = pg {
+            pg.drop_it(db).await;
+        }
+    }
 }

@@ -271,6 +271,7 @@ pub async fn placed_with(
 pub struct OrderCommands;
 
 impl Handler for OrderCommands {
+    type Batch = ();
     fn name(&self) -> &'static str {
         NAME
     }
@@ -290,6 +291,7 @@ impl Handler for OrderCommands {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
+        _batch: &mut (),
         msg: &Envelope,
         trace: &Trace,
     ) -> Result<(), StoreError> {

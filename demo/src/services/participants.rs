@@ -136,6 +136,7 @@ fn total(items: &[LineItem]) -> i64 {
 pub struct Payment;
 
 impl Handler for Payment {
+    type Batch = ();
     fn name(&self) -> &'static str {
         "payment-service"
     }
@@ -151,7 +152,13 @@ impl Handler for Payment {
             &msg.event_type,
         )
     }
-    async fn unreadable(&self, ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+    async fn unreadable(
+        &self,
+        ctx: &Ctx,
+        tx: &mut Tx,
+        _batch: &mut (),
+        msg: &Envelope,
+    ) -> Result<(), StoreError> {
         unreadable_step(
             ctx,
             tx,
@@ -166,6 +173,7 @@ impl Handler for Payment {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
+        _batch: &mut (),
         cmd: &Envelope,
         trace: &Trace,
     ) -> Result<(), StoreError> {
@@ -295,6 +303,7 @@ fn items(cmd: &Envelope) -> Vec<LineItem> {
 }
 
 impl Handler for Inventory {
+    type Batch = ();
     fn name(&self) -> &'static str {
         "inventory-service"
     }
@@ -310,7 +319,13 @@ impl Handler for Inventory {
             &msg.event_type,
         )
     }
-    async fn unreadable(&self, ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+    async fn unreadable(
+        &self,
+        ctx: &Ctx,
+        tx: &mut Tx,
+        _batch: &mut (),
+        msg: &Envelope,
+    ) -> Result<(), StoreError> {
         unreadable_step(
             ctx,
             tx,
@@ -325,6 +340,7 @@ impl Handler for Inventory {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
+        _batch: &mut (),
         cmd: &Envelope,
         trace: &Trace,
     ) -> Result<(), StoreError> {
@@ -431,6 +447,7 @@ impl Handler for Inventory {
 pub struct Shipping;
 
 impl Handler for Shipping {
+    type Batch = ();
     fn name(&self) -> &'static str {
         "shipping-service"
     }
@@ -446,7 +463,13 @@ impl Handler for Shipping {
             &msg.event_type,
         )
     }
-    async fn unreadable(&self, ctx: &Ctx, tx: &mut Tx, msg: &Envelope) -> Result<(), StoreError> {
+    async fn unreadable(
+        &self,
+        ctx: &Ctx,
+        tx: &mut Tx,
+        _batch: &mut (),
+        msg: &Envelope,
+    ) -> Result<(), StoreError> {
         unreadable_step(
             ctx,
             tx,
@@ -461,6 +484,7 @@ impl Handler for Shipping {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
+        _batch: &mut (),
         cmd: &Envelope,
         trace: &Trace,
     ) -> Result<(), StoreError> {

@@ -12,6 +12,7 @@ use crate::topics;
 pub struct OrderView;
 
 impl Handler for OrderView {
+    type Batch = ();
     fn name(&self) -> &'static str {
         "order-view"
     }
@@ -44,6 +45,7 @@ impl Handler for OrderView {
         &self,
         _ctx: &Ctx,
         tx: &mut Tx,
+        _batch: &mut (),
         msg: &Envelope,
         _trace: &Trace,
     ) -> Result<(), StoreError> {
