@@ -77,6 +77,7 @@ fn main() {
     if run("decode") {
         summary.extend(bench_decode_index(n));
     }
+
     if run("avro") {
         summary.extend(bench_avro(n));
     }
@@ -959,13 +960,16 @@ fn run_tap(rt: &tokio::runtime::Runtime, bootstrap: &str, n: usize, ingest: bool
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
-        for r in &batch {
-            got += 1;
-            if ingest {
-                model.ingest(r, now_ms()).expect("ingest");
-                if got % 8192 == 0 {
-                    model.tick(now_ms());
-                }
+        let before = got;
+        got += batch.len();
+        if ingest {
+            // One clock reading per batch, as `inspect` does.
+            let now = now_ms();
+            for r in &batch {
+                model.ingest(r, now).expect("ingest");
+            }
+            if got / 8192 != before / 8192 {
+                model.tick(now_ms());
             }
         }
     }

@@ -64,6 +64,9 @@ pub type Batch = Vec<Record>;
 /// Most records in one [`Batch`].
 pub const MAX_BATCH: usize = 1024;
 
+/// How long the tap waits for a record before it looks at its stop signal again.
+const POLL_WAIT: Duration = Duration::from_millis(10);
+
 pub fn to_record(m: &BorrowedMessage<'_>) -> Record {
     let headers = m
         .headers()
@@ -198,7 +201,6 @@ fn tap_loop(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let consumer = create(&settings)?;
-    let meta: BaseConsumer = settings.base().create()?;
     let mut assigned: HashSet<(String, i32)> = HashSet::new();
     // Next offset per partition: where to start or resume.
     let mut next = from;
@@ -216,7 +218,10 @@ fn tap_loop(
         if reselected || last_discovery.elapsed() > Duration::from_secs(2) {
             last_discovery = Instant::now();
             let sel = steer.selection.borrow_and_update().clone();
-            match discover(&meta) {
+            // The consumer's own metadata: it then knows each partition's leader when the
+            // partition is assigned, and asks for its first offset at once (a separate client
+            // left it to find the leader by itself, half a second later).
+            match discover(&consumer) {
                 Ok(topics) => {
                     let wanted: HashSet<(String, i32)> = topics
                         .iter()
@@ -284,7 +289,8 @@ fn tap_loop(
                 }
             }
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        // A short wait: when nothing comes, a stop is seen within it.
+        match consumer.poll(POLL_WAIT) {
             None => {
                 if stopped(&shutdown, &records_tx) {
                     return Ok(());

@@ -601,14 +601,21 @@ pub struct ObservedLog {
     agg_dropped: FxMap<Sym, (u32, LogIndex)>,
     /// Heap bytes of the index lists that live outside their map (spilled lists).
     list_heap: usize,
-    by_event: FxMap<Sym, IndexList>,
-    by_correlation: FxMap<Sym, IndexList>,
-    by_causation: FxMap<Sym, IndexList>,
-    by_aggregate: FxMap<Sym, IndexList>,
-    by_trace: FxMap<Sym, IndexList>,
+    by_event: SymIndex,
+    by_correlation: SymIndex,
+    by_causation: SymIndex,
+    by_aggregate: SymIndex,
+    by_trace: SymIndex,
     by_partition: FxMap<(Sym, i32), Vec<LogIndex>>,
     stats: LogStats,
     scratch: Vec<u8>,
+    /// Per topic: (carries commands, is a dead-letter topic), judged once per topic.
+    topic_flags: FxMap<Sym, (bool, bool)>,
+    /// The last record's topic symbol and header-name symbols by position: producers write
+    /// the same headers in the same order, so a name equal to the one cached at its position
+    /// is interned without hashing.
+    last_topic: Option<Sym>,
+    header_syms: Vec<Sym>,
 }
 
 impl Default for ObservedLog {
@@ -633,14 +640,17 @@ impl ObservedLog {
             gone_events: FxSet::default(),
             agg_dropped: FxMap::default(),
             list_heap: 0,
-            by_event: FxMap::default(),
-            by_correlation: FxMap::default(),
-            by_causation: FxMap::default(),
-            by_aggregate: FxMap::default(),
-            by_trace: FxMap::default(),
+            by_event: SymIndex::default(),
+            by_correlation: SymIndex::default(),
+            by_causation: SymIndex::default(),
+            by_aggregate: SymIndex::default(),
+            by_trace: SymIndex::default(),
             by_partition: FxMap::default(),
             stats: LogStats::default(),
             scratch: Vec::new(),
+            topic_flags: FxMap::default(),
+            last_topic: None,
+            header_syms: Vec::new(),
         }
     }
 
@@ -655,12 +665,16 @@ impl ObservedLog {
             return Err(LogError::Full(self.len()));
         }
         let too_large = || LogError::TooLarge(rec.approx_size());
-        let topic = self.strings.intern(&rec.topic).ok_or_else(too_large)?;
+        let topic = match self.last_topic {
+            Some(t) if self.strings.resolve(t) == rec.topic => t,
+            _ => self.strings.intern(&rec.topic).ok_or_else(too_large)?,
+        };
+        self.last_topic = Some(topic);
         let blob = self.store_blob(rec).ok_or_else(too_large)?;
         let decoded = decode_envelope(rec, &self.cfg);
         let (kind, event_time) = match decoded {
             Ok(ev) => {
-                let meta = self.intern_meta(&ev, rec).ok_or_else(too_large)?;
+                let meta = self.intern_meta(&ev, rec, topic).ok_or_else(too_large)?;
                 (RowKind::Event(meta), ev.time_ms)
             }
             Err(e) => {
@@ -685,7 +699,16 @@ impl ObservedLog {
         Ok(idx)
     }
 
-    fn intern_meta(&mut self, ev: &ObservedEvent, rec: &Record) -> Option<EventMeta> {
+    /// Whether `topic` carries commands and whether it is a dead-letter topic.
+    fn topic_flags(&mut self, topic: Sym, name: &str) -> (bool, bool) {
+        let cfg = &self.cfg;
+        *self
+            .topic_flags
+            .entry(topic)
+            .or_insert_with(|| (cfg.is_command_topic(name), is_dead_letter_topic(name)))
+    }
+
+    fn intern_meta(&mut self, ev: &ObservedEvent, rec: &Record, topic: Sym) -> Option<EventMeta> {
         let s = &mut self.strings;
         let mut opt = |v: &Option<String>| -> Option<Option<Sym>> {
             match v {
@@ -700,7 +723,7 @@ impl ObservedLog {
         let causation_id = opt(&ev.causation_id)?;
         let trace_id = opt(&ev.trace_id)?;
         let event_id = self.strings.intern(&ev.event_id)?;
-        let dead_letter = is_dead_letter_topic(&rec.topic);
+        let (is_command, dead_letter) = self.topic_flags(topic, &rec.topic);
         let (order_kind, order) = match ev.order_key() {
             Some((VersionKind::AggregateVersion, v)) => (1, v),
             Some((VersionKind::Sequence, v)) => (2, v),
@@ -718,7 +741,7 @@ impl ObservedLog {
             order_kind,
             format: ev.format.as_u8(),
             first_delivery: !dead_letter && !self.has_event(event_id),
-            is_command: self.cfg.is_command_topic(&rec.topic),
+            is_command,
             dead_letter,
             shape: ev.shape.unwrap_or(0),
         })
@@ -747,12 +770,9 @@ impl ObservedLog {
             self.stats.duplicate_deliveries += 1;
         }
         let heap = &mut self.list_heap;
-        let mut add = |map: &mut FxMap<Sym, IndexList>, k: Option<Sym>| {
+        let mut add = |map: &mut SymIndex, k: Option<Sym>| {
             if let Some(k) = k {
-                let list = map.entry(k).or_default();
-                let before = list_heap(list);
-                list.push(idx);
-                *heap = *heap + list_heap(list) - before;
+                map.push(k, idx, heap);
             }
         };
         add(&mut self.by_event, Some(m.event_id));
@@ -790,6 +810,7 @@ impl ObservedLog {
         // records go depends on the records only, not on the thread's timing.
         self.bytes.take_sealed(true);
         let mut dropped = Vec::new();
+        let mut n = 0;
         while self.over(limit) {
             let mut freed = false;
             while !freed {
@@ -808,16 +829,19 @@ impl ObservedLog {
                 freed = self.bytes.release(row.blob.chunk).is_some();
                 dropped.push(row);
             }
+            // Out of the indexes chunk by chunk: what that frees, and what it adds (the ids
+            // of dropped events stay known), counts before the next look at the limit.
+            let first_dropped = self.first - dropped.len() as LogIndex;
+            for (i, row) in dropped.iter().enumerate() {
+                self.unindex(first_dropped + i as LogIndex, row);
+            }
+            n += dropped.len();
+            dropped.clear();
+            self.shrink();
             if !freed {
                 break;
             }
         }
-        let n = dropped.len();
-        let first_dropped = self.first - n as LogIndex;
-        for (i, row) in dropped.iter().enumerate() {
-            self.unindex(first_dropped + i as LogIndex, row);
-        }
-        self.shrink();
         n
     }
 
@@ -836,11 +860,16 @@ impl ObservedLog {
                 m.shrink_to(2 * m.len());
             }
         }
-        map(&mut self.by_event);
-        map(&mut self.by_correlation);
-        map(&mut self.by_causation);
-        map(&mut self.by_aggregate);
-        map(&mut self.by_trace);
+        for index in [
+            &mut self.by_event,
+            &mut self.by_correlation,
+            &mut self.by_causation,
+            &mut self.by_aggregate,
+            &mut self.by_trace,
+        ] {
+            map(&mut index.one);
+            map(&mut index.many);
+        }
         map(&mut self.by_partition);
     }
 
@@ -880,24 +909,8 @@ impl ObservedLog {
             return;
         }
         let heap = &mut self.list_heap;
-        let mut prune = |map: &mut FxMap<Sym, IndexList>, k: Option<Sym>| -> bool {
-            let Some(k) = k else { return false };
-            let Some(list) = map.get_mut(&k) else {
-                return false;
-            };
-            let n = list.partition_point(|&i| i < first);
-            if n == list.len() {
-                *heap -= list_heap(list);
-                map.remove(&k);
-                return true;
-            }
-            if n * 2 >= list.len() {
-                *heap -= list_heap(list);
-                list.drain(..n);
-                list.shrink_to_fit();
-                *heap += list_heap(list);
-            }
-            false
+        let mut prune = |map: &mut SymIndex, k: Option<Sym>| -> bool {
+            k.is_some_and(|k| map.prune(k, first, heap))
         };
         if prune(&mut self.by_event, Some(m.event_id)) {
             self.gone_events.insert(m.event_id);
@@ -1001,8 +1014,18 @@ impl ObservedLog {
         let ok = (|| {
             put_opt(&mut buf, rec.key.as_deref())?;
             buf.extend_from_slice(&u32::try_from(rec.headers.len()).ok()?.to_le_bytes());
-            for (name, value) in &rec.headers {
-                let sym = self.strings.intern(name)?;
+            for (i, (name, value)) in rec.headers.iter().enumerate() {
+                let sym = match self.header_syms.get(i) {
+                    Some(&s) if self.strings.resolve(s) == name => s,
+                    _ => {
+                        let s = self.strings.intern(name)?;
+                        match self.header_syms.get_mut(i) {
+                            Some(slot) => *slot = s,
+                            None => self.header_syms.push(s),
+                        }
+                        s
+                    }
+                };
                 buf.extend_from_slice(&sym.0.get().to_le_bytes());
                 put_opt(&mut buf, value.as_deref())?;
             }
@@ -1124,10 +1147,8 @@ impl ObservedLog {
         self.event(idx).and_then(|e| e.payload)
     }
 
-    fn list<'a>(&self, map: &'a FxMap<Sym, IndexList>, key: Option<Sym>) -> &'a [LogIndex] {
-        let l = key
-            .and_then(|k| map.get(&k))
-            .map_or(&EMPTY[..], |v| v.as_slice());
+    fn list<'a>(&self, map: &'a SymIndex, key: Option<Sym>) -> &'a [LogIndex] {
+        let l = key.map_or(&EMPTY[..], |k| map.get(k));
         self.held_part(l)
     }
 
@@ -1150,7 +1171,7 @@ impl ObservedLog {
     }
     /// Whether any row carried this event id (held, or dropped under the memory limit).
     pub fn has_event(&self, event_id: Sym) -> bool {
-        self.by_event.contains_key(&event_id) || self.gone_events.contains(&event_id)
+        self.by_event.one.contains_key(&event_id) || self.gone_events.contains(&event_id)
     }
     /// The records of a correlation chain, in arrival order.
     pub fn chain(&self, correlation_id: &str) -> &[LogIndex] {
@@ -1239,17 +1260,24 @@ impl ObservedLog {
                     + self.bytes.chunks.capacity() * std::mem::size_of::<Chunk>()
                     + self.bytes.refs.capacity() * 4,
             ),
+            // By length: the room a doubling adds is not touched (not resident) until rows
+            // fill it, and counting it would drop every record at each doubling.
             (
                 "rows",
-                self.rows.capacity() * std::mem::size_of::<Row>() + self.time_max.capacity() * 8,
+                self.rows.len() * std::mem::size_of::<Row>() + self.time_max.len() * 8,
             ),
             (
                 "indexes",
-                map(&self.by_event)
-                    + map(&self.by_correlation)
-                    + map(&self.by_causation)
-                    + map(&self.by_aggregate)
-                    + map(&self.by_trace)
+                [
+                    &self.by_event,
+                    &self.by_correlation,
+                    &self.by_causation,
+                    &self.by_aggregate,
+                    &self.by_trace,
+                ]
+                .iter()
+                .map(|i| map(&i.one) + map(&i.many))
+                .sum::<usize>()
                     + map(&self.by_partition),
             ),
             ("index lists", self.list_heap),
@@ -1259,6 +1287,76 @@ impl ObservedLog {
                 map(&self.agg_dropped) + self.gone_events.capacity() * 5,
             ),
         ]
+    }
+}
+
+/// Log indices by symbol, in arrival order. Most keys have one entry (an event id is
+/// delivered once, most events cause one other): `one` holds every key's first index in 8
+/// bytes, and only a key seen again has its whole list in `many` (a list with its map entry
+/// takes 32 bytes, four times as much, and most of a million keys never need one).
+#[derive(Default)]
+struct SymIndex {
+    /// Every key's first index (stale once `many` has the key: `many` is read first).
+    one: FxMap<Sym, LogIndex>,
+    /// The lists of keys with more than one entry.
+    many: FxMap<Sym, IndexList>,
+}
+
+impl SymIndex {
+    /// Append `idx` to `k`'s list; `heap` counts the bytes of spilled lists.
+    fn push(&mut self, k: Sym, idx: LogIndex, heap: &mut usize) {
+        match self.one.entry(k) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(idx);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let first = *o.get();
+                let list = self.many.entry(k).or_insert_with(|| {
+                    let mut l = IndexList::new();
+                    l.push(first);
+                    l
+                });
+                let before = list_heap(list);
+                list.push(idx);
+                *heap = *heap + list_heap(list) - before;
+            }
+        }
+    }
+
+    fn get(&self, k: Sym) -> &[LogIndex] {
+        match self.many.get(&k) {
+            Some(l) => l.as_slice(),
+            None => self.one.get(&k).map_or(&EMPTY[..], std::slice::from_ref),
+        }
+    }
+
+    /// Drop `k`'s entries below `first` (a prefix): the key goes once all are dropped
+    /// (returns true), a list loses its prefix once half of it is dropped; until then the
+    /// getters skip it.
+    fn prune(&mut self, k: Sym, first: LogIndex, heap: &mut usize) -> bool {
+        let Some(list) = self.many.get_mut(&k) else {
+            return match self.one.get(&k) {
+                Some(&i) if i < first => {
+                    self.one.remove(&k);
+                    true
+                }
+                _ => false,
+            };
+        };
+        let n = list.partition_point(|&i| i < first);
+        if n == list.len() {
+            *heap -= list_heap(list);
+            self.many.remove(&k);
+            self.one.remove(&k);
+            return true;
+        }
+        if n * 2 >= list.len() {
+            *heap -= list_heap(list);
+            list.drain(..n);
+            list.shrink_to_fit();
+            *heap += list_heap(list);
+        }
+        false
     }
 }
 

@@ -154,6 +154,12 @@ impl Model {
     /// it raised.
     pub fn ingest(&mut self, rec: &Record, now_ms: i64) -> Result<(LogIndex, usize), LogError> {
         let idx = self.log.append(rec, now_ms)?;
+        Ok((idx, self.after_append(idx, now_ms)))
+    }
+
+    /// The lints, the flow map and the memory limit on a record just appended; how many
+    /// anomalies it raised.
+    fn after_append(&mut self, idx: LogIndex, now_ms: i64) -> usize {
         let found = self.detectors.on_append(&self.log, idx, now_ms);
         let n = found.len();
         self.record_anomalies(found);
@@ -162,7 +168,7 @@ impl Model {
         }
         // After the lints and the flow map: they have seen the record; what they found stays.
         self.log.shed();
-        Ok((idx, n))
+        n
     }
 
     /// Run the time-based lints. Returns how many anomalies were raised.

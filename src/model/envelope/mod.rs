@@ -19,6 +19,7 @@ mod cloudevents_structured;
 mod debezium_outbox;
 mod fields;
 mod plain_json;
+mod quick_json;
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
