@@ -20,7 +20,7 @@ use crate::context::Ctx;
 use crate::envelope::Envelope;
 use crate::faults::Fault;
 use crate::saga::SagaMode;
-use crate::store::{in_list, now_ms, Backend, StoreError, Tx};
+use crate::store::{now_ms, Backend, StoreError, Tx};
 use crate::telemetry::{self, attr, Operation, Trace};
 
 /// The polling relay's service name (its spans' `service.name`).
@@ -109,7 +109,7 @@ async fn mark(
     if !unmarked.is_empty() {
         let sql = format!(
             "UPDATE outbox SET publish_count = publish_count + 1 WHERE id IN ({})",
-            in_list(unmarked.len(), 1)
+            tx.backend.params(unmarked.len(), 1)
         );
         let mut q = sqlx::query(&sql);
         for id in &unmarked {
@@ -118,9 +118,11 @@ async fn mark(
         q.execute(&mut *tx).await?;
     }
     if !published.is_empty() {
+        let p = tx.backend.placeholders(published.len() + 1, 1);
         let sql = format!(
-            "UPDATE outbox SET publish_count = publish_count + 1, published_at = $1 WHERE id IN ({})",
-            in_list(published.len(), 2)
+            "UPDATE outbox SET publish_count = publish_count + 1, published_at = {} WHERE id IN ({})",
+            p[0],
+            p[1..].join(", ")
         );
         let mut q = sqlx::query(&sql).bind(now_ms());
         for id in published {

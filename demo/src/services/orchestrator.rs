@@ -17,7 +17,7 @@ use crate::envelope::{now_rfc3339, Envelope};
 use crate::faults::Fault;
 use crate::ids;
 use crate::saga::{self, SagaAction, SagaInput, SagaMode, SagaPhase, SagaState};
-use crate::store::{in_list, insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
+use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
 use crate::telemetry::{attr, Trace};
 use crate::topics;
 
@@ -94,7 +94,7 @@ impl Sagas {
             let sql = format!(
                 "SELECT order_id, state, correlation_id, started_at, updated_at, finished_at, timed_out \
                  FROM sagas WHERE order_id IN ({})",
-                in_list(chunk.len(), 1)
+                tx.backend.params(chunk.len(), 1)
             );
             let mut q = sqlx::query(&sql);
             for o in chunk {
@@ -175,7 +175,7 @@ const WRITE_CHUNK: usize = 100;
 async fn insert_sagas(tx: &mut Tx, sagas: &[Saga]) -> Result<(), StoreError> {
     const COLUMNS: usize = 8;
     let values = (0..sagas.len())
-        .map(|i| format!("({})", in_list(COLUMNS, i * COLUMNS + 1)))
+        .map(|i| format!("({})", tx.backend.params(COLUMNS, i * COLUMNS + 1)))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
@@ -206,16 +206,10 @@ async fn update_sagas(tx: &mut Tx, sagas: &[Saga]) -> Result<(), StoreError> {
     const COLUMNS: usize = 7;
     let values = (0..sagas.len())
         .map(|i| {
-            let p = i * COLUMNS;
+            let p = tx.backend.placeholders(COLUMNS, i * COLUMNS + 1);
             format!(
-                "(${}, ${}, ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7
+                "({}, {}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), {})",
+                p[0], p[1], p[2], p[3], p[4], p[5], p[6]
             )
         })
         .collect::<Vec<_>>()
