@@ -2,5 +2,6 @@
 
 pub mod broker;
 pub mod groups;
+pub mod offsets;
 pub mod proxy;
 pub mod tap;
