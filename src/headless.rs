@@ -146,7 +146,8 @@ pub struct Finished {
     pub duplicates_skipped: u64,
     /// Writes the producer-side schema check refused.
     pub schema_refused: u64,
-    /// Records consumers could not read for their contract and sent to the dlq.
+    /// Records consumers sent to the dlq: unreadable for their contract, or
+    /// refused for good by the database when applied.
     pub dead_lettered: u64,
     /// What the OTLP export did (after the final flush); None when off.
     pub tracing: Option<ExportReport>,

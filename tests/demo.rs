@@ -908,3 +908,65 @@ async fn without_idempotency_a_repeated_rejection_does_not_wedge_the_consumer() 
     assert_eq!(f.outbox_pending, 0);
     assert!(f.orders_compensated > 20, "{f:?}");
 }
+
+/// A record whose effect the database refuses for good (here a trigger on
+/// `payments` for two orders, a stand-in for a constraint a real service
+/// would hit) does not wedge its consumer: tried three times, it goes to the
+/// dlq with the database's error, the rest of its batch is applied, and the
+/// orders' step deadline compensates the two sagas. Every other order completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_database_refuses_goes_to_the_dlq_and_the_consumer_goes_on() {
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let s = common::session_with(dir, "", 7, |c| {
+        c.step_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let refused: Vec<String> = [2, 5]
+        .iter()
+        .map(|n| eventscope_demo::DemoSystem::order_command(7, *n).0)
+        .collect();
+    let orders = format!("'{}'", refused.join("', '"));
+    let db = &s.system.ctx.db;
+    let statements = match db.backend {
+        eventscope_demo::store::Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER refuse_payment BEFORE INSERT ON payments WHEN NEW.order_id IN ({orders}) \
+             BEGIN SELECT RAISE(ABORT, 'payments refused for this order'); END"
+        )],
+        eventscope_demo::store::Backend::Postgres => vec![
+            "CREATE FUNCTION refuse_payment() RETURNS trigger AS $$ BEGIN \
+             RAISE EXCEPTION 'payments refused for this order'; END $$ LANGUAGE plpgsql"
+                .to_owned(),
+            format!(
+                "CREATE TRIGGER refuse_payment BEFORE INSERT ON payments FOR EACH ROW \
+                 WHEN (NEW.order_id IN ({orders})) EXECUTE FUNCTION refuse_payment()"
+            ),
+        ],
+    };
+    for sql in statements {
+        sqlx::query(&sql).execute(&db.pool).await.expect("trigger");
+    }
+    let fin = common::place_and_settle(s, 30).await;
+    let f = &fin.facts;
+    assert_eq!(f.orders_stuck, 0, "{:?}", f.stuck_phases);
+    assert_eq!(f.orders_compensated, 2, "{f:?}");
+    assert_eq!(f.orders_completed, 28, "{f:?}");
+    assert_eq!(f.outbox_pending, 0);
+    assert_eq!(fin.dead_lettered, 2);
+    assert_eq!(f.sagas_timed_out, 2);
+    let dlq: Vec<Record> = fin
+        .model
+        .records()
+        .filter(|r| r.topic == topics::DLQ)
+        .collect();
+    assert_eq!(dlq.len(), 2, "one dlq record per refused command");
+    for r in &dlq {
+        let why = header(r, "dlq_error").expect("dlq_error header");
+        assert!(
+            why.contains("payment-service cannot apply ProcessPayment")
+                && why.contains("payments refused for this order"),
+            "{why}"
+        );
+    }
+    assert_every_invariant(&fin);
+}

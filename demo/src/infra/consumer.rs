@@ -4,7 +4,8 @@
 //! `processed_events(consumer, event_id)` and apply the effect (with its outbox
 //! rows); commit; only then store the offset for the background commit. The
 //! records one poll finds ready share that transaction, applied in offset order.
-//! Undecodable records go to the `dlq` and the consumer goes on.
+//! Undecodable records go to the `dlq` and the consumer goes on; so does a
+//! record whose effect the database refuses for good (a constraint, a trigger).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -284,17 +285,27 @@ pub async fn run<H: Handler>(
                 }
             });
         }
-        let works: Vec<(&Envelope, &Trace, bool)> = items
+        // The batch's records to apply, and where each is in `batch`.
+        let (works, at): (Vec<(&Envelope, &Trace, bool)>, Vec<usize>) = items
             .iter()
-            .flatten()
-            .map(|w| (&w.env, &w.span, w.readable))
-            .collect();
+            .enumerate()
+            .filter_map(|(i, w)| w.as_ref().map(|w| ((&w.env, &w.span, w.readable), i)))
+            .unzip();
         if !works.is_empty() {
             let done = retrying(&ctx, name, &works, &mut shutdown, || {
                 attempt(&ctx, handler.as_ref(), &works)
             })
             .await;
-            let Some(duplicates) = done else {
+            let duplicates = match done {
+                Outcome::Applied(duplicates) => Some(duplicates),
+                Outcome::Shutdown => None,
+                // A record of the batch cannot be applied: apply them one at a
+                // time, and send the one that cannot to the dlq.
+                Outcome::Rejected(_) => {
+                    one_by_one(&ctx, handler.as_ref(), &works, &at, &batch, &mut shutdown).await
+                }
+            };
+            let Some(duplicates) = duplicates else {
                 for (_, span, _) in &works {
                     span.end();
                 }
@@ -352,23 +363,38 @@ fn rewind(consumer: &StreamConsumer, name: &str, unstored: &[BorrowedMessage<'_>
     }
 }
 
-/// Run one transaction for a batch, retrying store errors. Returns which
-/// records were recognised duplicates; None on shutdown.
+/// How a batch's transaction ended.
+enum Outcome {
+    /// Committed; which records were recognised duplicates.
+    Applied(Vec<bool>),
+    /// A record cannot be applied ([`StoreError::is_about_the_record`]), tried
+    /// [`REJECT_AFTER`] times.
+    Rejected(StoreError),
+    Shutdown,
+}
+
+/// Attempts before an error about a record rejects it (the dlq takes it).
+const REJECT_AFTER: u32 = 3;
+
+/// Run one transaction for a batch, retrying store errors: transient ones
+/// and the database's own (unreachable, a table missing) for as long as they
+/// last, an error about a record [`REJECT_AFTER`] times.
 async fn retrying<F, Fut>(
     ctx: &Ctx,
     consumer: &str,
     works: &[(&Envelope, &Trace, bool)],
     shutdown: &mut watch::Receiver<bool>,
     mut once: F,
-) -> Option<Vec<bool>>
+) -> Outcome
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Vec<bool>, StoreError>>,
 {
     let mut backoff = Duration::from_millis(20);
+    let mut rejections = 0;
     loop {
         match once().await {
-            Ok(duplicates) => return Some(duplicates),
+            Ok(duplicates) => return Outcome::Applied(duplicates),
             Err(e) if e.is_transient() => {
                 tracing::debug!(consumer, error = %e, "transient, retrying");
                 for (_, trace, _) in works {
@@ -377,6 +403,13 @@ where
             }
             Err(e) => {
                 let events: Vec<&str> = works.iter().map(|(env, _, _)| env.id.as_str()).collect();
+                if e.is_about_the_record() {
+                    rejections += 1;
+                    if rejections >= REJECT_AFTER {
+                        tracing::warn!(consumer, events = ?events, error = %e, "cannot apply");
+                        return Outcome::Rejected(e);
+                    }
+                }
                 tracing::error!(consumer, events = ?events, error = %e, "cannot apply; retrying");
                 ctx.report_error(format!("{consumer}: {e}"));
                 for (_, trace, _) in works {
@@ -388,11 +421,46 @@ where
             }
         }
         tokio::select! {
-            _ = shutdown.changed() => return None,
+            _ = shutdown.changed() => return Outcome::Shutdown,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Apply a rejected batch's records one transaction each; a record that is
+/// rejected on its own goes to the dlq with the error, unapplied, and the
+/// consumer goes on (its offset is stored with the others'). Returns which
+/// records were duplicates; None on shutdown.
+async fn one_by_one<H: Handler>(
+    ctx: &Ctx,
+    handler: &H,
+    works: &[(&Envelope, &Trace, bool)],
+    at: &[usize],
+    batch: &[BorrowedMessage<'_>],
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Vec<bool>> {
+    let name = handler.name();
+    let mut duplicates = Vec::with_capacity(works.len());
+    for (work, &i) in works.iter().zip(at) {
+        let one = std::slice::from_ref(work);
+        match retrying(ctx, name, one, shutdown, || attempt(ctx, handler, one)).await {
+            Outcome::Applied(d) => duplicates.extend(d),
+            Outcome::Shutdown => return None,
+            Outcome::Rejected(e) => {
+                let (env, span, _) = work;
+                let why = format!("{name} cannot apply {} {}: {e}", env.event_type, env.id);
+                span.fail(format!("rejected, sent to {}: {why}", topics::DLQ));
+                let m = batch.get(i)?;
+                dead_letter(ctx, name, m, &why).await;
+                ctx.dead_lettered
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctx.report_error(why);
+                duplicates.push(false);
+            }
+        }
+    }
+    Some(duplicates)
 }
 
 /// Apply a batch in one transaction: mark every record processed (one

@@ -112,6 +112,29 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// An error about what the record makes the service write, not about the
+    /// database: a constraint or a trigger refused it (PostgreSQL SQLSTATE
+    /// classes 22 and 23, `RAISE EXCEPTION`; SQLite `SQLITE_CONSTRAINT`), the
+    /// contract check refused it, a value is not valid JSON. Applying the same
+    /// record again cannot succeed. A lost connection or a missing table is
+    /// not one: that is the database, and every record would fail alike.
+    pub fn is_about_the_record(&self) -> bool {
+        match self {
+            StoreError::Contract(_) | StoreError::Json(_) => true,
+            StoreError::Sql(sqlx::Error::Database(d)) if !self.is_transient() => {
+                d.code().is_some_and(|c| match c.len() {
+                    // A PostgreSQL SQLSTATE.
+                    5 => c.starts_with("22") || c.starts_with("23") || c == "P0001",
+                    // An SQLite extended result code: its low byte is the primary code.
+                    _ => c.parse::<i32>().is_ok_and(|n| n & 0xff == 19),
+                })
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
