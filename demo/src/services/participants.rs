@@ -3,6 +3,8 @@
 //! `choreography`) and writes its effect + its outcome's outbox row in the
 //! consumer's transaction.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use crate::choreography::{self, Participant, Reaction};
@@ -64,6 +66,54 @@ async fn reply(
         trace,
     )
     .await
+}
+
+/// The effects the commands of a batch already had (rows of the service's
+/// table per command id), counted in one query when the batch opens. Each
+/// count is used once: a command twice in one batch (a redelivery without
+/// idempotency) is counted again, live, the second time, its first effect included.
+#[derive(Default)]
+pub struct PriorEffects(HashMap<String, i64>);
+
+/// Command ids one count binds at most.
+const COUNT_CHUNK: usize = 500;
+
+impl PriorEffects {
+    async fn load(tx: &mut Tx, table: &str, msgs: &[&Envelope]) -> Result<Self, StoreError> {
+        let mut ids: Vec<&str> = msgs.iter().map(|m| m.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut counts: HashMap<String, i64> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(COUNT_CHUNK) {
+            let sql = format!(
+                "SELECT command_id, COUNT(*) FROM {table} WHERE command_id IN ({}) GROUP BY command_id",
+                tx.backend.params(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&mut **tx).await? {
+                counts.insert(r.try_get(0)?, r.try_get(1)?);
+            }
+            for id in chunk {
+                counts.entry((*id).to_owned()).or_insert(0);
+            }
+        }
+        Ok(PriorEffects(counts))
+    }
+
+    async fn take(
+        &mut self,
+        tx: &mut Tx,
+        table: &str,
+        command_id: &str,
+    ) -> Result<i64, StoreError> {
+        match self.0.remove(command_id) {
+            Some(n) => Ok(n),
+            None => prior_effects(tx, table, command_id).await,
+        }
+    }
 }
 
 async fn prior_effects(tx: &mut Tx, table: &str, command_id: &str) -> Result<i64, StoreError> {
@@ -136,7 +186,14 @@ fn total(items: &[LineItem]) -> i64 {
 pub struct Payment;
 
 impl Handler for Payment {
-    type Batch = ();
+    type Batch = PriorEffects;
+    async fn open_batch(
+        &self,
+        tx: &mut Tx,
+        msgs: &[&Envelope],
+    ) -> Result<PriorEffects, StoreError> {
+        PriorEffects::load(tx, "payments", msgs).await
+    }
     fn name(&self) -> &'static str {
         "payment-service"
     }
@@ -156,7 +213,7 @@ impl Handler for Payment {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
-        _batch: &mut (),
+        _prior: &mut PriorEffects,
         msg: &Envelope,
     ) -> Result<(), StoreError> {
         unreadable_step(
@@ -173,11 +230,11 @@ impl Handler for Payment {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
-        _batch: &mut (),
+        prior: &mut PriorEffects,
         cmd: &Envelope,
         trace: &Trace,
     ) -> Result<(), StoreError> {
-        let n = prior_effects(tx, "payments", &cmd.id).await?;
+        let n = prior.take(tx, "payments", &cmd.id).await?;
         let order = cmd.subject.clone();
         let (op, reaction) = operation(Participant::Payment, cmd);
         // A command names the amount; in a choreography the charge is what the
@@ -303,7 +360,14 @@ fn items(cmd: &Envelope) -> Vec<LineItem> {
 }
 
 impl Handler for Inventory {
-    type Batch = ();
+    type Batch = PriorEffects;
+    async fn open_batch(
+        &self,
+        tx: &mut Tx,
+        msgs: &[&Envelope],
+    ) -> Result<PriorEffects, StoreError> {
+        PriorEffects::load(tx, "stock_movements", msgs).await
+    }
     fn name(&self) -> &'static str {
         "inventory-service"
     }
@@ -323,7 +387,7 @@ impl Handler for Inventory {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
-        _batch: &mut (),
+        _prior: &mut PriorEffects,
         msg: &Envelope,
     ) -> Result<(), StoreError> {
         unreadable_step(
@@ -340,11 +404,11 @@ impl Handler for Inventory {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
-        _batch: &mut (),
+        prior: &mut PriorEffects,
         cmd: &Envelope,
         trace: &Trace,
     ) -> Result<(), StoreError> {
-        let n = prior_effects(tx, "stock_movements", &cmd.id).await?;
+        let n = prior.take(tx, "stock_movements", &cmd.id).await?;
         let order = cmd.subject.clone();
         let (op, reaction) = operation(Participant::Inventory, cmd);
         // In a choreography the failure that undoes the reservation does not
@@ -447,7 +511,14 @@ impl Handler for Inventory {
 pub struct Shipping;
 
 impl Handler for Shipping {
-    type Batch = ();
+    type Batch = PriorEffects;
+    async fn open_batch(
+        &self,
+        tx: &mut Tx,
+        msgs: &[&Envelope],
+    ) -> Result<PriorEffects, StoreError> {
+        PriorEffects::load(tx, "shipments", msgs).await
+    }
     fn name(&self) -> &'static str {
         "shipping-service"
     }
@@ -467,7 +538,7 @@ impl Handler for Shipping {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
-        _batch: &mut (),
+        _prior: &mut PriorEffects,
         msg: &Envelope,
     ) -> Result<(), StoreError> {
         unreadable_step(
@@ -484,11 +555,11 @@ impl Handler for Shipping {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
-        _batch: &mut (),
+        prior: &mut PriorEffects,
         cmd: &Envelope,
         trace: &Trace,
     ) -> Result<(), StoreError> {
-        let n = prior_effects(tx, "shipments", &cmd.id).await?;
+        let n = prior.take(tx, "shipments", &cmd.id).await?;
         let order = cmd.subject.clone();
         let shipment_id = ids::derive(&[&order, "shipment"]);
         let (op, _) = operation(Participant::Shipping, cmd);
