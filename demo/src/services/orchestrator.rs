@@ -172,6 +172,14 @@ const LOAD_CHUNK: usize = 500;
 /// Sagas one INSERT or UPDATE writes at most (8 parameters each).
 const WRITE_CHUNK: usize = 100;
 
+/// Each saga's state as stored.
+fn serialized(sagas: &[Saga]) -> Result<Vec<String>, StoreError> {
+    Ok(sagas
+        .iter()
+        .map(|s| serde_json::to_string(&s.state))
+        .collect::<Result<_, _>>()?)
+}
+
 async fn insert_sagas(tx: &mut Tx, sagas: &[Saga]) -> Result<(), StoreError> {
     const COLUMNS: usize = 8;
     let values = (0..sagas.len())
@@ -182,10 +190,7 @@ async fn insert_sagas(tx: &mut Tx, sagas: &[Saga]) -> Result<(), StoreError> {
         "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at, finished_at, timed_out) \
          VALUES {values}"
     );
-    let states = sagas
-        .iter()
-        .map(|s| serde_json::to_string(&s.state))
-        .collect::<Result<Vec<_>, _>>()?;
+    let states = serialized(sagas)?;
     let mut q = sqlx::query(&sql);
     for (s, state) in sagas.iter().zip(&states) {
         q = q
@@ -221,10 +226,7 @@ async fn update_sagas(tx: &mut Tx, sagas: &[Saga]) -> Result<(), StoreError> {
          finished_at = v.finished_at, timed_out = v.timed_out \
          FROM v WHERE sagas.order_id = v.order_id AND sagas.state = v.loaded"
     );
-    let states = sagas
-        .iter()
-        .map(|s| serde_json::to_string(&s.state))
-        .collect::<Result<Vec<_>, _>>()?;
+    let states = serialized(sagas)?;
     let mut q = sqlx::query(&sql);
     for (s, state) in sagas.iter().zip(&states) {
         q = q
