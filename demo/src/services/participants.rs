@@ -432,20 +432,24 @@ impl Handler for Inventory {
             let mut short = None;
             if ctx.faults.hits(Fault::OutOfStock, &order) {
                 short = items.first().map(|i| i.product_id.clone());
-            } else {
+            } else if !items.is_empty() {
+                // What is in stock of every item, in one query.
+                let sql = format!(
+                    "SELECT product_id, quantity FROM stock WHERE product_id IN ({})",
+                    tx.backend.params(items.len(), 1)
+                );
+                let mut q = sqlx::query(&sql);
                 for i in &items {
-                    let have = sqlx::query("SELECT quantity FROM stock WHERE product_id = $1")
-                        .bind(&i.product_id)
-                        .fetch_optional(&mut **tx)
-                        .await?
-                        .map(|r| r.try_get::<i64, _>(0))
-                        .transpose()?
-                        .unwrap_or(0);
-                    if have < i.quantity {
-                        short = Some(i.product_id.clone());
-                        break;
-                    }
+                    q = q.bind(&i.product_id);
                 }
+                let mut have: HashMap<String, i64> = HashMap::with_capacity(items.len());
+                for r in q.fetch_all(&mut **tx).await? {
+                    have.insert(r.try_get(0)?, r.try_get(1)?);
+                }
+                short = items
+                    .iter()
+                    .find(|i| have.get(&i.product_id).copied().unwrap_or(0) < i.quantity)
+                    .map(|i| i.product_id.clone());
             }
             if let Some(product) = short {
                 let data = serde_json::json!({"order_id": order, "product_id": product, "reason": format!("{product} out of stock")});
