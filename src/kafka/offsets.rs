@@ -1,6 +1,7 @@
 //! End offsets of many partitions in one round trip: a ListOffsets (latest) for every
-//! partition at once. Asking partition by partition costs a round trip each, a third of a
-//! second for a topic of 64 partitions before `inspect` reads its first record.
+//! partition at once. Asking partition by partition costs a round trip each before `inspect`
+//! reads its first record (on loopback half a millisecond each; across a network, 64
+//! partitions take 64 round trips).
 
 use std::collections::HashMap;
 use std::time::Duration;

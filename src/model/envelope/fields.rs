@@ -241,15 +241,6 @@ pub(super) const SHAPE_DEPTH: u8 = 3;
 /// [`validate_json`] and the value's structural fingerprint ([`shape_of`]) in the same pass:
 /// the keys and JSON kinds, hashed while serde_json scans the bytes; no tree is built.
 pub(super) fn validate_json_shape(bytes: &[u8]) -> Result<u64, DecodeError> {
-    // Nearly every value takes the fast path; what it declines, serde_json decides.
-    match super::quick_json::shape(bytes, SHAPE_DEPTH) {
-        Some(h) => Ok(h),
-        None => serde_shape(bytes),
-    }
-}
-
-/// [`validate_json_shape`] by serde_json: the reference the fast path agrees with.
-pub(super) fn serde_shape(bytes: &[u8]) -> Result<u64, DecodeError> {
     use serde::de::DeserializeSeed;
     let mut h = FxHasher::default();
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -309,8 +300,8 @@ pub(super) fn with_dataschema(shape: u64, dataschema: Option<&str>) -> u64 {
 }
 
 /// Markers that keep `{a:{b:1},c:2}` and `{a:{b:1,c:2}}` apart.
-pub(super) const END: u8 = 0xfe;
-pub(super) const KEY_END: u8 = 0xff;
+const END: u8 = 0xfe;
+const KEY_END: u8 = 0xff;
 
 /// The fingerprinting visitor of [`validate_json_shape`]: hashes like [`shape_of`] down to
 /// its depth, and below it validates like [`validate_json`].

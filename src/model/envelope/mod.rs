@@ -19,7 +19,6 @@ mod cloudevents_structured;
 mod debezium_outbox;
 mod fields;
 mod plain_json;
-mod quick_json;
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
