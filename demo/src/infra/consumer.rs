@@ -285,11 +285,11 @@ pub async fn run<H: Handler>(
                 }
             });
         }
-        // The batch's records to apply, and where each is in `batch`.
-        let (works, at): (Vec<(&Envelope, &Trace, bool)>, Vec<usize>) = items
+        // The batch's records to apply, and their messages.
+        let (works, messages): (Vec<(&Envelope, &Trace, bool)>, Vec<&BorrowedMessage<'_>>) = items
             .iter()
-            .enumerate()
-            .filter_map(|(i, w)| w.as_ref().map(|w| ((&w.env, &w.span, w.readable), i)))
+            .zip(&batch)
+            .filter_map(|(w, m)| w.as_ref().map(|w| ((&w.env, &w.span, w.readable), m)))
             .unzip();
         if !works.is_empty() {
             let done = retrying(&ctx, name, &works, &mut shutdown, || {
@@ -302,7 +302,7 @@ pub async fn run<H: Handler>(
                 // A record of the batch cannot be applied: apply them one at a
                 // time, and send the one that cannot to the dlq.
                 Outcome::Rejected(_) => {
-                    one_by_one(&ctx, handler.as_ref(), &works, &at, &batch, &mut shutdown).await
+                    one_by_one(&ctx, handler.as_ref(), &works, &messages, &mut shutdown).await
                 }
             };
             let Some(duplicates) = duplicates else {
@@ -436,13 +436,12 @@ async fn one_by_one<H: Handler>(
     ctx: &Ctx,
     handler: &H,
     works: &[(&Envelope, &Trace, bool)],
-    at: &[usize],
-    batch: &[BorrowedMessage<'_>],
+    messages: &[&BorrowedMessage<'_>],
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Vec<bool>> {
     let name = handler.name();
     let mut duplicates = Vec::with_capacity(works.len());
-    for (work, &i) in works.iter().zip(at) {
+    for (work, m) in works.iter().zip(messages) {
         let one = std::slice::from_ref(work);
         match retrying(ctx, name, one, shutdown, || attempt(ctx, handler, one)).await {
             Outcome::Applied(d) => duplicates.extend(d),
@@ -451,7 +450,6 @@ async fn one_by_one<H: Handler>(
                 let (env, span, _) = work;
                 let why = format!("{name} cannot apply {} {}: {e}", env.event_type, env.id);
                 span.fail(format!("rejected, sent to {}: {why}", topics::DLQ));
-                let m = batch.get(i)?;
                 dead_letter(ctx, name, m, &why).await;
                 ctx.dead_lettered
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -110,9 +110,7 @@ impl StoreError {
             _ => false,
         }
     }
-}
 
-impl StoreError {
     /// An error about what the record makes the service write, not about the
     /// database: a constraint or a trigger refused it (PostgreSQL SQLSTATE
     /// classes 22 and 23, `RAISE EXCEPTION`; SQLite `SQLITE_CONSTRAINT`), the
@@ -361,6 +359,15 @@ impl Backend {
         self.placeholders(n, first).join(", ")
     }
 
+    /// `rows` parenthesised groups of `columns` parameters each, numbered
+    /// from 1: the VALUES of a multi-row INSERT.
+    pub(crate) fn rows(self, rows: usize, columns: usize) -> String {
+        (0..rows)
+            .map(|r| format!("({})", self.params(columns, r * columns + 1)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The parameters of [`Backend::params`], one by one.
     pub(crate) fn placeholders(self, n: usize, first: usize) -> Vec<String> {
         match self {
@@ -377,10 +384,7 @@ async fn insert_outbox_rows(
     rows: &[PendingRow],
 ) -> Result<(), StoreError> {
     const COLUMNS: usize = 16;
-    let values = (0..rows.len())
-        .map(|r| format!("({})", backend.params(COLUMNS, r * COLUMNS + 1)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = backend.rows(rows.len(), COLUMNS);
     let sql = format!(
         "INSERT INTO outbox (event_id, service, topic, msg_key, event_type, source, subject, \
          correlation_id, causation_id, aggregate_version, event_time, payload, created_at, traceparent, dataschema, saga_mode) \
@@ -422,10 +426,7 @@ pub async fn mark_processed(
     if event_ids.is_empty() {
         return Ok(Default::default());
     }
-    let values = (0..event_ids.len())
-        .map(|i| format!("({})", tx.backend.params(3, i * 3 + 1)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = tx.backend.rows(event_ids.len(), 3);
     let sql = format!(
         "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES {values} \
          ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"

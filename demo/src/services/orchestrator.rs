@@ -182,10 +182,7 @@ fn serialized(sagas: &[Saga]) -> Result<Vec<String>, StoreError> {
 
 async fn insert_sagas(tx: &mut Tx, sagas: &[Saga]) -> Result<(), StoreError> {
     const COLUMNS: usize = 8;
-    let values = (0..sagas.len())
-        .map(|i| format!("({})", tx.backend.params(COLUMNS, i * COLUMNS + 1)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = tx.backend.rows(sagas.len(), COLUMNS);
     let sql = format!(
         "INSERT INTO sagas (order_id, correlation_id, phase, state, started_at, updated_at, finished_at, timed_out) \
          VALUES {values}"
