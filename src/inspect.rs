@@ -140,7 +140,8 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     let highs = {
         let s = settings.clone();
         tokio::task::spawn_blocking(move || {
-            crate::kafka::offsets::high_watermarks(&s, &topic_refs, Duration::from_secs(5))
+            let refs: Vec<&str> = topic_refs.iter().map(String::as_str).collect();
+            s.high_watermarks(&refs, Duration::from_secs(5))
         })
         .await??
     };

@@ -2,6 +2,5 @@
 
 pub mod broker;
 pub mod groups;
-pub mod offsets;
 pub mod proxy;
 pub mod tap;
