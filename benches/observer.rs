@@ -404,8 +404,18 @@ fn scale_one(n: usize) {
             Ok(eventscope::cli::MemoryLimit::Bytes(b)) => Some(b),
             _ => None,
         });
+    // `EVENTSCOPE_BENCH_PAYLOADS=kafka`: the log as on a broker that keeps its log, where the
+    // limit evicts payloads first and keeps rows and indexes (the index-only footprint). The
+    // generator cannot serve reads back: none happen during ingest, and the store says so.
+    let in_kafka = std::env::var("EVENTSCOPE_BENCH_PAYLOADS").is_ok_and(|v| v == "kafka");
+    let record_store = if in_kafka {
+        eventscope::model::store::RecordStoreHandle::new(NoReadBack)
+    } else {
+        Default::default()
+    };
     let mut model = Model::new(eventscope::model::ModelConfig {
         memory_limit: limit,
+        record_store,
         ..Default::default()
     });
     let mut left = n;
@@ -427,10 +437,11 @@ fn scale_one(n: usize) {
     if let Some(limit) = limit {
         let d = model.log().drop_stats();
         eprintln!(
-            "e. {n:>9} records under --memory-limit {:.0} MiB: {} dropped, {} held, log estimate {:.0} MiB",
+            "e. {n:>9} records under --memory-limit {:.0} MiB: {} dropped, {} held ({} with their payload in Kafka), log estimate {:.0} MiB",
             mib(limit / 1024),
             d.dropped_records,
             d.held_records,
+            d.payloads_in_store,
             mib(model.log().approx_bytes() as u64 / 1024)
         );
         let parts: Vec<String> = model
@@ -449,6 +460,19 @@ fn scale_one(n: usize) {
         mib(hwm),
         model.log().len()
     );
+}
+
+/// The scaling run's record store: Kafka's place, without Kafka (nothing is read back while
+/// records are ingested; a read says it cannot).
+struct NoReadBack;
+
+impl eventscope::model::store::RecordStore for NoReadBack {
+    fn fetch(&self, _: &[eventscope::model::store::OffsetRange]) -> Result<Vec<Record>, String> {
+        Err("the scaling bench keeps no payloads to read back".into())
+    }
+    fn describe(&self) -> String {
+        "no store (bench)".into()
+    }
 }
 
 /// How ingest time and memory grow: 100k, 1M and 3M records (`EVENTSCOPE_BENCH_SCALES`),

@@ -372,6 +372,22 @@ impl Connection {
         }
     }
 
+    /// Where the observed log reads evicted payloads back from: the user's Kafka, which keeps
+    /// its log (`--brokers`); none on the embedded broker, which drops old batches.
+    pub fn record_store(&self) -> crate::model::store::RecordStoreHandle {
+        match &self.brokers {
+            Some(b) => {
+                let mut s = eventscope_demo::kafka::KafkaSettings::new(b.clone());
+                // Bad properties are refused where the tap connects; the store gets the rest.
+                s.extra = self.client_properties().unwrap_or_default();
+                crate::model::store::RecordStoreHandle::new(
+                    crate::kafka::refetch::KafkaRecordStore::new(s),
+                )
+            }
+            None => crate::model::store::RecordStoreHandle::default(),
+        }
+    }
+
     /// Where to export spans, if anywhere.
     pub fn otlp(&self) -> Option<OtlpSettings> {
         self.otlp_endpoint

@@ -29,16 +29,25 @@ fn write_report(report: &serde_json::Value, path: Option<&std::path::Path>) -> a
 /// What the memory limit dropped, for the summary line (empty when nothing).
 fn dropped_note(model: &Model) -> String {
     let d = model.log().drop_stats();
-    match d.limit_bytes {
-        Some(limit) if d.dropped_records > 0 => format!(
-            " ({} oldest dropped: --memory-limit {} MiB, of which interned ids that cannot be \
+    let evicted = if d.payloads_in_store > 0 {
+        format!(
+            " (payloads of {} records evicted to Kafka, read back on demand)",
+            d.payloads_in_store
+        )
+    } else {
+        String::new()
+    };
+    evicted
+        + &match d.limit_bytes {
+            Some(limit) if d.dropped_records > 0 => format!(
+                " ({} oldest dropped: --memory-limit {} MiB, of which interned ids that cannot be \
              dropped take {} MiB; their verdicts kept)",
-            d.dropped_records,
-            limit >> 20,
-            d.undroppable_bytes >> 20
-        ),
-        _ => String::new(),
-    }
+                d.dropped_records,
+                limit >> 20,
+                d.undroppable_bytes >> 20
+            ),
+            _ => String::new(),
+        }
 }
 
 fn model_report(model: &Model, source: serde_json::Value) -> serde_json::Value {
@@ -416,6 +425,12 @@ fn add_filter(report: &mut serde_json::Value, model: &Model, expr: Option<&str>)
         "filter matched {} of {} records",
         section["matched"], section["observed"]
     );
+    if let Some(why) = section["unreadable_reason"].as_str() {
+        eprintln!(
+            "filter: {} records evicted to Kafka could not be read back, not judged: {why}",
+            section["unreadable"]
+        );
+    }
     report["filter"] = section;
 }
 

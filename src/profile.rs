@@ -69,6 +69,10 @@ pub struct Profile {
     /// the profile into [`ModelConfig::memory_limit`]).
     #[serde(skip)]
     pub memory_limit: Option<u64>,
+    /// Where payloads evicted under the memory limit are read back from (the connection's
+    /// Kafka; not a profile key): into [`ModelConfig::record_store`].
+    #[serde(skip)]
+    pub record_store: crate::model::store::RecordStoreHandle,
 }
 
 impl Default for Profile {
@@ -86,6 +90,7 @@ impl Default for Profile {
             trace_link: DEFAULT_TRACE_LINK.to_owned(),
             schemas: None,
             memory_limit: None,
+            record_store: crate::model::store::RecordStoreHandle::default(),
         }
     }
 }
@@ -159,6 +164,7 @@ impl Profile {
             eventscope_demo::contracts::Registry::load_dir(dir)?;
         }
         p.memory_limit = conn.memory_limit_bytes();
+        p.record_store = conn.record_store();
         Ok(p)
     }
 
@@ -173,6 +179,7 @@ impl Profile {
         cfg.detect.flows = self.flows.clone();
         cfg.detect.schemas_dir = self.schemas.clone();
         cfg.memory_limit = self.memory_limit;
+        cfg.record_store = self.record_store.clone();
         cfg
     }
 

@@ -183,6 +183,9 @@ fn unframed(bytes: &[u8], registry: &RegistryHandle) -> Option<Value> {
 /// matched of how many, and the matching records (as in a JSONL export).
 pub fn report_section(log: &ObservedLog, query: &Query, expression: &str) -> Value {
     let matched = matching(log, query);
+    // Held records whose bytes were evicted to Kafka and cannot be read back are not judged:
+    // counted, with the first reason.
+    let unreadable: Vec<String> = log.held().filter_map(|i| log.unreadable(i)).collect();
     let records: Vec<Value> = matched
         .iter()
         .filter_map(|&i| log.record(i))
@@ -194,6 +197,8 @@ pub fn report_section(log: &ObservedLog, query: &Query, expression: &str) -> Val
         "observed": log.len(),
         "matched": matched.len(),
         "records": records,
+        "unreadable": unreadable.len(),
+        "unreadable_reason": unreadable.first(),
     })
 }
 

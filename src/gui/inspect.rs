@@ -102,6 +102,11 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
                 widgets::DUPLICATE,
                 format!("record {idx} dropped: memory limit (--memory-limit); its lint verdicts are kept"),
             );
+        } else if let Some(why) = log.unreadable(idx) {
+            ui.colored_label(
+                widgets::DUPLICATE,
+                format!("record {idx}: its bytes were evicted to Kafka (memory limit) and cannot be read back: {why}"),
+            );
         } else {
             ui.weak("the selected record is gone");
         }

@@ -352,6 +352,7 @@ impl EventscopeApp {
     pub fn apply_profile(&mut self, profile: &crate::profile::Profile) {
         // `--memory-limit` is the command line's, whatever the profile.
         let memory_limit = self.profile.memory_limit;
+        let record_store = self.profile.record_store.clone();
         self.pii_fields = profile.pii_fields.clone();
         if profile.trace_link != crate::profile::DEFAULT_TRACE_LINK {
             self.prefs.trace_link_template = profile.trace_link.clone();
@@ -360,12 +361,14 @@ impl EventscopeApp {
             let mut cfg = profile.model_config();
             cfg.decode.registry = self.model.config().decode.registry.clone();
             cfg.memory_limit = memory_limit;
+            cfg.record_store = record_store.clone();
             self.model = Model::new(cfg);
             self.schemas = schemas::SchemasView::default();
             self.flow = flow::FlowView::default();
         }
         self.profile = profile.clone();
         self.profile.memory_limit = memory_limit;
+        self.profile.record_store = record_store;
     }
 
     /// Apply a profile edited in the dialog: the model is rebuilt from the records already read
@@ -375,6 +378,7 @@ impl EventscopeApp {
         let mut profile =
             crate::profile::Profile::parse(text, "the profile").map_err(|e| e.to_string())?;
         profile.memory_limit = self.profile.memory_limit;
+        profile.record_store = self.profile.record_store.clone();
         let mut cfg = profile.model_config();
         // The schema registry (a connection setting, not the profile's) stays.
         cfg.decode.registry = self.model.config().decode.registry.clone();
@@ -1014,6 +1018,7 @@ pub fn run(
         .then(|| crate::profile::Profile::for_connection(&conn))
         .transpose()?;
     let memory_limit = conn.memory_limit_bytes();
+    let record_store = conn.record_store();
     let connection_key = match &recording {
         Some((_, label)) => label.clone(),
         None => conn.brokers.clone().unwrap_or_else(|| "embedded".into()),
@@ -1033,6 +1038,9 @@ pub fn run(
             let mut app = app;
             app.connection_key = connection_key;
             app.profile.memory_limit = memory_limit;
+            if app.is_live() {
+                app.profile.record_store = record_store;
+            }
             let remembered = app.prefs.profiles.get(&app.connection_key).cloned();
             match (explicit, remembered) {
                 (Some(p), _) => app.apply_profile(&p),

@@ -188,6 +188,14 @@ pub fn memory_note(log: &crate::model::log::ObservedLog) -> Option<String> {
         mib(limit),
         mib(log.undroppable_bytes())
     );
+    let held = if d.payloads_in_store > 0 {
+        format!(
+            "{held}, payloads of {} records read from Kafka on demand",
+            d.payloads_in_store
+        )
+    } else {
+        held
+    };
     Some(if d.dropped_records > 0 {
         format!(
             "{held}, {} oldest records dropped (memory limit; their lint verdicts kept)",

@@ -3,4 +3,5 @@
 pub mod broker;
 pub mod groups;
 pub mod proxy;
+pub mod refetch;
 pub mod tap;

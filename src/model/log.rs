@@ -1,4 +1,5 @@
-//! The append-only observed log and its indexes. Pure data structure, no I/O.
+//! The append-only observed log and its indexes. A data structure; its one way out is a
+//! [`RecordStore`] to read evicted payloads back (Kafka), when one is given.
 //!
 //! Every appended record gets a global, dense [`LogIndex`] (0, 1, 2, …). Rows are compact:
 //! strings (topic, type, source, ids, header names) are interned as 4-byte [`Sym`]s, the raw
@@ -14,11 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hashbrown::HashTable;
 use serde::Serialize;
 use smallvec::SmallVec;
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::envelope::{
     decode, decode_envelope, DecodeConfig, EnvelopeFormat, ObservedEvent, VersionKind,
 };
 use super::record::Record;
+use super::store::{OffsetRange, RecordStore, RecordStoreHandle};
 
 /// Position of a record in the observed log (arrival order, dense from 0).
 pub type LogIndex = u32;
@@ -190,6 +193,15 @@ struct ByteArena {
     sealer: Option<Sealer>,
     /// How many decompressed chunks the cache keeps (0: [`CACHED_CHUNKS`]).
     cache_cap: usize,
+    /// Per chunk (same positions as `chunks`): the first and last log index of the rows whose
+    /// bytes live in it (other chunks' rows may lie between).
+    rows_of: Vec<(LogIndex, LogIndex)>,
+    /// Chunks before this one are evicted or dropped: eviction goes oldest first.
+    evict_from: usize,
+    /// Held rows whose bytes are only in the record store (their chunk is `InStore`).
+    in_store_rows: u64,
+    /// Chunks whose read-back failed lately, and why: not asked again for [`RETRY_AFTER`].
+    failed: std::sync::Mutex<HashMap<usize, (std::time::Instant, String)>>,
 }
 
 enum Chunk {
@@ -199,6 +211,14 @@ enum Chunk {
     Sealed {
         zst: Box<[u8]>,
         len: usize,
+        /// xxh3 of the raw bytes: a chunk read back from the record store must match it.
+        sum: u64,
+    },
+    /// Evicted under the memory limit: its rows are held, their bytes are read back from the
+    /// record store (into the cache) when needed.
+    InStore {
+        len: usize,
+        sum: u64,
     },
     /// Given back under the memory limit: no held row points here.
     Dropped,
@@ -210,15 +230,19 @@ impl Chunk {
             Chunk::Open(raw) => raw.capacity(),
             Chunk::Sealing(raw) => raw.capacity(),
             Chunk::Sealed { zst, .. } => zst.len(),
-            Chunk::Dropped => 0,
+            Chunk::InStore { .. } | Chunk::Dropped => 0,
         }
     }
 }
 
+/// A chunk the compressing thread is done with: its position, and its compressed bytes with
+/// the raw bytes' checksum (`None`: zstd could not shrink it).
+type Sealed = (usize, Option<(Vec<u8>, u64)>);
+
 /// A thread that compresses full chunks: chunks go out, compressed bytes come back.
 struct Sealer {
     out: std::sync::mpsc::Sender<(usize, std::sync::Arc<Vec<u8>>)>,
-    back: std::sync::mpsc::Receiver<(usize, Option<Vec<u8>>)>,
+    back: std::sync::mpsc::Receiver<Sealed>,
     in_flight: usize,
 }
 
@@ -232,7 +256,8 @@ impl Sealer {
                 for (i, raw) in work {
                     let zst = zstd::bulk::compress(&raw, ZSTD_LEVEL)
                         .ok()
-                        .filter(|z| z.len() < raw.len());
+                        .filter(|z| z.len() < raw.len())
+                        .map(|z| (z, xxh3_64(&raw)));
                     if done.send((i, zst)).is_err() {
                         break;
                     }
@@ -256,9 +281,15 @@ const ZSTD_LEVEL: i32 = 1;
 /// Decompressed chunks kept for reading (16 MiB): a warm time-travel tail or a screen of
 /// table rows stays in it.
 const CACHED_CHUNKS: usize = 256;
+/// A chunk the record store could not give back is not asked for again before this.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+/// The key of [`ByteArena::failed`] that says the record store could not be read at all.
+const STORE_DOWN: usize = usize::MAX;
+/// Evicted chunks read back together: the one asked for and those right after it.
+const READ_AHEAD: u32 = 8;
 
 impl ByteArena {
-    fn push(&mut self, bytes: &[u8]) -> Option<Span> {
+    fn push(&mut self, bytes: &[u8], idx: LogIndex) -> Option<Span> {
         let len = u32::try_from(bytes.len()).ok()?;
         if bytes.len() > CHUNK / 4 {
             let chunk = u32::try_from(self.chunks.len()).ok()?;
@@ -266,6 +297,7 @@ impl ByteArena {
             self.held += raw.capacity();
             self.chunks.push(Chunk::Open(raw));
             self.refs.push(1);
+            self.rows_of.push((idx, idx));
             self.seal(chunk as usize);
             return Some(Span {
                 chunk,
@@ -285,6 +317,7 @@ impl ByteArena {
             self.held += raw.capacity();
             self.chunks.push(Chunk::Open(raw));
             self.refs.push(0);
+            self.rows_of.push((idx, idx));
             self.current = Some(self.chunks.len() - 1);
         }
         let c = self.current?;
@@ -295,6 +328,9 @@ impl ByteArena {
         chunk.extend_from_slice(bytes);
         if let Some(r) = self.refs.get_mut(c) {
             *r += 1;
+        }
+        if let Some(r) = self.rows_of.get_mut(c) {
+            r.1 = idx;
         }
         Some(Span {
             chunk: u32::try_from(c).ok()?,
@@ -332,6 +368,7 @@ impl ByteArena {
                         Chunk::Sealed {
                             zst: z.into_boxed_slice(),
                             len: raw.len(),
+                            sum: xxh3_64(&raw),
                         }
                     }
                     None => Chunk::Open(std::sync::Arc::unwrap_or_clone(raw)),
@@ -355,12 +392,13 @@ impl ByteArena {
             let Some(slot) = self.chunks.get_mut(i) else {
                 continue;
             };
-            if let (Some(z), Chunk::Sealing(raw)) = (zst, &*slot) {
+            if let (Some((z, sum)), Chunk::Sealing(raw)) = (zst, &*slot) {
                 let len = raw.len();
                 self.held = self.held.saturating_sub(raw.capacity()) + z.len();
                 *slot = Chunk::Sealed {
                     zst: z.into_boxed_slice(),
                     len,
+                    sum,
                 };
             }
         }
@@ -373,27 +411,34 @@ impl ByteArena {
         match self.chunks.get(i)? {
             Chunk::Open(raw) => raw.get(range).map(f),
             Chunk::Sealing(raw) => raw.get(range).map(f),
-            Chunk::Sealed { zst, len } => {
+            Chunk::Sealed { zst, len, .. } => {
                 let raw = self.unsealed(i, zst, *len)?;
                 raw.get(range).map(f)
             }
+            Chunk::InStore { .. } => self.cached(i)?.get(range).map(f),
             Chunk::Dropped => None,
         }
     }
 
-    /// The raw bytes of sealed chunk `i`, from the cache or decompressed into it.
-    fn unsealed(&self, i: usize, zst: &[u8], len: usize) -> Option<std::sync::Arc<Vec<u8>>> {
-        let mut cache = self
-            .cache
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Vec<(usize, std::sync::Arc<Vec<u8>>)>> {
+        self.cache
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(pos) = cache.iter().position(|(c, _)| *c == i) {
-            let hit = cache.remove(pos);
-            let raw = hit.1.clone();
-            cache.push(hit);
-            return Some(raw);
-        }
-        let raw = std::sync::Arc::new(zstd::bulk::decompress(zst, len).ok()?);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Chunk `i`'s raw bytes if the cache has them (marked as just used).
+    fn cached(&self, i: usize) -> Option<std::sync::Arc<Vec<u8>>> {
+        let mut cache = self.lock_cache();
+        let pos = cache.iter().position(|(c, _)| *c == i)?;
+        let hit = cache.remove(pos);
+        let raw = hit.1.clone();
+        cache.push(hit);
+        Some(raw)
+    }
+
+    /// Put chunk `i`'s raw bytes in the cache, the least recently used out if it is full.
+    fn cache_put(&self, i: usize, raw: std::sync::Arc<Vec<u8>>) {
+        let mut cache = self.lock_cache();
         let cap = if self.cache_cap == 0 {
             CACHED_CHUNKS
         } else {
@@ -404,7 +449,39 @@ impl ByteArena {
             self.cached.fetch_sub(old.capacity(), Ordering::Relaxed);
         }
         self.cached.fetch_add(raw.capacity(), Ordering::Relaxed);
-        cache.push((i, raw.clone()));
+        cache.push((i, raw));
+    }
+
+    /// Evict the oldest chunk that still holds bytes (not the one being filled): its rows
+    /// stay, their bytes are read back from the record store. Returns the bytes freed; `None`
+    /// when there is nothing left to evict.
+    fn evict_oldest(&mut self) -> Option<usize> {
+        while self.evict_from < self.chunks.len() && self.current != Some(self.evict_from) {
+            let i = self.evict_from;
+            self.evict_from += 1;
+            let slot = self.chunks.get_mut(i)?;
+            let (len, sum) = match &*slot {
+                Chunk::Sealed { len, sum, .. } => (*len, *sum),
+                Chunk::Open(raw) => (raw.len(), xxh3_64(raw)),
+                Chunk::Sealing(raw) => (raw.len(), xxh3_64(raw)),
+                Chunk::InStore { .. } | Chunk::Dropped => continue,
+            };
+            let freed = slot.bytes();
+            *slot = Chunk::InStore { len, sum };
+            self.held = self.held.saturating_sub(freed);
+            self.in_store_rows += u64::from(self.refs.get(i).copied().unwrap_or(0));
+            return Some(freed);
+        }
+        None
+    }
+
+    /// The raw bytes of sealed chunk `i`, from the cache or decompressed into it.
+    fn unsealed(&self, i: usize, zst: &[u8], len: usize) -> Option<std::sync::Arc<Vec<u8>>> {
+        if let Some(raw) = self.cached(i) {
+            return Some(raw);
+        }
+        let raw = std::sync::Arc::new(zstd::bulk::decompress(zst, len).ok()?);
+        self.cache_put(i, raw.clone());
         Some(raw)
     }
 
@@ -417,6 +494,9 @@ impl ByteArena {
     /// (and it is not the one being filled), its memory is given back; returns the bytes freed.
     fn release(&mut self, chunk: u32) -> Option<usize> {
         let i = chunk as usize;
+        if matches!(self.chunks.get(i), Some(Chunk::InStore { .. })) {
+            self.in_store_rows = self.in_store_rows.saturating_sub(1);
+        }
         let r = self.refs.get_mut(i)?;
         *r = r.saturating_sub(1);
         if *r > 0 || self.current == Some(i) {
@@ -426,10 +506,7 @@ impl ByteArena {
         let freed = slot.bytes();
         *slot = Chunk::Dropped;
         self.held = self.held.saturating_sub(freed);
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self.lock_cache();
         if let Some(pos) = cache.iter().position(|(c, _)| *c == i) {
             let (_, raw) = cache.remove(pos);
             self.cached.fetch_sub(raw.capacity(), Ordering::Relaxed);
@@ -571,6 +648,10 @@ pub struct DropStats {
     /// interned once seen) and the ids known only from dropped records.
     #[serde(default)]
     pub undroppable_bytes: u64,
+    /// Held records whose bytes were evicted to the record store (Kafka): their rows and
+    /// indexes stay, their bytes are fetched from the broker when inspected or folded.
+    #[serde(default)]
+    pub payloads_in_store: u64,
 }
 
 /// The append-only observed log with its indexes.
@@ -616,6 +697,8 @@ pub struct ObservedLog {
     /// is interned without hashing.
     last_topic: Option<Sym>,
     header_syms: Vec<Sym>,
+    /// Where evicted payloads are read back from; without one, the limit drops records.
+    store: RecordStoreHandle,
 }
 
 impl Default for ObservedLog {
@@ -651,6 +734,7 @@ impl ObservedLog {
             topic_flags: FxMap::default(),
             last_topic: None,
             header_syms: Vec::new(),
+            store: RecordStoreHandle::default(),
         }
     }
 
@@ -670,7 +754,7 @@ impl ObservedLog {
             _ => self.strings.intern(&rec.topic).ok_or_else(too_large)?,
         };
         self.last_topic = Some(topic);
-        let blob = self.store_blob(rec).ok_or_else(too_large)?;
+        let blob = self.store_blob(rec, idx).ok_or_else(too_large)?;
         let decoded = decode_envelope(rec, &self.cfg);
         let (kind, event_time) = match decoded {
             Ok(ev) => {
@@ -794,8 +878,17 @@ impl ObservedLog {
         self.memory_limit
     }
 
-    /// Under a memory limit, drop the oldest records while the log holds more than the limit:
-    /// whole chunks of the arena at a time (their rows and index entries go with them). The
+    /// Read evicted payloads back from `store` (Kafka, on a broker that keeps its log): under
+    /// the memory limit the oldest chunks' bytes are evicted first, their rows and indexes
+    /// kept; records are dropped only once nothing is left to evict.
+    pub fn set_record_store(&mut self, store: RecordStoreHandle) {
+        self.store = store;
+    }
+
+    /// Under a memory limit, while the log holds more than the limit: with a record store,
+    /// evict the oldest chunks' bytes first (rows and index entries stay, the bytes are read
+    /// back from the store); then drop the oldest records, whole chunks of the arena at a time
+    /// (their rows and index entries go with them). The
     /// rows of the chunk being filled, and the newest row, are never dropped, nor records
     /// below a quarter of the limit (see [`ObservedLog::over`]). O(1) when under the limit.
     /// Returns how many records were dropped.
@@ -812,6 +905,9 @@ impl ObservedLog {
         let mut dropped = Vec::new();
         let mut n = 0;
         while self.over(limit) {
+            if self.store.0.is_some() && self.bytes.evict_oldest().is_some() {
+                continue;
+            }
             let mut freed = false;
             while !freed {
                 let Some(front) = self.rows.front() else {
@@ -1003,37 +1099,203 @@ impl ObservedLog {
             dropped_bytes: self.dropped_bytes,
             held_records: self.rows.len() as u64,
             undroppable_bytes: self.undroppable_bytes() as u64,
+            payloads_in_store: self.bytes.in_store_rows,
         }
     }
 
-    /// Pack key, headers and value: `[opt key][u32 n][n × (u32 name sym, opt value)][opt value]`,
-    /// where `opt` is a u32 length (`u32::MAX` = absent) followed by the bytes.
-    fn store_blob(&mut self, rec: &Record) -> Option<Span> {
+    /// Pack the record into the arena (see [`pack`]).
+    fn store_blob(&mut self, rec: &Record, idx: LogIndex) -> Option<Span> {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        let ok = (|| {
-            put_opt(&mut buf, rec.key.as_deref())?;
-            buf.extend_from_slice(&u32::try_from(rec.headers.len()).ok()?.to_le_bytes());
-            for (i, (name, value)) in rec.headers.iter().enumerate() {
-                let sym = match self.header_syms.get(i) {
-                    Some(&s) if self.strings.resolve(s) == name => s,
-                    _ => {
-                        let s = self.strings.intern(name)?;
-                        match self.header_syms.get_mut(i) {
-                            Some(slot) => *slot = s,
-                            None => self.header_syms.push(s),
-                        }
-                        s
-                    }
-                };
-                buf.extend_from_slice(&sym.0.get().to_le_bytes());
-                put_opt(&mut buf, value.as_deref())?;
+        let (strings, header_syms) = (&mut self.strings, &mut self.header_syms);
+        let ok = pack(rec, &mut buf, |i, name| match header_syms.get(i) {
+            Some(&s) if strings.resolve(s) == name => Some(s),
+            _ => {
+                let s = strings.intern(name)?;
+                match header_syms.get_mut(i) {
+                    Some(slot) => *slot = s,
+                    None => header_syms.push(s),
+                }
+                Some(s)
             }
-            put_opt(&mut buf, rec.value.as_deref())
-        })();
-        let span = ok.and_then(|()| self.bytes.push(&buf));
+        });
+        let span = ok.and_then(|()| self.bytes.push(&buf, idx));
         self.scratch = buf;
         span
+    }
+
+    /// Read the bytes of evicted chunk `chunk` back from the record store, with up to
+    /// [`READ_AHEAD`] evicted chunks after it (a scan reads on; one read of a few hundred KiB
+    /// costs little more than one of 64). The records of each chunk's held rows, fetched by
+    /// topic, partition and offset and packed again at their places, must give the bytes
+    /// observed (the chunk's checksum when all its rows are held, else every record's packed
+    /// length). Then they are cached like decompressed chunks.
+    fn read_back(&self, chunk: u32) -> Result<std::sync::Arc<Vec<u8>>, String> {
+        let Some(store) = &self.store.0 else {
+            return Err("no record store to read it back from".into());
+        };
+        let mut failed = self
+            .bytes
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A chunk that failed, or a store that could not be read at all (`STORE_DOWN`): not
+        // asked again at once (the window reads records every frame).
+        for key in [chunk as usize, STORE_DOWN] {
+            if let Some((at, why)) = failed.get(&key) {
+                if at.elapsed() < RETRY_AFTER {
+                    return Err(why.clone());
+                }
+            }
+        }
+        failed.remove(&STORE_DOWN);
+        let mut wanted = vec![chunk];
+        for next in chunk + 1..chunk.saturating_add(READ_AHEAD) {
+            let i = next as usize;
+            if !matches!(self.bytes.chunks.get(i), Some(Chunk::InStore { .. }))
+                || failed.contains_key(&i)
+                || self.bytes.cached(i).is_some()
+            {
+                break;
+            }
+            wanted.push(next);
+        }
+        let got = match self.fetch_chunks(store.as_ref(), &wanted) {
+            Ok(got) => got,
+            // Said about the chunk asked for; those read ahead are asked again when wanted.
+            Err(why) => {
+                failed.insert(STORE_DOWN, (std::time::Instant::now(), why.clone()));
+                vec![(chunk, Err(why))]
+            }
+        };
+        let now = std::time::Instant::now();
+        let mut asked = Err("its bytes are not in the record store".to_owned());
+        for (c, result) in got {
+            let result = result.map(std::sync::Arc::new);
+            match &result {
+                Ok(raw) => {
+                    failed.remove(&(c as usize));
+                    self.bytes.cache_put(c as usize, raw.clone());
+                }
+                Err(why) => {
+                    failed.insert(c as usize, (now, why.clone()));
+                }
+            }
+            if c == chunk {
+                asked = result;
+            }
+        }
+        asked
+    }
+
+    /// The bytes of evicted chunks `chunks`, each checked, read from `store` in one fetch.
+    #[allow(clippy::type_complexity)]
+    fn fetch_chunks(
+        &self,
+        store: &dyn RecordStore,
+        chunks: &[u32],
+    ) -> Result<Vec<(u32, Result<Vec<u8>, String>)>, String> {
+        let mut rows_by_chunk: Vec<(u32, Vec<&Row>)> = Vec::new();
+        let mut ranges: Vec<OffsetRange> = Vec::new();
+        for &chunk in chunks {
+            let Some(&(lo, hi)) = self.bytes.rows_of.get(chunk as usize) else {
+                continue;
+            };
+            let rows: Vec<&Row> = (lo.max(self.first)..=hi)
+                .filter_map(|x| self.row(x))
+                .filter(|r| r.blob.chunk == chunk)
+                .collect();
+            for r in &rows {
+                let topic = self.resolve(r.topic);
+                match ranges
+                    .iter_mut()
+                    .find(|g| g.partition == r.partition && g.topic == topic)
+                {
+                    Some(g) => {
+                        g.first = g.first.min(r.offset);
+                        g.last = g.last.max(r.offset);
+                    }
+                    None => ranges.push(OffsetRange {
+                        topic: topic.to_owned(),
+                        partition: r.partition,
+                        first: r.offset,
+                        last: r.offset,
+                    }),
+                }
+            }
+            rows_by_chunk.push((chunk, rows));
+        }
+        let records = store.fetch(&ranges)?;
+        let by_pos: HashMap<(&str, i32, i64), &Record> = records
+            .iter()
+            .map(|r| ((r.topic.as_str(), r.partition, r.offset), r))
+            .collect();
+        Ok(rows_by_chunk
+            .into_iter()
+            .map(|(chunk, rows)| (chunk, self.repack(store, chunk, &rows, &by_pos)))
+            .collect())
+    }
+
+    /// Chunk `chunk` rebuilt from the records read back for its held `rows`, checked.
+    fn repack(
+        &self,
+        store: &dyn RecordStore,
+        chunk: u32,
+        rows: &[&Row],
+        by_pos: &HashMap<(&str, i32, i64), &Record>,
+    ) -> Result<Vec<u8>, String> {
+        let Some(&Chunk::InStore { len, sum }) = self.bytes.chunks.get(chunk as usize) else {
+            return Err("its bytes are not in the record store".into());
+        };
+        let mut raw = vec![0u8; len];
+        let mut packed = Vec::new();
+        for r in rows {
+            let topic = self.resolve(r.topic);
+            let Some(rec) = by_pos.get(&(topic, r.partition, r.offset)) else {
+                return Err(format!(
+                    "{} no longer has {topic}/{}@{} (retention or compaction)",
+                    store.describe(),
+                    r.partition,
+                    r.offset
+                ));
+            };
+            packed.clear();
+            let at = r.blob.start as usize..r.blob.start as usize + r.blob.len as usize;
+            let fits = pack(rec, &mut packed, |_, name| self.strings.get(name)).is_some()
+                && packed.len() == at.len();
+            match raw.get_mut(at) {
+                Some(place) if fits => place.copy_from_slice(&packed),
+                _ => {
+                    return Err(format!(
+                        "{topic}/{}@{} on {} is not the record observed there (topic \
+                         recreated?)",
+                        r.partition,
+                        r.offset,
+                        store.describe()
+                    ))
+                }
+            }
+        }
+        let lo = self.bytes.rows_of.get(chunk as usize).map_or(0, |r| r.0);
+        let whole = self.bytes.refs.get(chunk as usize).copied() == Some(rows.len() as u32)
+            && lo >= self.first;
+        if whole && xxh3_64(&raw) != sum {
+            return Err(format!(
+                "the records read back from {} differ from those observed (topic recreated?)",
+                store.describe()
+            ));
+        }
+        Ok(raw)
+    }
+
+    /// Why the held record at `idx` cannot be read (its bytes were evicted to the record store
+    /// and reading them back failed), if it cannot.
+    pub fn unreadable(&self, idx: LogIndex) -> Option<String> {
+        let row = self.row(idx)?;
+        if self.bytes.read(row.blob, |_| ()).is_some() {
+            return None;
+        }
+        self.read_back(row.blob.chunk).err()
     }
 
     // ---- access ----
@@ -1101,9 +1363,17 @@ impl ObservedLog {
     /// and their full sizes: for showing a record without copying a large value.
     pub fn record_clipped(&self, idx: LogIndex, max: usize) -> Option<(Record, RecordSizes)> {
         let row = self.row(idx)?;
-        self.bytes
+        if let Some(got) = self
+            .bytes
             .read(row.blob, |blob| self.unpack(row, blob, max))
-            .flatten()
+        {
+            return got;
+        }
+        // Evicted: read its chunk back from the record store.
+        let raw = self.read_back(row.blob.chunk).ok()?;
+        let start = row.blob.start as usize;
+        let blob = raw.get(start..start + row.blob.len as usize)?;
+        self.unpack(row, blob, max)
     }
 
     fn unpack(&self, row: &Row, blob: &[u8], max: usize) -> Option<(Record, RecordSizes)> {
@@ -1379,6 +1649,23 @@ fn put_opt(buf: &mut Vec<u8>, b: Option<&[u8]>) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// Pack key, headers and value: `[opt key][u32 n][n × (u32 name sym, opt value)][opt value]`,
+/// where `opt` is a u32 length (`u32::MAX` = absent) followed by the bytes. `name` gives the
+/// symbol of the header name at a position. `None`: a field too large, or a name not known.
+fn pack(
+    rec: &Record,
+    buf: &mut Vec<u8>,
+    mut name: impl FnMut(usize, &str) -> Option<Sym>,
+) -> Option<()> {
+    put_opt(buf, rec.key.as_deref())?;
+    buf.extend_from_slice(&u32::try_from(rec.headers.len()).ok()?.to_le_bytes());
+    for (i, (n, value)) in rec.headers.iter().enumerate() {
+        buf.extend_from_slice(&name(i, n)?.0.get().to_le_bytes());
+        put_opt(buf, value.as_deref())?;
+    }
+    put_opt(buf, rec.value.as_deref())
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -1803,5 +2090,184 @@ pub(crate) mod tests {
         let i = log.append(&big, 0).unwrap();
         log.shed();
         assert_eq!(log.record(i).as_ref(), Some(&big));
+    }
+    /// Record `i` of [`filler`] with a ~2 KB value that compresses about twofold, as real
+    /// payloads do: the payloads outweigh the rows.
+    fn noisy(i: i64) -> Record {
+        let mut x = i as u64 + 1;
+        let noise: String = (0..128)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                format!("{:016x}", x >> 1)
+            })
+            .collect();
+        let mut r = filler(i);
+        r.value = Some(format!(r#"{{"n":{i},"blob":"{noise}"}}"#).into_bytes());
+        r
+    }
+
+    /// A record store over a vector, as Kafka would answer: records by position, some of
+    /// them lost or replaced, every read counted.
+    #[derive(Default)]
+    struct VecStore {
+        records: std::sync::Mutex<Vec<Record>>,
+        reads: AtomicUsize,
+    }
+
+    impl RecordStore for std::sync::Arc<VecStore> {
+        fn fetch(&self, ranges: &[OffsetRange]) -> Result<Vec<Record>, String> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let records = self.records.lock().unwrap();
+            Ok(records
+                .iter()
+                .filter(|r| {
+                    ranges.iter().any(|g| {
+                        g.topic == r.topic
+                            && g.partition == r.partition
+                            && (g.first..=g.last).contains(&r.offset)
+                    })
+                })
+                .cloned()
+                .collect())
+        }
+        fn describe(&self) -> String {
+            "the test store".into()
+        }
+    }
+
+    /// With a record store, the limit evicts payload bytes before it drops any record: rows
+    /// and indexes stay, and every record reads back byte for byte through the store.
+    #[test]
+    fn with_a_record_store_payloads_are_evicted_and_read_back() {
+        let limit = 2 << 20;
+        let store = std::sync::Arc::new(VecStore::default());
+        let mut log = ObservedLog::default();
+        log.set_memory_limit(Some(limit));
+        log.set_record_store(RecordStoreHandle::new(store.clone()));
+        let mut recs = Vec::new();
+        for i in 0..5_000i64 {
+            let r = noisy(i);
+            store.records.lock().unwrap().push(r.clone());
+            log.append(&r, 0).unwrap();
+            log.shed();
+            recs.push(r);
+            assert!(
+                log.approx_bytes() <= limit,
+                "{} after {i}",
+                log.approx_bytes()
+            );
+        }
+        let d = log.drop_stats();
+        assert_eq!(d.dropped_records, 0, "{d:?}");
+        assert!(d.payloads_in_store > 2_000, "{d:?}");
+        assert_eq!(
+            store.reads.load(Ordering::Relaxed),
+            0,
+            "ingest reads nothing back"
+        );
+        let in_store = log
+            .bytes
+            .chunks
+            .iter()
+            .filter(|c| matches!(c, Chunk::InStore { .. }))
+            .count();
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(log.record(i as LogIndex).as_ref(), Some(r), "{i}");
+        }
+        assert_eq!(log.deliveries("e0"), &[0]);
+        assert_eq!(
+            log.aggregate("order-3").len(),
+            (3..5_000).step_by(7).count()
+        );
+        // One read per READ_AHEAD evicted chunks, then the cache answers.
+        assert_eq!(
+            store.reads.load(Ordering::Relaxed),
+            in_store.div_ceil(READ_AHEAD as usize)
+        );
+        assert_eq!(log.event(5).unwrap().event_id, "e5");
+        // Once rows alone outgrow the limit, the oldest records are dropped as without one.
+        log.set_memory_limit(Some(log.approx_bytes() / 2));
+        log.append(&noisy(5_000), 0).unwrap();
+        assert!(log.shed() > 0);
+        assert!(log.first_held() > 0);
+        let first = log.first_held();
+        assert_eq!(log.record(first).as_ref(), Some(&recs[first as usize]));
+        assert!(log.drop_stats().payloads_in_store < d.payloads_in_store);
+    }
+
+    /// A record the store no longer has, or has other bytes at its offset, does not read back;
+    /// the log says why, and does not ask again at once.
+    #[test]
+    fn a_record_the_store_lost_or_changed_reads_as_unreadable() {
+        let store = std::sync::Arc::new(VecStore::default());
+        let mut log = ObservedLog::default();
+        log.set_memory_limit(Some(1 << 20));
+        log.set_record_store(RecordStoreHandle::new(store.clone()));
+        for i in 0..2_000i64 {
+            let r = noisy(i);
+            store.records.lock().unwrap().push(r.clone());
+            log.append(&r, 0).unwrap();
+            log.shed();
+        }
+        assert_eq!(log.first_held(), 0);
+        let evicted: Vec<usize> = (0..log.bytes.chunks.len())
+            .filter(|&c| matches!(log.bytes.chunks[c], Chunk::InStore { .. }))
+            .collect();
+        assert!(evicted.len() > 30, "{}", evicted.len());
+        assert_eq!(
+            evicted[..30],
+            (0..30).collect::<Vec<_>>()[..],
+            "oldest first"
+        );
+        let rows_of = |c: usize| log.bytes.rows_of[c];
+        let mut recs = store.records.lock().unwrap();
+        // Retention took record 10 (chunk 0).
+        recs.remove(10);
+        // Another record at an offset of chunk 10: same length, other bytes.
+        let (lo, _) = rows_of(10);
+        let r = recs
+            .iter_mut()
+            .find(|r| r.offset == i64::from(lo + 1))
+            .unwrap();
+        let v = r.value.as_mut().unwrap();
+        let last = v.len() - 2;
+        v[last] ^= 1;
+        // And one of chunk 20 of another length.
+        let (lo, _) = rows_of(20);
+        let r = recs.iter_mut().find(|r| r.offset == i64::from(lo)).unwrap();
+        r.value = Some(b"{}".to_vec());
+        drop(recs);
+
+        assert!(log.record(10).is_none());
+        let why = log.unreadable(10).unwrap();
+        assert!(why.contains("no longer has orders/0@10"), "{why}");
+        let reads = store.reads.load(Ordering::Relaxed);
+        assert!(log.record(11).is_none(), "same chunk, same verdict");
+        assert_eq!(
+            store.reads.load(Ordering::Relaxed),
+            reads,
+            "not asked again at once"
+        );
+        // Chunk 1, read ahead with chunk 0, is fine.
+        let (lo, hi) = rows_of(1);
+        assert_eq!(log.record(hi).unwrap().offset, i64::from(hi));
+        assert!(log.unreadable(lo).is_none());
+        assert_eq!(store.reads.load(Ordering::Relaxed), reads);
+        // The checksum tells a record of the same length with other bytes.
+        let (_, hi) = rows_of(10);
+        assert!(log.record(hi).is_none());
+        let why = log.unreadable(hi).unwrap();
+        assert!(why.contains("differ"), "{why}");
+        // Another length: the record does not fit its place.
+        let (lo, _) = rows_of(20);
+        let why = log.unreadable(lo).unwrap();
+        assert!(why.contains("is not the record observed"), "{why}");
+        // The other chunks read back.
+        let (lo, hi) = rows_of(evicted[29]);
+        assert_eq!(log.record(hi).unwrap().offset, i64::from(hi));
+        assert!(log.unreadable(lo).is_none());
+        assert_eq!(log.record(1_999).unwrap().offset, 1_999);
     }
 }

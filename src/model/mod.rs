@@ -19,6 +19,7 @@ pub mod log;
 pub mod record;
 pub mod redact;
 pub mod schemas;
+pub mod store;
 pub mod timetravel;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -45,6 +46,10 @@ pub struct ModelConfig {
     /// Bytes the observed log may hold before its oldest records are dropped
     /// (`--memory-limit`; see [`ObservedLog::shed`]). `None`: no limit.
     pub memory_limit: Option<u64>,
+    /// Where evicted payloads are read back from (see [`store`]): under the memory limit the
+    /// log gives back payload bytes first, keeping rows and indexes. None: bytes stay in memory.
+    #[serde(skip)]
+    pub record_store: store::RecordStoreHandle,
 }
 
 impl Default for ModelConfig {
@@ -55,6 +60,7 @@ impl Default for ModelConfig {
             snapshot_every: 100,
             max_anomalies_per_kind: 100_000,
             memory_limit: None,
+            record_store: store::RecordStoreHandle::default(),
         }
     }
 }
@@ -135,6 +141,7 @@ impl Model {
             cfg.memory_limit
                 .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
         );
+        log.set_record_store(cfg.record_store.clone());
         Model {
             log,
             detectors: Detectors::new(cfg.detect.clone()),
