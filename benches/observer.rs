@@ -413,9 +413,12 @@ fn scale_one(n: usize) {
     } else {
         Default::default()
     };
+    // The index-only mode: no payload kept beyond the chunk being filled.
+    let payload_budget = in_kafka.then_some(0);
     let mut model = Model::new(eventscope::model::ModelConfig {
         memory_limit: limit,
         record_store,
+        payload_budget,
         ..Default::default()
     });
     let mut left = n;
@@ -434,6 +437,21 @@ fn scale_one(n: usize) {
         left -= batch.len();
     }
     let (rss1, hwm) = rss_kib();
+    if in_kafka {
+        let d = model.log().drop_stats();
+        let parts: Vec<String> = model
+            .log()
+            .memory_parts()
+            .iter()
+            .map(|(what, b)| format!("{what} {:.1}", mib(*b as u64 / 1024)))
+            .collect();
+        eprintln!(
+            "e. {n:>9} records, payloads in Kafka (index-only): {} held, {} with their payload evicted; log estimate by part (MiB): {}",
+            d.held_records,
+            d.payloads_in_store,
+            parts.join(", ")
+        );
+    }
     if let Some(limit) = limit {
         let d = model.log().drop_stats();
         eprintln!(

@@ -699,6 +699,8 @@ pub struct ObservedLog {
     header_syms: Vec<Sym>,
     /// Where evicted payloads are read back from; without one, the limit drops records.
     store: RecordStoreHandle,
+    /// With a store: payload bytes kept at most ([`ObservedLog::set_payload_budget`]).
+    payload_budget: Option<usize>,
 }
 
 impl Default for ObservedLog {
@@ -735,6 +737,7 @@ impl ObservedLog {
             last_topic: None,
             header_syms: Vec::new(),
             store: RecordStoreHandle::default(),
+            payload_budget: None,
         }
     }
 
@@ -885,6 +888,13 @@ impl ObservedLog {
         self.store = store;
     }
 
+    /// With a record store, keep at most `budget` bytes of payloads (the arena) whatever the
+    /// memory limit: older chunks are evicted at once, and the log holds rows and indexes (the
+    /// index-only mode). `None`: payloads are evicted only under the memory limit.
+    pub fn set_payload_budget(&mut self, budget: Option<usize>) {
+        self.payload_budget = budget;
+    }
+
     /// Under a memory limit, while the log holds more than the limit: with a record store,
     /// evict the oldest chunks' bytes first (rows and index entries stay, the bytes are read
     /// back from the store); then drop the oldest records, whole chunks of the arena at a time
@@ -893,6 +903,12 @@ impl ObservedLog {
     /// below a quarter of the limit (see [`ObservedLog::over`]). O(1) when under the limit.
     /// Returns how many records were dropped.
     pub fn shed(&mut self) -> usize {
+        if let (Some(budget), Some(_)) = (self.payload_budget, &self.store.0) {
+            if self.bytes.held > budget {
+                self.bytes.take_sealed(false);
+                while self.bytes.held > budget && self.bytes.evict_oldest().is_some() {}
+            }
+        }
         let Some(limit) = self.memory_limit else {
             return 0;
         };
@@ -2195,6 +2211,39 @@ pub(crate) mod tests {
         let first = log.first_held();
         assert_eq!(log.record(first).as_ref(), Some(&recs[first as usize]));
         assert!(log.drop_stats().payloads_in_store < d.payloads_in_store);
+    }
+
+    /// The index-only mode: with a payload budget of 0 every chunk but the one being filled is
+    /// evicted at once, with no memory limit; records still read back byte for byte.
+    #[test]
+    fn a_payload_budget_of_nothing_keeps_only_the_index() {
+        let store = std::sync::Arc::new(VecStore::default());
+        let mut log = ObservedLog::default();
+        log.set_record_store(RecordStoreHandle::new(store.clone()));
+        log.set_payload_budget(Some(0));
+        let mut recs = Vec::new();
+        for i in 0..3_000i64 {
+            let r = noisy(i);
+            store.records.lock().unwrap().push(r.clone());
+            log.append(&r, 0).unwrap();
+            log.shed();
+            recs.push(r);
+            assert!(log.bytes.held <= 2 * CHUNK, "{} after {i}", log.bytes.held);
+        }
+        let d = log.drop_stats();
+        assert_eq!((d.limit_bytes, d.dropped_records), (None, 0));
+        assert!(d.payloads_in_store > 2_900, "{d:?}");
+        for (i, r) in recs.iter().enumerate().rev() {
+            assert_eq!(log.record(i as LogIndex).as_ref(), Some(r), "{i}");
+        }
+        // Without a store the budget does nothing: there is nowhere to read back from.
+        let mut log = ObservedLog::default();
+        log.set_payload_budget(Some(0));
+        for r in &recs {
+            log.append(r, 0).unwrap();
+            log.shed();
+        }
+        assert_eq!(log.drop_stats().payloads_in_store, 0);
     }
 
     /// A record the store no longer has, or has other bytes at its offset, does not read back;

@@ -50,6 +50,10 @@ pub struct ModelConfig {
     /// log gives back payload bytes first, keeping rows and indexes. None: bytes stay in memory.
     #[serde(skip)]
     pub record_store: store::RecordStoreHandle,
+    /// With a record store: payload bytes the log keeps at most, under any memory limit (the
+    /// index-only mode, see [`ObservedLog::set_payload_budget`]). None: evicted only under
+    /// the limit.
+    pub payload_budget: Option<u64>,
 }
 
 impl Default for ModelConfig {
@@ -61,6 +65,7 @@ impl Default for ModelConfig {
             max_anomalies_per_kind: 100_000,
             memory_limit: None,
             record_store: store::RecordStoreHandle::default(),
+            payload_budget: None,
         }
     }
 }
@@ -142,6 +147,10 @@ impl Model {
                 .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
         );
         log.set_record_store(cfg.record_store.clone());
+        log.set_payload_budget(
+            cfg.payload_budget
+                .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
+        );
         Model {
             log,
             detectors: Detectors::new(cfg.detect.clone()),
