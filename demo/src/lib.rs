@@ -33,6 +33,8 @@ pub mod upcast;
 pub mod orchestrator;
 #[path = "services/order_service.rs"]
 pub mod order_service;
+#[path = "services/orders.rs"]
+pub mod orders;
 #[path = "services/read_model.rs"]
 pub mod read_model;
 #[path = "services/participants.rs"]

@@ -9,7 +9,7 @@ use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::FutureRecord;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::consumer::{self, Exit, Handler};
@@ -27,6 +27,9 @@ use crate::{ids, relay, topics};
 
 /// Polling relays running side by side on PostgreSQL.
 pub const RELAYS_ON_POSTGRES: usize = 2;
+
+/// Order requests waiting for the order service at most; a caller beyond waits to send.
+const REQUESTS_QUEUED: usize = 1024;
 
 pub use crate::context::{Ctx, DemoConfig, LatencyLog, RelayMode, PRODUCTS};
 
@@ -62,6 +65,8 @@ pub struct DemoSystem {
     next_order: AtomicU64,
     /// New orders are choreographed (else orchestrated).
     choreographed: AtomicBool,
+    /// The order service's requests ([`order_service::serve`]).
+    requests_tx: mpsc::Sender<order_service::Request>,
 }
 
 async fn supervise<F, Fut>(
@@ -210,6 +215,8 @@ impl DemoSystem {
                 orchestrator::run_deadlines,
             ));
         }
+        let (requests_tx, requests_rx) = mpsc::channel(REQUESTS_QUEUED);
+        tasks.spawn(order_service::serve(ctx.clone(), requests_rx, rx.clone()));
         tasks.spawn(fault_injector(ctx.clone(), rx));
         Ok(DemoSystem {
             ctx,
@@ -217,6 +224,7 @@ impl DemoSystem {
             tasks,
             next_order: AtomicU64::new(already as u64),
             choreographed,
+            requests_tx,
         })
     }
 
@@ -328,15 +336,18 @@ impl DemoSystem {
             skip_schema_check: faults.is_on(Fault::NoSchemaCheck),
             saga_mode: self.saga_mode(),
         };
-        let result = order_service::execute(
-            &self.ctx.db,
-            &order_id,
-            cmd,
-            &meta,
-            self.ctx.config.snapshot_every,
-        )
-        .await;
-        self.ctx.outbox_committed();
+        // Requests that arrive together are decided in one transaction.
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let request = order_service::Request {
+            order_id: order_id.clone(),
+            command: cmd,
+            meta,
+            answer_tx,
+        };
+        let result = match self.requests_tx.send(request).await {
+            Ok(()) => answer_rx.await.unwrap_or(Err(StoreError::Stopped)),
+            Err(_) => Err(StoreError::Stopped),
+        };
         match &result {
             Err(e) => trace.fail(e.to_string()),
             Ok(Err(e)) => trace.fail(e.to_string()),

@@ -23,7 +23,7 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 /// in the outbox (its id is derived from its cause) is not written twice.
 pub struct Tx {
     inner: Transaction<'static, Any>,
-    outbox: Vec<PendingRow>,
+    outbox: Vec<CheckedRow>,
     pub backend: Backend,
 }
 
@@ -41,6 +41,11 @@ impl std::ops::DerefMut for Tx {
 }
 
 impl Tx {
+    /// Hold `row` until this transaction commits.
+    pub fn queue_outbox(&mut self, row: CheckedRow) {
+        self.outbox.push(row);
+    }
+
     /// Insert the outbox rows written, then commit.
     pub async fn commit(mut self) -> Result<(), StoreError> {
         let rows = std::mem::take(&mut self.outbox);
@@ -89,6 +94,9 @@ pub enum StoreError {
     /// The producer-side contract check refused the write.
     #[error("schema check refused the write: {0}")]
     Contract(#[from] ContractError),
+    /// The order service was shut down before it answered.
+    #[error("the order service is stopped")]
+    Stopped,
 }
 
 impl StoreError {
@@ -311,6 +319,16 @@ pub struct OutboxRow {
 /// relay sends it with the record. The row is held until the transaction
 /// commits (see [`Tx`]).
 pub async fn insert_outbox(tx: &mut Tx, row: OutboxRow, trace: &Trace) -> Result<(), StoreError> {
+    let row = checked_outbox_row(row, trace)?;
+    tx.queue_outbox(row);
+    Ok(())
+}
+
+/// An outbox row checked against its contract, in its `outbox write` span
+/// under `trace`, ready to be queued in a transaction ([`Tx::queue_outbox`]):
+/// a writer that makes several rows at once checks them all before it
+/// queues any, so that a refused one leaves none of them behind.
+pub fn checked_outbox_row(row: OutboxRow, trace: &Trace) -> Result<CheckedRow, StoreError> {
     let e = &row.envelope;
     let span = trace.outbox_write(&row.topic, &e.subject, &e.id, &e.event_type);
     let checked = match row.schema_check {
@@ -319,19 +337,14 @@ pub async fn insert_outbox(tx: &mut Tx, row: OutboxRow, trace: &Trace) -> Result
             .map_err(StoreError::from),
         false => Ok(()),
     };
-    let payload = checked.and_then(|()| Ok(serde_json::to_string(&e.data)?));
-    let result = match payload {
-        Ok(payload) => {
-            tx.outbox.push(PendingRow {
-                traceparent: span.traceparent(),
-                created_at: now_ms(),
-                payload,
-                row,
-            });
-            Ok(())
-        }
-        Err(e) => Err(e),
-    };
+    let result = checked
+        .and_then(|()| Ok(serde_json::to_string(&e.data)?))
+        .map(|payload| CheckedRow {
+            traceparent: span.traceparent(),
+            created_at: now_ms(),
+            payload,
+            row,
+        });
     if let Err(err) = &result {
         span.fail(err.to_string());
     }
@@ -340,7 +353,7 @@ pub async fn insert_outbox(tx: &mut Tx, row: OutboxRow, trace: &Trace) -> Result
 }
 
 /// An outbox row written in a transaction, inserted when it commits.
-struct PendingRow {
+pub struct CheckedRow {
     row: OutboxRow,
     /// The envelope's data as stored.
     payload: String,
@@ -381,7 +394,7 @@ impl Backend {
 async fn insert_outbox_rows(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,
-    rows: &[PendingRow],
+    rows: &[CheckedRow],
 ) -> Result<(), StoreError> {
     const COLUMNS: usize = 16;
     let values = backend.rows(rows.len(), COLUMNS);
@@ -441,6 +454,52 @@ pub async fn mark_processed(
         .iter()
         .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
         .collect()
+}
+
+/// A database for the demo's own tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::Db;
+
+    /// A fresh database: SQLite in `dir`, or with `EVENTSCOPE_TEST_DB=postgres`
+    /// a PostgreSQL database of its own (dropped by the returned guard).
+    pub async fn db(dir: &tempfile::TempDir) -> (Db, Option<PgDatabase>) {
+        if std::env::var("EVENTSCOPE_TEST_DB").is_ok_and(|v| v == "postgres") {
+            let server = std::env::var("EVENTSCOPE_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            let name = format!("es_uow_{}", uuid::Uuid::new_v4().simple());
+            let admin = Db::connect(&format!("{server}/postgres"))
+                .await
+                .expect("connect");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin.pool)
+                .await
+                .expect("create database");
+            let db = Db::connect(&format!("{server}/{name}"))
+                .await
+                .expect("connect");
+            return (db, Some(PgDatabase { admin, name }));
+        }
+        let url = format!("sqlite://{}/t.sqlite", dir.path().display());
+        (Db::connect(&url).await.expect("connect"), None)
+    }
+
+    pub struct PgDatabase {
+        admin: Db,
+        name: String,
+    }
+
+    impl PgDatabase {
+        pub async fn drop_it(self, db: Db) {
+            db.pool.close().await;
+            sqlx::query(&format!("DROP DATABASE {}", self.name))
+                .execute(&self.admin.pool)
+                .await
+                .expect("drop database");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -560,44 +560,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-
-    /// A fresh database: SQLite in `dir`, or with `EVENTSCOPE_TEST_DB=postgres`
-    /// a PostgreSQL database of its own (dropped by the returned guard).
-    async fn db(dir: &tempfile::TempDir) -> (Db, Option<PgDatabase>) {
-        if std::env::var("EVENTSCOPE_TEST_DB").is_ok_and(|v| v == "postgres") {
-            let server = std::env::var("EVENTSCOPE_TEST_PG")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-            let name = format!("es_uow_{}", uuid::Uuid::new_v4().simple());
-            let admin = Db::connect(&format!("{server}/postgres"))
-                .await
-                .expect("connect");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&admin.pool)
-                .await
-                .expect("create database");
-            let db = Db::connect(&format!("{server}/{name}"))
-                .await
-                .expect("connect");
-            return (db, Some(PgDatabase { admin, name }));
-        }
-        let url = format!("sqlite://{}/t.sqlite", dir.path().display());
-        (Db::connect(&url).await.expect("connect"), None)
-    }
-
-    struct PgDatabase {
-        admin: Db,
-        name: String,
-    }
-
-    impl PgDatabase {
-        async fn drop_it(self, db: Db) {
-            db.pool.close().await;
-            sqlx::query(&format!("DROP DATABASE {}", self.name))
-                .execute(&self.admin.pool)
-                .await
-                .expect("drop database");
-        }
-    }
+    use crate::store::testing::db;
 
     async fn stored(db: &Db, order_id: &str) -> (String, String, i64, Option<i64>) {
         let r = sqlx::query(

@@ -1,128 +1,25 @@
 //! The order service: loads the event-sourced `Order` (latest snapshot + tail),
 //! decides with the pure domain, appends events and their outbox rows in ONE
-//! transaction, with optimistic concurrency on (aggregate id, version).
+//! transaction, with optimistic concurrency on (aggregate id, version). Its
+//! requests ([`serve`]) and its consumer's records are decided a batch to a
+//! transaction (the unit of work is [`Orders`]).
+
+use std::sync::Arc;
 
 use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::choreography::{self, Participant};
 use crate::consumer::Handler;
 use crate::context::Ctx;
-use crate::contracts;
-use crate::domain::{self, OrderCommand, OrderError, OrderEvent, OrderState};
-use crate::envelope::{now_rfc3339, Envelope};
-use crate::ids;
+use crate::domain::{OrderCommand, OrderError, OrderEvent};
+use crate::envelope::Envelope;
 use crate::saga::SagaMode;
-use crate::store::{insert_outbox, now_ms, Db, OutboxRow, StoreError, Tx};
+use crate::store::{Db, StoreError, Tx};
 use crate::telemetry::Trace;
 use crate::topics;
 
-pub const SOURCE: &str = "/eventscope-demo/order-service";
-pub const NAME: &str = "order-service";
-
-/// Correlation, causation and trace context of the events a command produces.
-#[derive(Debug, Clone, Default)]
-pub struct Meta {
-    pub correlation_id: Option<String>,
-    pub causation_id: Option<String>,
-    /// The span handling the command; the outbox writes are its children.
-    pub trace: Trace,
-    /// The contract version to write `OrderCreated` in (None: v1). v2 is the
-    /// compatible evolution (`schema-evolve`), v3 the breaking draft
-    /// (`schema-drift`).
-    pub created_version: Option<u32>,
-    /// Skip the producer-side contract check (`no-schema-check`).
-    pub skip_schema_check: bool,
-    /// How the order's saga runs: kept in the events' metadata and sent as
-    /// the `sagamode` extension.
-    pub saga_mode: SagaMode,
-}
-
-/// The contract version a stored event was written in (its metadata's
-/// `schema_version`; events stored before contracts have none).
-fn stored_version(metadata: &str) -> Option<u32> {
-    serde_json::from_str::<serde_json::Value>(metadata)
-        .ok()?
-        .get("schema_version")?
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
-}
-
-fn read_event(event_type: &str, payload: &str, metadata: &str) -> Result<OrderEvent, StoreError> {
-    let data: serde_json::Value = serde_json::from_str(payload)?;
-    OrderEvent::from_versioned(event_type, stored_version(metadata), &data)
-        .map(|(e, _)| e)
-        .ok_or_else(|| {
-            StoreError::Json(serde::de::Error::custom(format!(
-                "cannot read order event {event_type}"
-            )))
-        })
-}
-
-/// Where the state came from: the snapshot version it started at, and the tail length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Loaded {
-    pub snapshot_version: i64,
-    pub tail: usize,
-}
-
-/// Latest snapshot + the events after it.
-pub async fn load(tx: &mut Tx, order_id: &str) -> Result<(OrderState, Loaded), StoreError> {
-    let snap = sqlx::query(
-        "SELECT version, state FROM order_snapshots WHERE aggregate_id = $1 ORDER BY version DESC LIMIT 1",
-    )
-    .bind(order_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let (mut state, from) = match snap {
-        Some(r) => {
-            let s: String = r.try_get("state")?;
-            (
-                serde_json::from_str::<OrderState>(&s)?,
-                r.try_get::<i64, _>("version")?,
-            )
-        }
-        None => (OrderState::default(), 0),
-    };
-    let rows = sqlx::query(
-        "SELECT event_type, payload, metadata FROM order_events WHERE aggregate_id = $1 AND version > $2 ORDER BY version",
-    )
-    .bind(order_id)
-    .bind(from)
-    .fetch_all(&mut **tx)
-    .await?;
-    let tail = rows.len();
-    for r in rows {
-        let t: String = r.try_get("event_type")?;
-        let p: String = r.try_get("payload")?;
-        let m: String = r.try_get("metadata")?;
-        state = domain::apply(state, &read_event(&t, &p, &m)?);
-    }
-    Ok((
-        state,
-        Loaded {
-            snapshot_version: from,
-            tail,
-        },
-    ))
-}
-
-/// Full replay of the stored events, ignoring snapshots (for checks).
-pub async fn replay_all(db: &Db, order_id: &str) -> Result<OrderState, StoreError> {
-    let rows = sqlx::query(
-        "SELECT event_type, payload, metadata FROM order_events WHERE aggregate_id = $1 ORDER BY version",
-    )
-    .bind(order_id)
-    .fetch_all(&db.pool)
-    .await?;
-    let mut state = OrderState::default();
-    for r in rows {
-        let t: String = r.try_get("event_type")?;
-        let p: String = r.try_get("payload")?;
-        let m: String = r.try_get("metadata")?;
-        state = domain::apply(state, &read_event(&t, &p, &m)?);
-    }
-    Ok(state)
-}
+pub use crate::orders::{load, replay_all, Loaded, Meta, Orders, NAME, SOURCE};
 
 /// Decide and append inside `tx`. Outer error: store; inner: domain rejection.
 pub async fn execute_in(
@@ -132,82 +29,12 @@ pub async fn execute_in(
     meta: &Meta,
     snapshot_every: i64,
 ) -> Result<Result<Vec<OrderEvent>, OrderError>, StoreError> {
-    let (state, _) = load(tx, order_id).await?;
-    let events = match domain::handle(&state, command) {
-        Ok(e) => e,
-        Err(e) => return Ok(Err(e)),
-    };
-    let mut state = state;
-    for event in &events {
-        state = domain::apply(state, event);
-        let version = state.version;
-        let event_id = ids::derive(&[order_id, "v", &version.to_string()]);
-        let schema_version = match event {
-            OrderEvent::OrderCreated { .. } => meta.created_version.unwrap_or(1),
-            _ => 1,
-        };
-        let data = event.to_data_version(schema_version);
-        let metadata = serde_json::json!({
-            "correlation_id": meta.correlation_id,
-            "causation_id": meta.causation_id,
-            "schema_version": schema_version,
-            "saga_mode": meta.saga_mode,
-        });
-        let inserted = sqlx::query(
-            "INSERT INTO order_events (aggregate_id, version, event_id, event_type, payload, metadata, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (aggregate_id, version) DO NOTHING",
-        )
-        .bind(order_id)
-        .bind(version)
-        .bind(&event_id)
-        .bind(event.type_name())
-        .bind(serde_json::to_string(&data)?)
-        .bind(metadata.to_string())
-        .bind(now_ms())
-        .execute(&mut **tx)
+    let mut orders = Orders::load(tx, &[order_id]).await?;
+    let decided = orders
+        .execute(tx, order_id, command, meta, snapshot_every)
         .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "order {order_id} version {version}"
-            )));
-        }
-        let envelope = Envelope {
-            id: event_id,
-            event_type: event.type_name().to_owned(),
-            source: SOURCE.to_owned(),
-            time: now_rfc3339(),
-            subject: order_id.to_owned(),
-            correlation_id: meta.correlation_id.clone(),
-            causation_id: meta.causation_id.clone(),
-            aggregate_version: Some(version),
-            dataschema: Some(contracts::uri(event.type_name(), schema_version)),
-            saga_mode: Some(meta.saga_mode),
-            data,
-        };
-        insert_outbox(
-            tx,
-            OutboxRow {
-                service: NAME,
-                topic: topics::ORDERS.to_owned(),
-                envelope,
-                schema_check: !meta.skip_schema_check,
-            },
-            &meta.trace,
-        )
-        .await?;
-        if snapshot_every > 0 && version % snapshot_every == 0 {
-            sqlx::query(
-                "INSERT INTO order_snapshots (aggregate_id, version, state, created_at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(order_id)
-            .bind(version)
-            .bind(serde_json::to_string(&state)?)
-            .bind(now_ms())
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    Ok(Ok(events))
+    orders.write(tx).await?;
+    Ok(decided)
 }
 
 /// Execute a command in its own transaction, retrying on version conflicts.
@@ -237,6 +64,112 @@ pub async fn execute(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A request to the order service: a command on an order, answered on `answer_tx`.
+pub struct Request {
+    pub order_id: String,
+    pub command: OrderCommand,
+    pub meta: Meta,
+    pub answer_tx: oneshot::Sender<Answer>,
+}
+
+/// The order service's answer to a request. Outer error: store (the
+/// contract check's refusal included); inner: domain rejection.
+pub type Answer = Result<Result<Vec<OrderEvent>, OrderError>, StoreError>;
+
+/// Requests one transaction decides at most.
+const REQUESTS_PER_TRANSACTION: usize = 256;
+
+/// Serve requests until shutdown (or until every sender is gone). The
+/// requests that arrive while a transaction runs are decided together in the
+/// next one (a group commit): in the order they came, each on the state the
+/// ones before it left, in one transaction with one load and one append. A
+/// request the domain or the contract check refuses is answered so and leaves
+/// the others alone; a transient store error retries the transaction; any
+/// other store error answers each request from a transaction of its own.
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    mut requests_rx: mpsc::Receiver<Request>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = requests_rx.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < REQUESTS_PER_TRANSACTION {
+            match requests_rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let answers = decide_together(&ctx.db, ctx.config.snapshot_every, &batch).await;
+        ctx.outbox_committed();
+        for (request, answer) in batch.into_iter().zip(answers) {
+            // A requester that stopped waiting is no error.
+            let _ = request.answer_tx.send(answer);
+        }
+    }
+}
+
+/// Decide `batch` in one transaction (see [`serve`]); one answer per request.
+async fn decide_together(db: &Db, snapshot_every: i64, batch: &[Request]) -> Vec<Answer> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match decide_in_one(db, snapshot_every, batch).await {
+            Ok(answers) => return answers,
+            Err(e) if e.is_transient() && attempts < 10 => {}
+            Err(e) if batch.len() == 1 => return vec![Err(e)],
+            Err(e) => {
+                tracing::debug!(error = %e, requests = batch.len(), "deciding the requests one by one");
+                break;
+            }
+        }
+    }
+    let mut answers = Vec::with_capacity(batch.len());
+    for r in batch {
+        let command = r.command.clone();
+        answers.push(execute(db, &r.order_id, command, &r.meta, snapshot_every).await);
+    }
+    answers
+}
+
+/// One transaction for `batch`: an error about one request (the contract
+/// check refused its event) is its answer; any other ends the transaction.
+async fn decide_in_one(
+    db: &Db,
+    snapshot_every: i64,
+    batch: &[Request],
+) -> Result<Vec<Answer>, StoreError> {
+    let mut tx = db.begin().await?;
+    let ids: Vec<&str> = batch.iter().map(|r| r.order_id.as_str()).collect();
+    let mut orders = Orders::load(&mut tx, &ids).await?;
+    let mut answers = Vec::with_capacity(batch.len());
+    for r in batch {
+        let decided = orders
+            .execute(
+                &mut tx,
+                &r.order_id,
+                r.command.clone(),
+                &r.meta,
+                snapshot_every,
+            )
+            .await;
+        answers.push(match decided {
+            Err(e) if e.is_about_the_record() => Err(e),
+            Err(e) => return Err(e),
+            Ok(decided) => Ok(decided),
+        });
+    }
+    orders.write(&mut tx).await?;
+    tx.commit().await?;
+    Ok(answers)
 }
 
 /// The saga mode and correlation id an order was placed with (its first
@@ -271,7 +204,15 @@ pub async fn placed_with(
 pub struct OrderCommands;
 
 impl Handler for OrderCommands {
-    type Batch = ();
+    /// The batch's orders, loaded when it opens and appended once.
+    type Batch = Orders;
+    async fn open_batch(&self, tx: &mut Tx, msgs: &[&Envelope]) -> Result<Orders, StoreError> {
+        let orders: Vec<&str> = msgs.iter().map(|m| m.subject.as_str()).collect();
+        Orders::load(tx, &orders).await
+    }
+    async fn close_batch(&self, tx: &mut Tx, orders: Orders) -> Result<(), StoreError> {
+        orders.write(tx).await
+    }
     fn name(&self) -> &'static str {
         NAME
     }
@@ -291,7 +232,7 @@ impl Handler for OrderCommands {
         &self,
         ctx: &Ctx,
         tx: &mut Tx,
-        _batch: &mut (),
+        orders: &mut Orders,
         msg: &Envelope,
         trace: &Trace,
     ) -> Result<(), StoreError> {
@@ -327,11 +268,117 @@ impl Handler for OrderCommands {
             saga_mode: msg.saga_mode.unwrap_or_default(),
             ..Meta::default()
         };
-        if let Err(e) =
-            execute_in(tx, &msg.subject, command, &meta, ctx.config.snapshot_every).await?
+        if let Err(e) = orders
+            .execute(tx, &msg.subject, command, &meta, ctx.config.snapshot_every)
+            .await?
         {
             tracing::warn!(order = %msg.subject, command = %msg.event_type, error = %e, "order rejected the command");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::domain::LineItem;
+    use crate::store::testing::db;
+
+    fn place(id: &str, items: usize) -> OrderCommand {
+        OrderCommand::PlaceOrder {
+            order_id: id.into(),
+            customer_email: "a@example.com".into(),
+            shipping_address: "1 Main St".into(),
+            items: (0..items)
+                .map(|_| LineItem {
+                    product_id: "lamp".into(),
+                    quantity: 1,
+                    unit_price_cents: 2900,
+                })
+                .collect(),
+        }
+    }
+
+    fn request(order_id: &str, command: OrderCommand, meta: Meta) -> Request {
+        Request {
+            order_id: order_id.into(),
+            command,
+            meta,
+            answer_tx: oneshot::channel().0,
+        }
+    }
+
+    /// Requests decided together: each on the state the ones before it left;
+    /// one the contract check refuses and ones the domain rejects are
+    /// answered so, and the others are appended all the same.
+    #[tokio::test]
+    async fn a_refused_request_does_not_take_its_neighbours_down() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (db, pg) = db(&dir).await;
+        let drift = Meta {
+            created_version: Some(3),
+            ..Meta::default()
+        };
+        let batch = [
+            request("o1", place("o1", 1), Meta::default()),
+            request("o2", place("o2", 1), drift),
+            request("o1", place("o1", 1), Meta::default()),
+            request("o3", place("o3", 0), Meta::default()),
+            request(
+                "o1",
+                OrderCommand::AddNote { text: "n".into() },
+                Meta::default(),
+            ),
+            request("o4", place("o4", 2), Meta::default()),
+        ];
+        let answers = decide_together(&db, 100, &batch).await;
+        assert!(matches!(answers[0], Ok(Ok(_))), "{:?}", answers[0]);
+        assert!(
+            matches!(answers[1], Err(StoreError::Contract(_))),
+            "{:?}",
+            answers[1]
+        );
+        assert!(
+            matches!(answers[2], Ok(Err(OrderError::AlreadyExists))),
+            "{:?}",
+            answers[2]
+        );
+        assert!(
+            matches!(answers[3], Ok(Err(OrderError::NoItems))),
+            "{:?}",
+            answers[3]
+        );
+        assert!(matches!(answers[4], Ok(Ok(_))), "{:?}", answers[4]);
+        assert!(matches!(answers[5], Ok(Ok(_))), "{:?}", answers[5]);
+        let events = sqlx::query(
+            "SELECT aggregate_id, version FROM order_events ORDER BY aggregate_id, version",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+        .collect::<Vec<_>>();
+        assert_eq!(
+            events,
+            [
+                ("o1".to_owned(), 1),
+                ("o1".to_owned(), 2),
+                ("o4".to_owned(), 1)
+            ]
+        );
+        let outbox = db
+            .count("SELECT COUNT(*) FROM outbox")
+            .await
+            .expect("count");
+        assert_eq!(outbox, 3, "one outbox row per event appended");
+        // Decided again (a client's retry), nothing is appended twice.
+        let again = decide_together(&db, 100, &batch[..1]).await;
+        assert!(matches!(again[0], Ok(Err(OrderError::AlreadyExists))));
+        if let Some(pg) = pg {
+            pg.drop_it(db).await;
+        }
     }
 }
