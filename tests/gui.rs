@@ -1358,3 +1358,91 @@ fn a_record_dropped_under_the_memory_limit_shows_as_dropped() {
     assert_eq!(rows.get(0), Some(first));
     assert_eq!(rows.len(), 20_000 - first as usize);
 }
+
+/// On a user's Kafka the log can keep rows and indexes and leave the payloads to the broker
+/// (the index-only mode): the inspector reads a record back from it, the status bar says how
+/// many records' payloads live there, and once the broker is gone a record not read before
+/// says why it cannot be shown.
+#[test]
+fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
+    use eventscope::kafka::refetch::KafkaRecordStore;
+    use eventscope::model::store::RecordStoreHandle;
+    use eventscope::model::{Model, ModelConfig};
+    use rdkafka::Message;
+    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    const N: usize = 10_000;
+    let mut broker = StandaloneBroker::start();
+    broker.produce("shop.purchases", 0, N);
+    let store = KafkaRecordStore::new(eventscope_demo::kafka::KafkaSettings::new(
+        broker.addr.clone(),
+    ));
+    let mut model = Model::new(ModelConfig {
+        record_store: RecordStoreHandle::new(store),
+        payload_budget: Some(0),
+        ..ModelConfig::default()
+    });
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "gui-index-only")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    c.subscribe(&["shop.purchases"]).expect("subscribed");
+    let deadline = Instant::now() + TIMEOUT;
+    let mut at = std::collections::HashMap::new();
+    while model.log().len() < N && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let rec = eventscope::kafka::tap::to_record(&m);
+            let (idx, _) = model.ingest(&rec, 0).expect("ingested");
+            at.insert(idx, (m.partition(), m.offset()));
+        }
+    }
+    drop(c);
+    let in_kafka = model.log().drop_stats().payloads_in_store;
+    assert!(in_kafka > N as u64 * 9 / 10, "{in_kafka}");
+    let mut app = EventscopeApp::offline(model, "shop".into(), Prefs::default());
+    app.selected = Some(5);
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    h.run_steps(3);
+    let (p, o) = at[&5];
+    assert!(
+        h.query_by_label(&format!("shop.purchases / {p} / {o}"))
+            .is_some(),
+        "the inspector shows record 5, read back from Kafka"
+    );
+    assert!(
+        h.query_by_label("read back from Kafka by topic / partition / offset (memory limit)")
+            .is_some(),
+        "and says where its bytes came from"
+    );
+    assert!(
+        h.query_all_by_label_contains(&format!(
+            "payloads of {in_kafka} records read from Kafka on demand"
+        ))
+        .count()
+            >= 1,
+        "the status bar says where the payloads are"
+    );
+    let read = h.state().model.log().record(5).expect("read back");
+    assert_eq!((read.partition, read.offset), (p, o));
+    let id = read
+        .headers
+        .iter()
+        .find(|(k, _)| k == "ce_id")
+        .and_then(|(_, v)| v.clone())
+        .expect("ce_id");
+    assert!(id.starts_with(b"shop-"), "{id:?}");
+    // The broker goes away: a record far from those read (not cached) cannot be shown.
+    let _ = broker.child.kill();
+    let _ = broker.child.wait();
+    h.state_mut().selected = Some(9_000);
+    h.run_steps(2);
+    assert!(
+        h.query_all_by_label_contains("record 9000: its bytes were evicted to Kafka")
+            .count()
+            >= 1,
+        "the inspector says why the record cannot be shown"
+    );
+}

@@ -144,6 +144,11 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
                 Some(_) => format!("{} ({} bytes)", fmt_size(sizes.value), sizes.value),
             });
             ui.end_row();
+            if log.is_in_store(idx) {
+                ui.label("bytes");
+                ui.weak("read back from Kafka by topic / partition / offset (memory limit)");
+                ui.end_row();
+            }
             if let Some(m) = row.meta() {
                 for (label, v) in [
                     ("event id", log.resolve(m.event_id).to_owned()),

@@ -179,15 +179,18 @@ pub fn top_bar_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<
 
 /// The status bar's memory note: what the log holds against the limit, and what it dropped.
 pub fn memory_note(log: &crate::model::log::ObservedLog) -> Option<String> {
-    let limit = log.memory_limit()?;
     let d = log.drop_stats();
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
-    let held = format!(
-        "log {:.1} of {:.1} MiB ({:.1} MiB ids, not droppable)",
-        mib(log.approx_bytes()),
-        mib(limit),
-        mib(log.undroppable_bytes())
-    );
+    let held = match log.memory_limit() {
+        Some(limit) => format!(
+            "log {:.1} of {:.1} MiB ({:.1} MiB ids, not droppable)",
+            mib(log.approx_bytes()),
+            mib(limit),
+            mib(log.undroppable_bytes())
+        ),
+        None if d.payloads_in_store > 0 => format!("log {:.1} MiB", mib(log.approx_bytes())),
+        None => return None,
+    };
     let held = if d.payloads_in_store > 0 {
         format!(
             "{held}, payloads of {} records read from Kafka on demand",

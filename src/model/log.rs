@@ -1304,6 +1304,16 @@ impl ObservedLog {
         Ok(raw)
     }
 
+    /// Whether the held record at `idx` has its bytes in the record store only (evicted).
+    pub fn is_in_store(&self, idx: LogIndex) -> bool {
+        self.row(idx).is_some_and(|r| {
+            matches!(
+                self.bytes.chunks.get(r.blob.chunk as usize),
+                Some(Chunk::InStore { .. })
+            )
+        })
+    }
+
     /// Why the held record at `idx` cannot be read (its bytes were evicted to the record store
     /// and reading them back failed), if it cannot.
     pub fn unreadable(&self, idx: LogIndex) -> Option<String> {
