@@ -117,7 +117,14 @@ impl RecordStore for KafkaRecordStore {
         let Some(consumer) = slot.as_ref() else {
             return Err("no consumer".into());
         };
+        let started = Instant::now();
         let got = self.read(consumer, ranges);
+        tracing::debug!(
+            ranges = ranges.len(),
+            records = got.as_ref().map_or(0, Vec::len),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "read back"
+        );
         let _ = consumer.unassign();
         if got.is_err() {
             // A fresh consumer next time: nothing of this read lingers in its queues.
