@@ -165,13 +165,22 @@ impl Query {
 
 /// Indices of the log's records that `query` matches, in log order.
 pub fn matching(log: &ObservedLog, query: &Query) -> Vec<LogIndex> {
+    matching_or_why(log, query).0
+}
+
+/// [`matching`], and why each held record that could not be read was not judged (its bytes
+/// were evicted to Kafka and cannot be read back), in one pass over the log.
+fn matching_or_why(log: &ObservedLog, query: &Query) -> (Vec<LogIndex>, Vec<String>) {
     let registry = &log.decode_config().registry;
-    log.held()
-        .filter(|&i| {
-            log.record(i)
-                .is_some_and(|r| query.matches_in(&r, registry))
-        })
-        .collect()
+    let (mut matched, mut unreadable) = (Vec::new(), Vec::new());
+    for i in log.held() {
+        match log.record(i) {
+            Some(r) if query.matches_in(&r, registry) => matched.push(i),
+            Some(_) => {}
+            None => unreadable.extend(log.unreadable(i)),
+        }
+    }
+    (matched, unreadable)
 }
 
 /// Confluent-framed bytes decoded through the registry, if they are and it can.
@@ -182,10 +191,9 @@ fn unframed(bytes: &[u8], registry: &RegistryHandle) -> Option<Value> {
 /// The report's `filter` section: the expression, how many records it
 /// matched of how many, and the matching records (as in a JSONL export).
 pub fn report_section(log: &ObservedLog, query: &Query, expression: &str) -> Value {
-    let matched = matching(log, query);
     // Held records whose bytes were evicted to Kafka and cannot be read back are not judged:
     // counted, with the first reason.
-    let unreadable: Vec<String> = log.held().filter_map(|i| log.unreadable(i)).collect();
+    let (matched, unreadable) = matching_or_why(log, query);
     let records: Vec<Value> = matched
         .iter()
         .filter_map(|&i| log.record(i))

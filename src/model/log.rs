@@ -286,7 +286,7 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 /// The key of [`ByteArena::failed`] that says the record store could not be read at all.
 const STORE_DOWN: usize = usize::MAX;
 /// Evicted chunks read back together: the one asked for and those right after it.
-const READ_AHEAD: u32 = 8;
+const READ_AHEAD: u32 = 16;
 
 impl ByteArena {
     fn push(&mut self, bytes: &[u8], idx: LogIndex) -> Option<Span> {
