@@ -375,17 +375,24 @@ impl Connection {
     /// Where the observed log reads evicted payloads back from: the user's Kafka, which keeps
     /// its log (`--brokers`); none on the embedded broker, which drops old batches.
     pub fn record_store(&self) -> crate::model::store::RecordStoreHandle {
-        match &self.brokers {
-            Some(b) => {
-                let mut s = eventscope_demo::kafka::KafkaSettings::new(b.clone());
-                // Bad properties are refused where the tap connects; the store gets the rest.
-                s.extra = self.client_properties().unwrap_or_default();
-                crate::model::store::RecordStoreHandle::new(
-                    crate::kafka::refetch::KafkaRecordStore::new(s),
-                )
-            }
-            None => crate::model::store::RecordStoreHandle::default(),
+        match self.user_kafka() {
+            // Bad properties are refused where the tap connects: no store is needed then.
+            Ok(Some(s)) => crate::model::store::RecordStoreHandle::new(
+                crate::kafka::refetch::KafkaRecordStore::new(s),
+            ),
+            Ok(None) | Err(_) => crate::model::store::RecordStoreHandle::default(),
         }
+    }
+
+    /// The user's Kafka (`--brokers`) with the client properties; `None` for the embedded
+    /// broker. An error for a malformed property or an unreadable config file.
+    pub fn user_kafka(&self) -> anyhow::Result<Option<eventscope_demo::kafka::KafkaSettings>> {
+        let Some(b) = &self.brokers else {
+            return Ok(None);
+        };
+        let mut s = eventscope_demo::kafka::KafkaSettings::new(b.clone());
+        s.extra = self.client_properties()?;
+        Ok(Some(s))
     }
 
     /// Where to export spans, if anywhere.

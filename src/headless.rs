@@ -28,12 +28,8 @@ use crate::model::Model;
 pub fn kafka_settings(
     conn: &Connection,
 ) -> anyhow::Result<(KafkaSettings, Option<Arc<EmbeddedBroker>>)> {
-    match &conn.brokers {
-        Some(b) => {
-            let mut s = KafkaSettings::new(b.clone());
-            s.extra = conn.client_properties()?;
-            Ok((s, None))
-        }
+    match conn.user_kafka()? {
+        Some(s) => Ok((s, None)),
         None => {
             let broker = Arc::new(EmbeddedBroker::start(1)?);
             let mut s = broker.settings();

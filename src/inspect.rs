@@ -103,11 +103,10 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     if let Some(code) = bad_filter(args.filter.as_deref()) {
         return Ok(code);
     }
-    let Some(brokers) = conn.brokers.clone() else {
+    let Some(settings) = conn.user_kafka()? else {
         anyhow::bail!("inspect needs --brokers HOST:PORT (the Kafka to observe)");
     };
-    let mut settings = KafkaSettings::new(brokers.clone());
-    settings.extra = conn.client_properties()?;
+    let brokers = settings.brokers.clone();
     let profile = Profile::for_connection(&conn)?;
     let mut cfg = profile.model_config();
     if let Some(paths) = &args.json_paths {

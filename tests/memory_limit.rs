@@ -31,6 +31,24 @@ fn a_bad_memory_limit_is_one_clear_error() {
 
 const RECORDS: usize = 20_000;
 
+/// The CloudEvents binary-mode headers of an event: spec version, id, type, source, subject.
+fn ce_headers(id: &str, ty: &str, source: &str, subject: &str) -> OwnedHeaders {
+    [
+        ("ce_specversion", "1.0"),
+        ("ce_id", id),
+        ("ce_type", ty),
+        ("ce_source", source),
+        ("ce_subject", subject),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(value),
+        })
+    })
+}
+
 /// CloudEvents binary-mode record `i` (its event id is `e-<i>`, except that record 1 is a
 /// redelivery of record 0).
 fn produce(addr: &str) {
@@ -50,31 +68,10 @@ fn produce(addr: &str) {
             r#"{{"order_id":"{key}","n":{i},"note":"{}"}}"#,
             "x".repeat(i % 40)
         );
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ce_specversion",
-                value: Some("1.0"),
-            })
-            .insert(Header {
-                key: "ce_id",
-                value: Some(id.as_str()),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some("OrderNoted"),
-            })
-            .insert(Header {
-                key: "ce_source",
-                value: Some("/notes"),
-            })
-            .insert(Header {
-                key: "ce_subject",
-                value: Some(key.as_str()),
-            })
-            .insert(Header {
-                key: "ce_correlationid",
-                value: Some(key.as_str()),
-            });
+        let headers = ce_headers(&id, "OrderNoted", "/notes", &key).insert(Header {
+            key: "ce_correlationid",
+            value: Some(key.as_str()),
+        });
         let partition = if i < 2 { 0 } else { (i % 2) as i32 };
         let mut rec = BaseRecord::to("notes")
             .key(&key)
@@ -189,16 +186,14 @@ fn inspect_under_a_small_limit_counts_the_drop_and_keeps_the_rest() {
 #[test]
 fn inspect_with_kafka_as_the_store_evicts_payloads_and_reads_every_record_back() {
     const N: usize = 3_000;
-    let (broker, mut tansu) = if common::wants_tansu() {
+    // Kept until the end: the broker stops when it is dropped, tansu when it is killed.
+    let (_broker, mut tansu, addr) = if common::wants_tansu() {
         let (child, addr) = common::start_tansu();
-        (None, Some((child, addr)))
+        (None, Some(child), addr)
     } else {
-        (Some(Broker::start()), None)
-    };
-    let addr = match (&broker, &tansu) {
-        (Some(b), _) => b.addr.clone(),
-        (_, Some((_, a))) => a.clone(),
-        _ => unreachable!(),
+        let b = Broker::start();
+        let addr = b.addr.clone();
+        (Some(b), None, addr)
     };
     let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &addr)
@@ -218,27 +213,7 @@ fn inspect_with_kafka_as_the_store_evicts_payloads_and_reads_every_record_back()
         let id = format!("k-{i}");
         let key = format!("order-{}", i % 30);
         let value = format!(r#"{{"order_id":"{key}","n":{i},"blob":"{noise}"}}"#);
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ce_specversion",
-                value: Some("1.0"),
-            })
-            .insert(Header {
-                key: "ce_id",
-                value: Some(id.as_str()),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some("BlobNoted"),
-            })
-            .insert(Header {
-                key: "ce_source",
-                value: Some("/blobs"),
-            })
-            .insert(Header {
-                key: "ce_subject",
-                value: Some(key.as_str()),
-            });
+        let headers = ce_headers(&id, "BlobNoted", "/blobs", &key);
         producer
             .send(
                 BaseRecord::to("blobs")
@@ -291,7 +266,7 @@ fn inspect_with_kafka_as_the_store_evicts_payloads_and_reads_every_record_back()
     for (a, b) in all.iter().zip(back) {
         assert_eq!(a, b);
     }
-    if let Some((child, _)) = &mut tansu {
+    if let Some(child) = &mut tansu {
         let _ = child.kill();
         let _ = child.wait();
     }
