@@ -375,8 +375,27 @@ impl Backend {
     /// `rows` parenthesised groups of `columns` parameters each, numbered
     /// from 1: the VALUES of a multi-row INSERT.
     pub(crate) fn rows(self, rows: usize, columns: usize) -> String {
+        self.typed_rows(rows, &vec![None; columns])
+    }
+
+    /// [`Backend::rows`] with a type per column: `Some(t)` casts that column's
+    /// parameter (`CAST($2 AS BIGINT)`), so that VALUES in a CTE have the same
+    /// column types on SQLite and PostgreSQL.
+    pub(crate) fn typed_rows(self, rows: usize, casts: &[Option<&str>]) -> String {
+        let columns = casts.len();
         (0..rows)
-            .map(|r| format!("({})", self.params(columns, r * columns + 1)))
+            .map(|r| {
+                let cells: Vec<String> = self
+                    .placeholders(columns, r * columns + 1)
+                    .into_iter()
+                    .zip(casts)
+                    .map(|(p, cast)| match cast {
+                        Some(t) => format!("CAST({p} AS {t})"),
+                        None => p,
+                    })
+                    .collect();
+                format!("({})", cells.join(", "))
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -494,7 +513,8 @@ pub(crate) mod testing {
     impl PgDatabase {
         pub async fn drop_it(self, db: Db) {
             db.pool.close().await;
-            sqlx::query(&format!("DROP DATABASE {}", self.name))
+            // WITH (FORCE): a closed pool's server sessions may still be ending.
+            sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
                 .execute(&self.admin.pool)
                 .await
                 .expect("drop database");
@@ -505,6 +525,21 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Multi-row VALUES: numbered on PostgreSQL, plain `?` on SQLite, casts where asked.
+    #[test]
+    fn values_rows_number_and_cast_their_parameters() {
+        assert_eq!(Backend::Postgres.rows(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(Backend::Sqlite.rows(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(
+            Backend::Postgres.typed_rows(2, &[None, Some("BIGINT")]),
+            "($1, CAST($2 AS BIGINT)), ($3, CAST($4 AS BIGINT))"
+        );
+        assert_eq!(
+            Backend::Sqlite.typed_rows(1, &[Some("BIGINT"), None]),
+            "(CAST(? AS BIGINT), ?)"
+        );
+    }
 
     #[test]
     fn redacts_passwords() {

@@ -205,17 +205,11 @@ async fn insert_sagas(tx: &mut Tx, sagas: &[Saga]) -> Result<(), StoreError> {
 }
 
 async fn update_sagas(tx: &mut Tx, sagas: &[Saga]) -> Result<(), StoreError> {
-    const COLUMNS: usize = 7;
-    let values = (0..sagas.len())
-        .map(|i| {
-            let p = tx.backend.placeholders(COLUMNS, i * COLUMNS + 1);
-            format!(
-                "({}, {}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), {})",
-                p[0], p[1], p[2], p[3], p[4], p[5], p[6]
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    const BIGINT: Option<&str> = Some("BIGINT");
+    let values = tx.backend.typed_rows(
+        sagas.len(),
+        &[None, None, None, BIGINT, BIGINT, BIGINT, None],
+    );
     // A CTE names the VALUES' columns the same way in SQLite and PostgreSQL.
     let sql = format!(
         "WITH v (order_id, phase, state, updated_at, finished_at, timed_out, loaded) AS (VALUES {values}) \

@@ -205,13 +205,7 @@ impl Orders {
                 );
             }
             // The events after each one's snapshot (version 0: none).
-            let from = (0..chunk.len())
-                .map(|i| {
-                    let p = tx.backend.placeholders(2, 2 * i + 1);
-                    format!("({}, CAST({} AS BIGINT))", p[0], p[1])
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let from = tx.backend.typed_rows(chunk.len(), &[None, Some("BIGINT")]);
             let sql = format!(
                 "WITH f (aggregate_id, version) AS (VALUES {from}) \
                  SELECT e.aggregate_id, e.event_type, e.payload, e.metadata FROM order_events e \

@@ -262,13 +262,7 @@ impl Ledger {
             .filter(|(_, delta)| *delta != 0)
             .collect();
         for chunk in moved.chunks(WRITE_CHUNK) {
-            let values = (0..chunk.len())
-                .map(|i| {
-                    let p = tx.backend.placeholders(2, 2 * i + 1);
-                    format!("({}, CAST({} AS BIGINT))", p[0], p[1])
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = tx.backend.typed_rows(chunk.len(), &[None, Some("BIGINT")]);
             let sql = format!(
                 "WITH v (product_id, delta) AS (VALUES {values}) \
                  UPDATE stock SET quantity = stock.quantity + v.delta FROM v \
