@@ -330,8 +330,13 @@ pub async fn run<H: Handler>(
             // so a crash probability of 0.3 costs a redelivery, not seconds of
             // rejoining.
             tracing::warn!(consumer = name, event = %env.id, "injected crash after the effect, before the offset commit");
+            if !rewind(&consumer, name, &batch[i..]).await {
+                // The rewind did not take: die for real. Dropping the consumer
+                // commits the stored offsets (the crashed record's is not
+                // among them); the supervisor starts a new one that resumes there.
+                return Ok(Exit::Crashed);
+            }
             ctx.note_restart();
-            rewind(&consumer, name, &batch[i..]);
             tokio::select! {
                 _ = shutdown.changed() => return Ok(Exit::Shutdown),
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -340,9 +345,15 @@ pub async fn run<H: Handler>(
     }
 }
 
+/// Seeks tried on a partition still assigned before the rewind gives up.
+const SEEK_ATTEMPTS: u32 = 5;
+
 /// Seek every partition of `unstored` (the crashed record and the rest of
-/// its batch, not taken) back to its first record there: the earlier ones were stored.
-fn rewind(consumer: &StreamConsumer, name: &str, unstored: &[BorrowedMessage<'_>]) {
+/// its batch, not taken) back to its first record there: the earlier ones
+/// were stored. False when a partition this consumer still owns would not
+/// seek: its records after the crash would be skipped, the caller must
+/// restart the consumer instead.
+async fn rewind(consumer: &StreamConsumer, name: &str, unstored: &[BorrowedMessage<'_>]) -> bool {
     let mut sought: Vec<(&str, i32)> = Vec::new();
     for m in unstored {
         let tp = (m.topic(), m.partition());
@@ -350,17 +361,40 @@ fn rewind(consumer: &StreamConsumer, name: &str, unstored: &[BorrowedMessage<'_>
             continue;
         }
         sought.push(tp);
-        if let Err(e) = consumer.seek(
+        let mut attempt = 0;
+        while let Err(e) = consumer.seek(
             m.topic(),
             m.partition(),
             Offset::Offset(m.offset()),
             Duration::from_secs(5),
         ) {
-            // Revoked meanwhile: its next owner resumes from the
-            // committed offset, which redelivers it all the same.
-            tracing::debug!(consumer = name, error = %e, "rewind after injected crash");
+            let assigned = consumer
+                .assignment()
+                .map(|a| a.find_partition(m.topic(), m.partition()).is_some())
+                .unwrap_or(true);
+            if !assigned {
+                // Revoked meanwhile: its next owner resumes from the
+                // committed offset, which redelivers it all the same.
+                tracing::debug!(consumer = name, error = %e, "rewind after injected crash: partition revoked");
+                break;
+            }
+            attempt += 1;
+            tracing::warn!(
+                consumer = name,
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                attempt,
+                error = %e,
+                "rewind after injected crash: seek failed"
+            );
+            if attempt >= SEEK_ATTEMPTS {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
         }
     }
+    true
 }
 
 /// How a batch's transaction ended.
