@@ -8,12 +8,16 @@ use serde_json::Value;
 use super::{DecodeError, ObservedEvent};
 use crate::model::log::FxHasher;
 
-pub(super) fn media_type(ct: &str) -> String {
-    ct.split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+/// The media type of a content type, parameters and spaces cut (`Application/JSON;
+/// charset=utf-8` → `Application/JSON`): compare it with [`str::eq_ignore_ascii_case`] or
+/// [`starts_with_ci`].
+pub(super) fn media_type(ct: &str) -> &str {
+    ct.split(';').next().unwrap_or("").trim()
+}
+
+/// `s` starts with `prefix`, ASCII case ignored.
+pub(super) fn starts_with_ci(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 pub(super) fn is_json_media(ct: Option<&str>) -> bool {
@@ -21,7 +25,9 @@ pub(super) fn is_json_media(ct: Option<&str>) -> bool {
         None => true,
         Some(ct) => {
             let m = media_type(ct);
-            m == "application/json" || m == "text/json" || m.ends_with("+json")
+            m.eq_ignore_ascii_case("application/json")
+                || m.eq_ignore_ascii_case("text/json")
+                || (m.len() >= 5 && m.as_bytes()[m.len() - 5..].eq_ignore_ascii_case(b"+json"))
         }
     }
 }

@@ -264,6 +264,8 @@ pub(crate) struct Input<'a> {
     /// Build the JSON payload, or only validate it.
     pub with_payload: bool,
     json: OnceCell<Result<(Value, Option<SchemaRef>), DecodeError>>,
+    /// The value's top-level members, read in one pass without a tree (structured mode).
+    top: OnceCell<Option<cloudevents_structured::Top<'a>>>,
 }
 
 /// Decode Confluent-framed bytes through the registry; `None` when not framed.
@@ -273,7 +275,25 @@ fn unframe(bytes: &[u8], cfg: &DecodeConfig) -> Option<Result<(Value, SchemaRef)
         .map(|r| r.map_err(DecodeError::Registry))
 }
 
-impl Input<'_> {
+impl<'a> Input<'a> {
+    /// The value's top-level members when it is a JSON object (not Confluent-framed), read on
+    /// first use in one pass over the bytes: no tree, attributes borrowed from the record.
+    /// A Confluent-framed value is decoded through the registry, into a tree. `None` when the
+    /// value is not a JSON object: [`Input::json`] says why.
+    pub fn top(&self) -> Option<&cloudevents_structured::Top<'a>> {
+        self.top
+            .get_or_init(|| {
+                let top = cloudevents_structured::Top::read(self.rec.value.as_deref()?);
+                if top.is_none() && self.is_framed() {
+                    if let Ok(Value::Object(obj)) = self.json() {
+                        return Some(cloudevents_structured::Top::from_tree(obj));
+                    }
+                }
+                top
+            })
+            .as_ref()
+    }
+
     /// The value as JSON, parsed on first use: decoded through the schema registry when it is
     /// Confluent-framed. An absent or empty value is [`DecodeError::EmptyValue`].
     pub fn json(&self) -> Result<&Value, DecodeError> {
@@ -398,6 +418,7 @@ fn decode_with(
         content_type,
         with_payload,
         json: OnceCell::new(),
+        top: OnceCell::new(),
     };
     match FORMATS.iter().find(|f| (f.matches)(&input)) {
         Some(f) => (f.decode)(&input).map(|mut ev| {

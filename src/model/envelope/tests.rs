@@ -525,3 +525,118 @@ fn shape_fingerprints() {
         .shape
     );
 }
+
+/// Structured mode is read in one pass without a tree: escaped names, repeated names (the
+/// last wins), every kind of extension value, JSON text in `data` whatever the order of
+/// `datacontenttype`, and bad JSON anywhere come out as a parsed tree would have them, and
+/// the envelope-only decode agrees with the full one.
+#[test]
+fn cloudevents_structured_read_in_one_pass() {
+    let cfg = DecodeConfig::default();
+    let rec = |v: &str| {
+        Record::new("orders", 0, 0)
+            .with_key("order-k")
+            .with_header("content-type", "application/cloudevents+json")
+            .with_value(v.as_bytes().to_vec())
+    };
+    let both = |v: &str| {
+        let r = rec(v);
+        let full = decode(&r, &cfg);
+        let env = decode_envelope(&r, &cfg);
+        match (&full, env) {
+            (Ok(a), Ok(b)) => {
+                let mut a = a.clone();
+                a.payload = None;
+                assert_eq!(a, b, "{v}");
+            }
+            (Err(a), Err(b)) => assert_eq!(a, &b, "{v}"),
+            (a, b) => panic!("{v}: {a:?} vs {b:?}"),
+        }
+        full
+    };
+    let ev = both(
+        r#"{"specversion":"1.0","id":"a","type":"T","source":"/s","id":"b",
+            "corr\u0065lationid":"c-1","n":1.5,"big":18446744073709551615,"flag":true,
+            "obj":{"b":1,"a":[2]},"quote":"x\"y","gone":null,"aggregateversion":"7",
+            "data":"{\"x\":1}","datacontenttype":"application/json"}"#,
+    )
+    .unwrap();
+    assert_eq!(ev.event_id, "b");
+    assert_eq!(ev.correlation_id.as_deref(), Some("c-1"));
+    assert_eq!(ev.aggregate_version, Some(7));
+    assert_eq!(ev.aggregate_id.as_deref(), Some("order-k"));
+    let ext: Vec<(&str, &str)> = ev
+        .extensions
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        ext,
+        [
+            ("big", "18446744073709551615"),
+            ("flag", "true"),
+            ("n", "1.5"),
+            ("obj", r#"{"a":[2],"b":1}"#),
+            ("quote", "x\"y")
+        ]
+    );
+    // JSON text in `data` (declared JSON after it): the text parsed, no fingerprint.
+    assert_eq!(ev.payload, Some(json!({"x": 1})));
+    assert_eq!(ev.shape, None);
+    // Not JSON text: the string kept.
+    let ev =
+        both(r#"{"specversion":"1.0","id":"a","type":"T","source":"/s","data":"hi"}"#).unwrap();
+    assert_eq!(ev.payload, Some(json!("hi")));
+    // Text data under another media type: a string, fingerprinted as one.
+    let ev = both(
+        r#"{"specversion":"1.0","id":"a","type":"T","source":"/s","datacontenttype":"text/plain","data":"{}"}"#,
+    )
+    .unwrap();
+    assert_eq!(ev.payload, Some(json!("{}")));
+    assert!(ev.shape.is_some());
+    // The data's fingerprint is binary mode's for the same bytes (their key order).
+    let data = r#"{"z":1,"a":{"k":[true]}}"#;
+    let structured = both(&format!(
+        r#"{{"specversion":"1.0","id":"a","type":"T","source":"/s","data":{data}}}"#
+    ))
+    .unwrap();
+    let binary = decode(
+        &ce_binary("orders", "a", "T").with_value(data.as_bytes().to_vec()),
+        &cfg,
+    )
+    .unwrap();
+    assert_eq!(structured.shape, binary.shape);
+    assert_eq!(structured.payload, binary.payload);
+    // `data: null` is a null payload with a fingerprint, as before.
+    let ev =
+        both(r#"{"specversion":"1.0","id":"a","type":"T","source":"/s","data":null}"#).unwrap();
+    assert_eq!(ev.payload, Some(Value::Null));
+    // What a tree refuses, the one pass refuses, with the same words.
+    for bad in [
+        r#"{"specversion":"1.0","id":"a","type":"T","source":"/s","data":{"a":"\ud800"}}"#,
+        r#"{"specversion":"1.0","id":"a","type":"T","source":"/s","x":"\ud800"}"#,
+        r#"{"specversion":"1.0","id":"a","type":"T","source":"/s","data":1e999}"#,
+        r#"{"specversion":"1.0","id":"a","type":"T","source":"/s"} x"#,
+        r#"[{"specversion":"1.0","id":"a","type":"T","source":"/s"}]"#,
+        r#"{"specversion":"1.0","id":"a","type":"T","source":"/s","aggregateversion":true}"#,
+        r#"{"specversion":"1.0","id":"a","type":"T","source":"/s","aggregateversion":3.0}"#,
+        r#"{"specversion":"1.0","id":"","type":"T","source":"/s"}"#,
+        r#"{"specversion":"1.0","id":"a","type":7,"source":"/s"}"#,
+    ] {
+        let err = both(bad).unwrap_err();
+        let tree: Result<Value, _> = serde_json::from_str(bad);
+        if let Err(e) = tree {
+            assert_eq!(err, DecodeError::InvalidJson(e.to_string()), "{bad}");
+        }
+    }
+    assert_eq!(
+        both(r#"{"specversion":"1.0","id":"a","type":"T","source":"/s","aggregateversion":3.0}"#)
+            .unwrap_err()
+            .to_string(),
+        DecodeError::InvalidField {
+            name: "aggregateversion".into(),
+            reason: "`3.0` is not an integer".into()
+        }
+        .to_string()
+    );
+}
