@@ -8,7 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use egui::accesskit::{Action, ActionData, ActionRequest, Role};
@@ -1363,6 +1364,31 @@ fn a_record_dropped_under_the_memory_limit_shows_as_dropped() {
 /// (the index-only mode): the inspector reads a record back from it, the status bar says how
 /// many records' payloads live there, and once the broker is gone a record not read before
 /// says why it cannot be shown.
+/// A record store whose fetches wait until the test opens the gate (then read Kafka).
+struct Gated {
+    inner: eventscope::kafka::refetch::KafkaRecordStore,
+    open: Arc<AtomicBool>,
+}
+
+impl eventscope::model::store::RecordStore for Gated {
+    fn fetch(
+        &self,
+        ranges: &[eventscope::model::store::OffsetRange],
+    ) -> Result<Vec<eventscope::model::record::Record>, String> {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.open.load(Ordering::SeqCst) {
+            if Instant::now() > deadline {
+                return Err("the test never opened the gate".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.inner.fetch(ranges)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
 #[test]
 fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     use eventscope::kafka::refetch::KafkaRecordStore;
@@ -1373,9 +1399,13 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     const N: usize = 10_000;
     let mut broker = StandaloneBroker::start();
     broker.produce("shop.purchases", 0, N);
-    let store = KafkaRecordStore::new(eventscope_demo::kafka::KafkaSettings::new(
-        broker.addr.clone(),
-    ));
+    let gate = Arc::new(AtomicBool::new(false));
+    let store = Gated {
+        inner: KafkaRecordStore::new(eventscope_demo::kafka::KafkaSettings::new(
+            broker.addr.clone(),
+        )),
+        open: gate.clone(),
+    };
     let mut model = Model::new(ModelConfig {
         record_store: RecordStoreHandle::new(store),
         payload_budget: Some(0),
@@ -1405,11 +1435,25 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     let mut h = Harness::builder()
         .with_size([1600.0, 1000.0])
         .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    // The frame asks a thread of its own for the bytes and says so; frames go on while the
+    // broker has not answered (the gate holds the fetch), and show the record once it has.
     h.run_steps(3);
-    let (p, o) = at[&5];
     assert!(
-        h.query_by_label(&format!("shop.purchases / {p} / {o}"))
-            .is_some(),
+        h.query_all_by_label_contains("reading record 5 back from Kafka")
+            .count()
+            >= 1,
+        "the frame does not wait for the broker"
+    );
+    gate.store(true, Ordering::SeqCst);
+    let (p, o) = at[&5];
+    let shown = format!("shop.purchases / {p} / {o}");
+    let deadline = Instant::now() + TIMEOUT;
+    while h.query_by_label(&shown).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        h.run_steps(1);
+    }
+    assert!(
+        h.query_by_label(&shown).is_some(),
         "the inspector shows record 5, read back from Kafka"
     );
     assert!(
@@ -1437,8 +1481,22 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     // The broker goes away: a record far from those read (not cached) cannot be shown.
     let _ = broker.child.kill();
     let _ = broker.child.wait();
+    gate.store(false, Ordering::SeqCst);
     h.state_mut().selected = Some(9_000);
-    h.run_steps(2);
+    h.run_steps(3);
+    assert!(
+        h.query_all_by_label_contains("reading record 9000 back from Kafka")
+            .count()
+            >= 1,
+        "an unreachable broker does not hold up the frame either"
+    );
+    gate.store(true, Ordering::SeqCst);
+    let why = "record 9000: its bytes were evicted to Kafka";
+    let deadline = Instant::now() + TIMEOUT;
+    while h.query_all_by_label_contains(why).count() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        h.run_steps(1);
+    }
     assert!(
         h.query_all_by_label_contains("record 9000: its bytes were evicted to Kafka")
             .count()

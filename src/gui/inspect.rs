@@ -93,6 +93,9 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
         ui.weak("Select a record in the table, the graph, the lanes or the lints.");
         return;
     };
+    if reading_back(app, idx, ui) {
+        return;
+    }
     let schema = schema_line(app, idx);
     let log = app.model.log();
     let (Some(row), Some((rec, sizes))) = (log.row(idx), log.record_clipped(idx, SHOW_BYTES))
@@ -378,6 +381,70 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
 /// The record's schema version: the contract its `dataschema` names (and
 /// whether the payload keeps it), else the shape the Schemas view learned.
 /// The flag marks a problem (an unknown contract, a violated one).
+/// A record whose bytes were evicted to Kafka (memory limit) is read back on a thread of its
+/// own, so a slow or unreachable broker never holds up a frame: until its bytes are here the
+/// inspector says so. True while the selected record is being read.
+fn reading_back(
+    app: &mut EventscopeApp,
+    idx: crate::model::log::LogIndex,
+    ui: &mut egui::Ui,
+) -> bool {
+    if !read_back_started(app, idx, ui) {
+        return false;
+    }
+    ui.horizontal(|ui| {
+        ui.spinner();
+        ui.weak(format!(
+            "reading record {idx} back from Kafka by topic / partition / offset (memory limit)…"
+        ));
+    });
+    true
+}
+
+/// Hand over what the read back under way fetched, if it is done; then, if the record at
+/// `idx` still needs reading back, start that on a thread of its own (one at a time) and ask
+/// for a repaint. True while `idx` waits for its bytes.
+pub(crate) fn read_back_started(
+    app: &mut EventscopeApp,
+    idx: crate::model::log::LogIndex,
+    ui: &egui::Ui,
+) -> bool {
+    use std::sync::mpsc::TryRecvError;
+    if let Some((_, rx)) = &app.read_back {
+        match rx.try_recv() {
+            Ok(done) => {
+                // A failure is remembered by the log: `unreadable` says why.
+                let _ = app.model.log().finish_read_back(done);
+                app.read_back = None;
+            }
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => app.read_back = None,
+        }
+    }
+    let Some(request) = app.model.log().read_back_request(idx) else {
+        return false;
+    };
+    let chunk = request.chunk();
+    // One at a time: another chunk waits for the one under way (a selection moved on, or
+    // the state panel and the inspector wanting different chunks, must not start a thread
+    // per frame).
+    if app.read_back.is_none() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("eventscope-read-back".into())
+            .spawn(move || {
+                let _ = tx.send(request.fetch());
+            });
+        if spawned.is_err() {
+            return false; // read on this thread instead
+        }
+        app.read_back = Some((chunk, rx));
+    }
+    ui.ctx()
+        .request_repaint_after(std::time::Duration::from_millis(30));
+    true
+}
+
 fn schema_line(
     app: &mut EventscopeApp,
     idx: crate::model::log::LogIndex,
@@ -470,6 +537,26 @@ pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
     let state = match &app.aggregate_cache {
         Some((k, st)) if *k == key => st.clone(),
         _ => {
+            // The fold reads the aggregate's events: those whose bytes are in Kafka (memory
+            // limit) are read back first, off this thread.
+            let log = app.model.log();
+            let missing = log
+                .aggregate(&agg)
+                .iter()
+                .copied()
+                .take_while(|&i| i <= cursor)
+                .find(|&i| log.needs_read_back(i));
+            if let Some(i) = missing {
+                if read_back_started(app, i, ui) {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.weak(format!(
+                            "reading {agg}'s events back from Kafka (memory limit)…"
+                        ));
+                    });
+                    return;
+                }
+            }
             let st = app.model.state_at(fold, &agg, cursor);
             app.aggregate_cache = Some((key, st.clone()));
             st

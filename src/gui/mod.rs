@@ -147,6 +147,12 @@ pub struct EventscopeApp {
     source: Source,
     pub model: Model,
     pending: VecDeque<Record>,
+    /// The read back from Kafka under way for the inspector (memory limit): the chunk asked
+    /// for, and where its thread hands the records over.
+    pub read_back: Option<(
+        u32,
+        std::sync::mpsc::Receiver<crate::model::log::ReadBackDone>,
+    )>,
     pub cursor: Cursor,
     pub follow_live: bool,
     pub playing: bool,
@@ -286,6 +292,7 @@ impl EventscopeApp {
             source,
             model: Model::default(),
             pending: VecDeque::new(),
+            read_back: None,
             cursor: Cursor::default(),
             follow_live: true,
             playing: false,

@@ -43,7 +43,7 @@ pub fn summarize(
         commanded |= row.meta().is_some_and(|m| m.is_command);
         // The first record says (the demo marks every record of a chain).
         if steps.is_empty() {
-            mode = log.record(idx).and_then(|r| {
+            mode = log.record_at_hand(idx).and_then(|r| {
                 r.headers
                     .iter()
                     .find(|(k, _)| k == "ce_sagamode")

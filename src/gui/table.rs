@@ -266,10 +266,12 @@ pub fn table_ui(
                 row.col(|ui| {
                     ui.label(weak(ui, widgets::type_of(log, idx)));
                 });
+                // Extra columns show what is at hand: a record whose bytes are in Kafka (memory
+                // limit) is not read back for a table row.
                 let rec = if extra.is_empty() {
                     None
                 } else {
-                    log.record(idx)
+                    log.record_at_hand(idx)
                 };
                 row.col(|ui| {
                     let key = match &rec {

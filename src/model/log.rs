@@ -654,6 +654,42 @@ pub struct DropStats {
     pub payloads_in_store: u64,
 }
 
+/// Evicted chunks to read back from the record store: made by the log
+/// ([`ObservedLog::read_back_request`]), fetched on any thread ([`ReadBack::fetch`]; it
+/// blocks on the broker), checked and cached by [`ObservedLog::finish_read_back`]. A window
+/// fetches on a thread of its own, so a slow or unreachable broker never stalls a frame.
+pub struct ReadBack {
+    chunk: u32,
+    chunks: Vec<u32>,
+    ranges: Vec<OffsetRange>,
+    store: std::sync::Arc<dyn RecordStore>,
+}
+
+impl ReadBack {
+    /// The chunk asked for (the others are read ahead with it).
+    pub fn chunk(&self) -> u32 {
+        self.chunk
+    }
+
+    /// Read the records from the store (blocking).
+    pub fn fetch(self) -> ReadBackDone {
+        ReadBackDone {
+            fetched: self.store.fetch(&self.ranges),
+            chunk: self.chunk,
+            chunks: self.chunks,
+            store: self.store,
+        }
+    }
+}
+
+/// What a [`ReadBack`] fetched, for [`ObservedLog::finish_read_back`].
+pub struct ReadBackDone {
+    chunk: u32,
+    chunks: Vec<u32>,
+    fetched: Result<Vec<Record>, String>,
+    store: std::sync::Arc<dyn RecordStore>,
+}
+
 /// The append-only observed log with its indexes.
 ///
 /// With a memory limit ([`ObservedLog::set_memory_limit`], applied by [`ObservedLog::shed`])
@@ -1147,43 +1183,166 @@ impl ObservedLog {
     /// observed (the chunk's checksum when all its rows are held, else every record's packed
     /// length). Then they are cached like decompressed chunks.
     fn read_back(&self, chunk: u32) -> Result<std::sync::Arc<Vec<u8>>, String> {
-        let Some(store) = &self.store.0 else {
-            return Err("no record store to read it back from".into());
+        let store = self.store_or_err()?;
+        if let Some(why) = self.recently_failed(chunk) {
+            return Err(why);
+        }
+        let request = self.request_chunks(store, chunk);
+        self.finish_read_back(request.fetch())
+    }
+
+    fn store_or_err(&self) -> Result<&std::sync::Arc<dyn RecordStore>, String> {
+        self.store
+            .0
+            .as_ref()
+            .ok_or_else(|| "no record store to read it back from".to_owned())
+    }
+
+    /// Why `chunk` is not asked for again yet: it failed, or the store could not be read at
+    /// all (`STORE_DOWN`), less than [`RETRY_AFTER`] ago (the window reads records every frame).
+    fn recently_failed(&self, chunk: u32) -> Option<String> {
+        let mut failed = self
+            .bytes
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for key in [chunk as usize, STORE_DOWN] {
+            if let Some((at, why)) = failed.get(&key) {
+                if at.elapsed() < RETRY_AFTER {
+                    return Some(why.clone());
+                }
+            }
+        }
+        failed.remove(&STORE_DOWN);
+        None
+    }
+
+    /// The read back of `chunk` and of the evicted chunks after it (up to [`READ_AHEAD`]),
+    /// to fetch in one go.
+    fn request_chunks(&self, store: &std::sync::Arc<dyn RecordStore>, chunk: u32) -> ReadBack {
+        let mut chunks = vec![chunk];
+        {
+            let failed = self
+                .bytes
+                .failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for next in chunk + 1..chunk.saturating_add(READ_AHEAD) {
+                let i = next as usize;
+                if !matches!(self.bytes.chunks.get(i), Some(Chunk::InStore { .. }))
+                    || failed.contains_key(&i)
+                    || self.bytes.cached(i).is_some()
+                {
+                    break;
+                }
+                chunks.push(next);
+            }
+        }
+        let mut ranges: Vec<OffsetRange> = Vec::new();
+        for &c in &chunks {
+            for r in self.rows_in_chunk(c) {
+                let topic = self.resolve(r.topic);
+                match ranges
+                    .iter_mut()
+                    .find(|g| g.partition == r.partition && g.topic == topic)
+                {
+                    Some(g) => {
+                        g.first = g.first.min(r.offset);
+                        g.last = g.last.max(r.offset);
+                    }
+                    None => ranges.push(OffsetRange {
+                        topic: topic.to_owned(),
+                        partition: r.partition,
+                        first: r.offset,
+                        last: r.offset,
+                    }),
+                }
+            }
+        }
+        ReadBack {
+            chunk,
+            chunks,
+            ranges,
+            store: store.clone(),
+        }
+    }
+
+    /// The held rows whose bytes are in chunk `chunk`.
+    fn rows_in_chunk(&self, chunk: u32) -> Vec<&Row> {
+        let Some(&(lo, hi)) = self.bytes.rows_of.get(chunk as usize) else {
+            return Vec::new();
+        };
+        (lo.max(self.first)..=hi)
+            .filter_map(|x| self.row(x))
+            .filter(|r| r.blob.chunk == chunk)
+            .collect()
+    }
+
+    /// The read back the record at `idx` needs before it can be shown, to run on another
+    /// thread ([`ReadBack::fetch`], then [`ObservedLog::finish_read_back`]): `None` when its
+    /// bytes are at hand, were never evicted, or failed a moment ago
+    /// ([`ObservedLog::unreadable`] then says why without asking the store).
+    pub fn read_back_request(&self, idx: LogIndex) -> Option<ReadBack> {
+        if !self.needs_read_back(idx) {
+            return None;
+        }
+        let store = self.store.0.as_ref()?;
+        Some(self.request_chunks(store, self.row(idx)?.blob.chunk))
+    }
+
+    /// Whether reading the record at `idx` would ask the record store now: its bytes were
+    /// evicted, are not cached, and did not fail a moment ago.
+    pub fn needs_read_back(&self, idx: LogIndex) -> bool {
+        let Some(row) = self.row(idx) else {
+            return false;
+        };
+        self.store.0.is_some()
+            && matches!(
+                self.bytes.chunks.get(row.blob.chunk as usize),
+                Some(Chunk::InStore { .. })
+            )
+            && self.bytes.read(row.blob, |_| ()).is_none()
+            && self.recently_failed(row.blob.chunk).is_none()
+    }
+
+    /// Check and cache what a [`ReadBack`] fetched (each chunk rebuilt from the records and
+    /// compared with what was observed), or remember why it failed. The asked chunk's bytes.
+    pub fn finish_read_back(&self, done: ReadBackDone) -> Result<std::sync::Arc<Vec<u8>>, String> {
+        let ReadBackDone {
+            chunk,
+            chunks,
+            fetched,
+            store,
+        } = done;
+        let got: Vec<(u32, Result<Vec<u8>, String>)> = match fetched {
+            Ok(records) => {
+                let by_pos: HashMap<(&str, i32, i64), &Record> = records
+                    .iter()
+                    .map(|r| ((r.topic.as_str(), r.partition, r.offset), r))
+                    .collect();
+                chunks
+                    .iter()
+                    .map(|&c| {
+                        let rows = self.rows_in_chunk(c);
+                        (c, self.repack(store.as_ref(), c, &rows, &by_pos))
+                    })
+                    .collect()
+            }
+            // Said about the chunk asked for; those read ahead are asked again when wanted.
+            Err(why) => {
+                self.bytes
+                    .failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(STORE_DOWN, (std::time::Instant::now(), why.clone()));
+                vec![(chunk, Err(why))]
+            }
         };
         let mut failed = self
             .bytes
             .failed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A chunk that failed, or a store that could not be read at all (`STORE_DOWN`): not
-        // asked again at once (the window reads records every frame).
-        for key in [chunk as usize, STORE_DOWN] {
-            if let Some((at, why)) = failed.get(&key) {
-                if at.elapsed() < RETRY_AFTER {
-                    return Err(why.clone());
-                }
-            }
-        }
-        failed.remove(&STORE_DOWN);
-        let mut wanted = vec![chunk];
-        for next in chunk + 1..chunk.saturating_add(READ_AHEAD) {
-            let i = next as usize;
-            if !matches!(self.bytes.chunks.get(i), Some(Chunk::InStore { .. }))
-                || failed.contains_key(&i)
-                || self.bytes.cached(i).is_some()
-            {
-                break;
-            }
-            wanted.push(next);
-        }
-        let got = match self.fetch_chunks(store.as_ref(), &wanted) {
-            Ok(got) => got,
-            // Said about the chunk asked for; those read ahead are asked again when wanted.
-            Err(why) => {
-                failed.insert(STORE_DOWN, (std::time::Instant::now(), why.clone()));
-                vec![(chunk, Err(why))]
-            }
-        };
         let now = std::time::Instant::now();
         let mut asked = Err("its bytes are not in the record store".to_owned());
         for (c, result) in got {
@@ -1202,54 +1361,6 @@ impl ObservedLog {
             }
         }
         asked
-    }
-
-    /// The bytes of evicted chunks `chunks`, each checked, read from `store` in one fetch.
-    #[allow(clippy::type_complexity)]
-    fn fetch_chunks(
-        &self,
-        store: &dyn RecordStore,
-        chunks: &[u32],
-    ) -> Result<Vec<(u32, Result<Vec<u8>, String>)>, String> {
-        let mut rows_by_chunk: Vec<(u32, Vec<&Row>)> = Vec::new();
-        let mut ranges: Vec<OffsetRange> = Vec::new();
-        for &chunk in chunks {
-            let Some(&(lo, hi)) = self.bytes.rows_of.get(chunk as usize) else {
-                continue;
-            };
-            let rows: Vec<&Row> = (lo.max(self.first)..=hi)
-                .filter_map(|x| self.row(x))
-                .filter(|r| r.blob.chunk == chunk)
-                .collect();
-            for r in &rows {
-                let topic = self.resolve(r.topic);
-                match ranges
-                    .iter_mut()
-                    .find(|g| g.partition == r.partition && g.topic == topic)
-                {
-                    Some(g) => {
-                        g.first = g.first.min(r.offset);
-                        g.last = g.last.max(r.offset);
-                    }
-                    None => ranges.push(OffsetRange {
-                        topic: topic.to_owned(),
-                        partition: r.partition,
-                        first: r.offset,
-                        last: r.offset,
-                    }),
-                }
-            }
-            rows_by_chunk.push((chunk, rows));
-        }
-        let records = store.fetch(&ranges)?;
-        let by_pos: HashMap<(&str, i32, i64), &Record> = records
-            .iter()
-            .map(|r| ((r.topic.as_str(), r.partition, r.offset), r))
-            .collect();
-        Ok(rows_by_chunk
-            .into_iter()
-            .map(|(chunk, rows)| (chunk, self.repack(store, chunk, &rows, &by_pos)))
-            .collect())
     }
 
     /// Chunk `chunk` rebuilt from the records read back for its held `rows`, checked.
@@ -1383,6 +1494,16 @@ impl ObservedLog {
     /// The raw record back, byte for byte.
     pub fn record(&self, idx: LogIndex) -> Option<Record> {
         self.record_clipped(idx, usize::MAX).map(|(r, _)| r)
+    }
+
+    /// The record if its bytes are at hand (in memory, or read back already): never asks the
+    /// record store, so a window's frame can call it for every row it shows.
+    pub fn record_at_hand(&self, idx: LogIndex) -> Option<Record> {
+        let row = self.row(idx)?;
+        self.bytes
+            .read(row.blob, |blob| self.unpack(row, blob, usize::MAX))
+            .flatten()
+            .map(|(r, _)| r)
     }
 
     /// The record with its key, header values and value cut to at most `max` bytes each,
