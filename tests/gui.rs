@@ -1503,4 +1503,33 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
             >= 1,
         "the inspector says why the record cannot be shown"
     );
+    // Saving the session now: the records whose bytes cannot be read back are left out of
+    // the file, and the notice says how many and why (they used to vanish silently).
+    h.state_mut().push(Intent::Export);
+    h.run_steps(2);
+    let path = std::env::current_dir()
+        .expect("cwd")
+        .join("eventscope-session.jsonl");
+    h.get_by_role_and_label(Role::Button, "Export").click();
+    let said = |h: &Harness<'_, EventscopeApp>| {
+        h.state()
+            .notices
+            .iter()
+            .find(|(n, _)| n.starts_with("exported "))
+            .map(|(n, _)| n.clone())
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    while said(&h).is_none() && Instant::now() < deadline {
+        h.run_steps(1);
+    }
+    let notice = said(&h).expect("the export ends with a notice");
+    let lines = std::fs::read_to_string(&path).map(|t| t.lines().count());
+    let _ = std::fs::remove_file(&path);
+    let lines = lines.expect("the file was written");
+    assert!(lines < N, "{lines} lines");
+    assert!(
+        notice.starts_with(&format!("exported {lines} records to "))
+            && notice.contains("could not be read back and are left out"),
+        "{notice}"
+    );
 }

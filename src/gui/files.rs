@@ -43,6 +43,11 @@ struct ExportJob {
     out: BufWriter<std::fs::File>,
     next: usize,
     end: usize,
+    /// Records written so far.
+    written: usize,
+    /// Records held whose bytes could not be read back from Kafka (memory limit), and the
+    /// first reason: left out of the file and said so.
+    unreadable: (usize, Option<String>),
 }
 
 fn portal_available() -> bool {
@@ -122,6 +127,8 @@ pub fn begin_export(app: &mut EventscopeApp, path: PathBuf, redact: bool) {
                 out: BufWriter::new(f),
                 next: app.model.log().first_held() as usize,
                 end: app.model.log().len(),
+                written: 0,
+                unreadable: (0, None),
             })
         }
         Err(e) => app.push(Intent::Notice(format!(
@@ -182,7 +189,12 @@ pub fn poll(app: &mut EventscopeApp, ctx: &egui::Context) {
         let log = app.model.log();
         let mut failed = None;
         while job.next < job.end && t.elapsed() < Duration::from_millis(8) {
-            let Some(rec) = u32::try_from(job.next).ok().and_then(|i| log.record(i)) else {
+            let idx = u32::try_from(job.next).ok();
+            let Some(rec) = idx.and_then(|i| log.record(i)) else {
+                if let Some(why) = idx.and_then(|i| log.unreadable(i)) {
+                    job.unreadable.0 += 1;
+                    job.unreadable.1.get_or_insert(why);
+                }
                 job.next += 1;
                 continue;
             };
@@ -196,6 +208,7 @@ pub fn poll(app: &mut EventscopeApp, ctx: &egui::Context) {
                 break;
             }
             job.next += 1;
+            job.written += 1;
         }
         if let Some(e) = failed {
             app.push(Intent::Notice(format!(
@@ -205,13 +218,21 @@ pub fn poll(app: &mut EventscopeApp, ctx: &egui::Context) {
         } else if job.next >= job.end {
             match job.out.flush() {
                 Ok(()) => app.push(Intent::Notice(format!(
-                    "exported {} records to {}{}",
-                    job.end,
+                    "exported {} records to {}{}{}",
+                    job.written,
                     job.path.display(),
                     if job.redact.is_some() {
                         " (personal data masked)"
                     } else {
                         ""
+                    },
+                    match &job.unreadable {
+                        (0, _) => String::new(),
+                        (n, why) => format!(
+                            "; {n} records whose bytes were evicted to Kafka (memory limit) \
+                             could not be read back and are left out: {}",
+                            why.as_deref().unwrap_or("unknown")
+                        ),
                     }
                 ))),
                 Err(e) => app.push(Intent::Notice(format!(
