@@ -1389,16 +1389,24 @@ impl eventscope::model::store::RecordStore for Gated {
     }
 }
 
-#[test]
-fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
+/// Records read from `eventscope broker` into a model whose payloads all live in Kafka
+/// (`payload_budget` 0), read back through a [`Gated`] store (closed at first): the broker,
+/// the model, each record's partition and offset, and the gate.
+#[allow(clippy::type_complexity)]
+fn evicted_to_kafka(
+    n: usize,
+) -> (
+    StandaloneBroker,
+    eventscope::model::Model,
+    std::collections::HashMap<LogIndex, (i32, i64)>,
+    Arc<AtomicBool>,
+) {
     use eventscope::kafka::refetch::KafkaRecordStore;
     use eventscope::model::store::RecordStoreHandle;
     use eventscope::model::{Model, ModelConfig};
     use rdkafka::Message;
-    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    const N: usize = 10_000;
-    let mut broker = StandaloneBroker::start();
-    broker.produce("shop.purchases", 0, N);
+    let broker = StandaloneBroker::start();
+    broker.produce("shop.purchases", 0, n);
     let gate = Arc::new(AtomicBool::new(false));
     let store = Gated {
         inner: KafkaRecordStore::new(eventscope_demo::kafka::KafkaSettings::new(
@@ -1420,7 +1428,7 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     c.subscribe(&["shop.purchases"]).expect("subscribed");
     let deadline = Instant::now() + TIMEOUT;
     let mut at = std::collections::HashMap::new();
-    while model.log().len() < N && Instant::now() < deadline {
+    while model.log().len() < n && Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             let rec = eventscope::kafka::tap::to_record(&m);
             let (idx, _) = model.ingest(&rec, 0).expect("ingested");
@@ -1428,6 +1436,23 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
         }
     }
     drop(c);
+    (broker, model, at, gate)
+}
+
+/// The window's "exported …" notice, once there is one.
+fn export_notice(h: &Harness<'_, EventscopeApp>) -> Option<String> {
+    h.state()
+        .notices
+        .iter()
+        .find(|(n, _)| n.starts_with("exported "))
+        .map(|(n, _)| n.clone())
+}
+
+#[test]
+fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
+    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    const N: usize = 10_000;
+    let (mut broker, model, at, gate) = evicted_to_kafka(N);
     let in_kafka = model.log().drop_stats().payloads_in_store;
     assert!(in_kafka > N as u64 * 9 / 10, "{in_kafka}");
     let mut app = EventscopeApp::offline(model, "shop".into(), Prefs::default());
@@ -1505,24 +1530,17 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     );
     // Saving the session now: the records whose bytes cannot be read back are left out of
     // the file, and the notice says how many and why (they used to vanish silently).
-    h.state_mut().push(Intent::Export);
-    h.run_steps(2);
     let path = std::env::current_dir()
         .expect("cwd")
         .join("eventscope-session.jsonl");
+    h.state_mut().push(Intent::Export);
+    h.run_steps(2);
     h.get_by_role_and_label(Role::Button, "Export").click();
-    let said = |h: &Harness<'_, EventscopeApp>| {
-        h.state()
-            .notices
-            .iter()
-            .find(|(n, _)| n.starts_with("exported "))
-            .map(|(n, _)| n.clone())
-    };
     let deadline = Instant::now() + TIMEOUT;
-    while said(&h).is_none() && Instant::now() < deadline {
+    while export_notice(&h).is_none() && Instant::now() < deadline {
         h.run_steps(1);
     }
-    let notice = said(&h).expect("the export ends with a notice");
+    let notice = export_notice(&h).expect("the export ends with a notice");
     let lines = std::fs::read_to_string(&path).map(|t| t.lines().count());
     let _ = std::fs::remove_file(&path);
     let lines = lines.expect("the file was written");
@@ -1530,6 +1548,51 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     assert!(
         notice.starts_with(&format!("exported {lines} records to "))
             && notice.contains("could not be read back and are left out"),
+        "{notice}"
+    );
+}
+
+#[test]
+fn saving_a_session_reads_evicted_records_back_off_the_frame() {
+    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    const N: usize = 10_000;
+    let (_broker, model, _, gate) = evicted_to_kafka(N);
+    let app = EventscopeApp::offline(model, "shop".into(), Prefs::default());
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    // Saving the session reads the evicted records back off the frame too: while the fetch
+    // waits, frames go on and nothing is written yet; then every record is in the file.
+    let path = std::env::current_dir()
+        .expect("cwd")
+        .join("eventscope-session.jsonl");
+    h.state_mut().push(Intent::Export);
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Export").click();
+    let deadline = Instant::now() + TIMEOUT;
+    while h.state().read_back.is_none() && Instant::now() < deadline {
+        h.run_steps(1);
+    }
+    assert!(
+        h.state().read_back.is_some(),
+        "the export waits for a read back"
+    );
+    h.run_steps(3);
+    assert!(
+        export_notice(&h).is_none(),
+        "nothing more is exported while the read back waits"
+    );
+    gate.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + TIMEOUT;
+    while export_notice(&h).is_none() && Instant::now() < deadline {
+        h.run_steps(1);
+    }
+    let notice = export_notice(&h).expect("the export ends with a notice");
+    let lines = std::fs::read_to_string(&path).map(|t| t.lines().count());
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(lines.expect("the file was written"), N, "{notice}");
+    assert!(
+        notice.starts_with(&format!("exported {N} records to ")),
         "{notice}"
     );
 }

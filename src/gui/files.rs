@@ -186,10 +186,17 @@ pub fn poll(app: &mut EventscopeApp, ctx: &egui::Context) {
     }
     if let Some(mut job) = app.files.export.take() {
         let t = Instant::now();
-        let log = app.model.log();
         let mut failed = None;
+        // A record whose bytes are in Kafka (memory limit) is read back off the frame first;
+        // the export goes on from it once they are here.
+        let mut waiting = None;
+        let log = app.model.log();
         while job.next < job.end && t.elapsed() < Duration::from_millis(8) {
             let idx = u32::try_from(job.next).ok();
+            if let Some(i) = idx.filter(|&i| log.needs_read_back(i)) {
+                waiting = Some(i);
+                break;
+            }
             let Some(rec) = idx.and_then(|i| log.record(i)) else {
                 if let Some(why) = idx.and_then(|i| log.unreadable(i)) {
                     job.unreadable.0 += 1;
@@ -209,6 +216,9 @@ pub fn poll(app: &mut EventscopeApp, ctx: &egui::Context) {
             }
             job.next += 1;
             job.written += 1;
+        }
+        if let Some(i) = waiting {
+            super::inspect::read_back_started(app, i, ctx);
         }
         if let Some(e) = failed {
             app.push(Intent::Notice(format!(

@@ -389,7 +389,7 @@ fn reading_back(
     idx: crate::model::log::LogIndex,
     ui: &mut egui::Ui,
 ) -> bool {
-    if !read_back_started(app, idx, ui) {
+    if !read_back_started(app, idx, &ui.ctx().clone()) {
         return false;
     }
     ui.horizontal(|ui| {
@@ -407,7 +407,7 @@ fn reading_back(
 pub(crate) fn read_back_started(
     app: &mut EventscopeApp,
     idx: crate::model::log::LogIndex,
-    ui: &egui::Ui,
+    ctx: &egui::Context,
 ) -> bool {
     use std::sync::mpsc::TryRecvError;
     if let Some((_, rx)) = &app.read_back {
@@ -440,8 +440,7 @@ pub(crate) fn read_back_started(
         }
         app.read_back = Some((chunk, rx));
     }
-    ui.ctx()
-        .request_repaint_after(std::time::Duration::from_millis(30));
+    ctx.request_repaint_after(std::time::Duration::from_millis(30));
     true
 }
 
@@ -547,7 +546,7 @@ pub fn aggregate_ui(app: &mut EventscopeApp, ui: &mut egui::Ui) {
                 .take_while(|&i| i <= cursor)
                 .find(|&i| log.needs_read_back(i));
             if let Some(i) = missing {
-                if read_back_started(app, i, ui) {
+                if read_back_started(app, i, &ui.ctx().clone()) {
                     ui.horizontal(|ui| {
                         ui.spinner();
                         ui.weak(format!(

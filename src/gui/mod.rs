@@ -658,6 +658,9 @@ impl EventscopeApp {
                 }
             }
             self.filtered_upto = job.done_upto;
+            if let Some(idx) = job.waiting_for {
+                inspect::read_back_started(self, idx, ctx);
+            }
             return;
         }
         for i in self.filtered_upto..len {

@@ -29,6 +29,8 @@ pub struct QueryJob {
     sent_upto: usize,
     /// Records tested so far (a prefix of the log).
     pub done_upto: usize,
+    /// The record the last pump stopped at: its bytes must be read back from Kafka first.
+    pub waiting_for: Option<LogIndex>,
 }
 
 impl QueryJob {
@@ -66,25 +68,40 @@ impl QueryJob {
             rx,
             sent_upto: 0,
             done_upto: 0,
+            waiting_for: None,
         })
     }
 
     /// Hand the worker more of `log` (within the frame budget) and collect what
     /// it matched so far, in log order.
+    ///
+    /// A record whose bytes are in Kafka (memory limit) is not read back here: the records
+    /// before it are sent, and [`QueryJob::waiting_for`] names it for the caller to read back
+    /// off the frame; the next pump goes on from it.
     pub fn pump(&mut self, log: &ObservedLog) -> Vec<LogIndex> {
         let start = Instant::now();
+        self.waiting_for = None;
         while self.sent_upto < log.len() && start.elapsed() < SEND_BUDGET {
-            let end = (self.sent_upto + BATCH).min(log.len());
+            let mut end = (self.sent_upto + BATCH).min(log.len());
+            if let Some(i) = (self.sent_upto..end)
+                .find(|&i| LogIndex::try_from(i).is_ok_and(|idx| log.needs_read_back(idx)))
+            {
+                self.waiting_for = LogIndex::try_from(i).ok();
+                end = i;
+            }
             let batch: Vec<(LogIndex, Record)> = (self.sent_upto..end)
                 .filter_map(|i| {
                     let idx = LogIndex::try_from(i).ok()?;
                     Some((idx, log.record(idx)?))
                 })
                 .collect();
-            if self.tx.send((batch, end)).is_err() {
+            if !batch.is_empty() && self.tx.send((batch, end)).is_err() {
                 break;
             }
             self.sent_upto = end;
+            if self.waiting_for.is_some() {
+                break;
+            }
         }
         let mut out = Vec::new();
         while let Ok(p) = self.rx.try_recv() {

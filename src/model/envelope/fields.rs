@@ -172,12 +172,12 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
 /// Parse an RFC 3339 timestamp (`2026-11-05T10:20:30.123Z`, `...+01:00`) to epoch milliseconds.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.trim().as_bytes();
+    // Fixed-width fields of ASCII digits (at most 4: no overflow).
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(r)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
+        let part = b.get(r).filter(|p| !p.is_empty())?;
+        part.iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
     };
     if b.len() < 20 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
         return None;
