@@ -378,9 +378,6 @@ pub fn record_ui(app: &mut EventscopeApp, ui: &mut egui::Ui, intents: &mut Vec<I
     let _ = intents;
 }
 
-/// The record's schema version: the contract its `dataschema` names (and
-/// whether the payload keeps it), else the shape the Schemas view learned.
-/// The flag marks a problem (an unknown contract, a violated one).
 /// A record whose bytes were evicted to Kafka (memory limit) is read back on a thread of its
 /// own, so a slow or unreachable broker never holds up a frame: until its bytes are here the
 /// inspector says so. True while the selected record is being read.
@@ -444,6 +441,9 @@ pub(crate) fn read_back_started(
     true
 }
 
+/// The record's schema version: the contract its `dataschema` names (and
+/// whether the payload keeps it), else the shape the Schemas view learned.
+/// The flag marks a problem (an unknown contract, a violated one).
 fn schema_line(
     app: &mut EventscopeApp,
     idx: crate::model::log::LogIndex,

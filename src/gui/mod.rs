@@ -369,6 +369,8 @@ impl EventscopeApp {
             cfg.decode.registry = self.model.config().decode.registry.clone();
             cfg.memory_limit = memory_limit;
             cfg.record_store = record_store.clone();
+            // A read back under way belongs to the log replaced.
+            self.read_back = None;
             self.model = Model::new(cfg);
             self.schemas = schemas::SchemasView::default();
             self.flow = flow::FlowView::default();
@@ -423,6 +425,8 @@ impl EventscopeApp {
     /// the selection stay); views rebuild what they derived. Returns the record count.
     fn replace_model(&mut self, model: Model) -> usize {
         let n = model.log().len();
+        // A read back under way belongs to the log replaced.
+        self.read_back = None;
         self.model = model;
         self.schemas = schemas::SchemasView::default();
         self.flow = flow::FlowView::default();
@@ -577,6 +581,8 @@ impl EventscopeApp {
         self.status = ConnectionStatus::Offline {
             file: label.clone(),
         };
+        // A read back under way belongs to the log replaced.
+        self.read_back = None;
         self.model = model;
         self.schemas = schemas::SchemasView::default();
         self.flow = flow::FlowView::default();
