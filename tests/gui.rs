@@ -1550,6 +1550,17 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
             && notice.contains("could not be read back and are left out"),
         "{notice}"
     );
+    // A query filter says how many records it could not test for the same reason.
+    h.state_mut().filter.query = r#"$headers.ce_type == "PurchaseMade""#.into();
+    let not_tested = "could not be read back and were not tested";
+    let deadline = Instant::now() + TIMEOUT;
+    while h.query_all_by_label_contains(not_tested).count() == 0 && Instant::now() < deadline {
+        h.run_steps(1);
+    }
+    assert!(
+        h.query_all_by_label_contains(not_tested).count() >= 1,
+        "the query panel counts what it could not read back"
+    );
 }
 
 #[test]

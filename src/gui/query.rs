@@ -31,6 +31,9 @@ pub struct QueryJob {
     pub done_upto: usize,
     /// The record the last pump stopped at: its bytes must be read back from Kafka first.
     pub waiting_for: Option<LogIndex>,
+    /// Records whose bytes were evicted to Kafka (memory limit) and could not be read back:
+    /// not tested.
+    pub unreadable: usize,
 }
 
 impl QueryJob {
@@ -69,6 +72,7 @@ impl QueryJob {
             sent_upto: 0,
             done_upto: 0,
             waiting_for: None,
+            unreadable: 0,
         })
     }
 
@@ -89,10 +93,15 @@ impl QueryJob {
                 self.waiting_for = LogIndex::try_from(i).ok();
                 end = i;
             }
+            let unreadable = &mut self.unreadable;
             let batch: Vec<(LogIndex, Record)> = (self.sent_upto..end)
                 .filter_map(|i| {
                     let idx = LogIndex::try_from(i).ok()?;
-                    Some((idx, log.record(idx)?))
+                    let rec = log.record(idx);
+                    if rec.is_none() && log.unreadable(idx).is_some() {
+                        *unreadable += 1;
+                    }
+                    Some((idx, rec?))
                 })
                 .collect();
             if !batch.is_empty() && self.tx.send((batch, end)).is_err() {

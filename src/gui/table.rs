@@ -153,6 +153,20 @@ pub fn table_ui(
     if let Some((done, total)) = app.query_progress() {
         ui.weak(format!("querying: {done} of {total} records tested"));
     }
+    if let Some(n) = app
+        .query_job
+        .as_ref()
+        .map(|j| j.unreadable)
+        .filter(|&n| n > 0)
+    {
+        ui.colored_label(
+            widgets::DUPLICATE,
+            format!(
+                "query: {n} records whose bytes were evicted to Kafka (memory limit) could not \
+                 be read back and were not tested"
+            ),
+        );
+    }
     let rows = app.visible_rows();
     let n = rows.len();
     let cursor = app.cursor.pos();
