@@ -207,7 +207,7 @@ pub async fn run<H: Handler>(
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Exit> {
-    let consumer: StreamConsumer = ctx.kafka.consumer(handler.name())?;
+    let consumer = ClosedAside(std::sync::Arc::new(ctx.kafka.consumer(handler.name())?));
     consumer.subscribe(&handler.topics(&ctx.config.saga_modes()))?;
     let name = handler.name();
     loop {
@@ -342,6 +342,34 @@ pub async fn run<H: Handler>(
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
+    }
+}
+
+/// A consumer closed on a thread of its own when dropped. librdkafka's close waits for the
+/// group coordinator (it commits the stored offsets and leaves the group) and can wait for
+/// ever when the broker does not answer (seen on tansu in CI: a demo's shutdown hung on it);
+/// a tokio worker must not block on that, and the shutdown must not wait for it.
+struct ClosedAside(std::sync::Arc<StreamConsumer>);
+
+impl std::ops::Deref for ClosedAside {
+    type Target = StreamConsumer;
+    fn deref(&self) -> &StreamConsumer {
+        &self.0
+    }
+}
+
+impl Drop for ClosedAside {
+    fn drop(&mut self) {
+        let consumer = self.0.clone();
+        // The thread drops the last reference, once this one is gone: the close runs there.
+        let _ = std::thread::Builder::new()
+            .name("eventscope-consumer-close".into())
+            .spawn(move || {
+                while std::sync::Arc::strong_count(&consumer) > 1 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                drop(consumer);
+            });
     }
 }
 
