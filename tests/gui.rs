@@ -1439,6 +1439,18 @@ fn evicted_to_kafka(
     (broker, model, at, gate)
 }
 
+/// Run frames (20 ms apart) until `done` holds or [`TIMEOUT`] passes; the caller asserts.
+fn frames_until(
+    h: &mut Harness<'_, EventscopeApp>,
+    done: impl Fn(&Harness<'_, EventscopeApp>) -> bool,
+) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done(h) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        h.run_steps(1);
+    }
+}
+
 /// The window's "exported …" notice, once there is one.
 fn export_notice(h: &Harness<'_, EventscopeApp>) -> Option<String> {
     h.state()
@@ -1472,11 +1484,7 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     gate.store(true, Ordering::SeqCst);
     let (p, o) = at[&5];
     let shown = format!("shop.purchases / {p} / {o}");
-    let deadline = Instant::now() + TIMEOUT;
-    while h.query_by_label(&shown).is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        h.run_steps(1);
-    }
+    frames_until(&mut h, |h| h.query_by_label(&shown).is_some());
     assert!(
         h.query_by_label(&shown).is_some(),
         "the inspector shows record 5, read back from Kafka"
@@ -1517,11 +1525,7 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     );
     gate.store(true, Ordering::SeqCst);
     let why = "record 9000: its bytes were evicted to Kafka";
-    let deadline = Instant::now() + TIMEOUT;
-    while h.query_all_by_label_contains(why).count() == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        h.run_steps(1);
-    }
+    frames_until(&mut h, |h| h.query_all_by_label_contains(why).count() > 0);
     assert!(
         h.query_all_by_label_contains("record 9000: its bytes were evicted to Kafka")
             .count()
@@ -1536,10 +1540,7 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     h.state_mut().push(Intent::Export);
     h.run_steps(2);
     h.get_by_role_and_label(Role::Button, "Export").click();
-    let deadline = Instant::now() + TIMEOUT;
-    while export_notice(&h).is_none() && Instant::now() < deadline {
-        h.run_steps(1);
-    }
+    frames_until(&mut h, |h| export_notice(h).is_some());
     let notice = export_notice(&h).expect("the export ends with a notice");
     let lines = std::fs::read_to_string(&path).map(|t| t.lines().count());
     let _ = std::fs::remove_file(&path);
@@ -1553,10 +1554,9 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     // A query filter says how many records it could not test for the same reason.
     h.state_mut().filter.query = r#"$headers.ce_type == "PurchaseMade""#.into();
     let not_tested = "could not be read back and were not tested";
-    let deadline = Instant::now() + TIMEOUT;
-    while h.query_all_by_label_contains(not_tested).count() == 0 && Instant::now() < deadline {
-        h.run_steps(1);
-    }
+    frames_until(&mut h, |h| {
+        h.query_all_by_label_contains(not_tested).count() > 0
+    });
     assert!(
         h.query_all_by_label_contains(not_tested).count() >= 1,
         "the query panel counts what it could not read back"
@@ -1580,10 +1580,7 @@ fn saving_a_session_reads_evicted_records_back_off_the_frame() {
     h.state_mut().push(Intent::Export);
     h.run_steps(2);
     h.get_by_role_and_label(Role::Button, "Export").click();
-    let deadline = Instant::now() + TIMEOUT;
-    while h.state().read_back.is_none() && Instant::now() < deadline {
-        h.run_steps(1);
-    }
+    frames_until(&mut h, |h| h.state().read_back.is_some());
     assert!(
         h.state().read_back.is_some(),
         "the export waits for a read back"
@@ -1594,10 +1591,7 @@ fn saving_a_session_reads_evicted_records_back_off_the_frame() {
         "nothing more is exported while the read back waits"
     );
     gate.store(true, Ordering::SeqCst);
-    let deadline = Instant::now() + TIMEOUT;
-    while export_notice(&h).is_none() && Instant::now() < deadline {
-        h.run_steps(1);
-    }
+    frames_until(&mut h, |h| export_notice(h).is_some());
     let notice = export_notice(&h).expect("the export ends with a notice");
     let lines = std::fs::read_to_string(&path).map(|t| t.lines().count());
     let _ = std::fs::remove_file(&path);
