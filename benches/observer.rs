@@ -455,11 +455,12 @@ fn scale_one(n: usize) {
     if let Some(limit) = limit {
         let d = model.log().drop_stats();
         eprintln!(
-            "e. {n:>9} records under --memory-limit {:.0} MiB: {} dropped, {} held ({} with their payload in Kafka), log estimate {:.0} MiB",
+            "e. {n:>9} records under --memory-limit {:.0} MiB: {} dropped, {} held ({} with their payload in Kafka), {} ids forgotten, log estimate {:.0} MiB",
             mib(limit / 1024),
             d.dropped_records,
             d.held_records,
             d.payloads_in_store,
+            d.forgotten_ids,
             mib(model.log().approx_bytes() as u64 / 1024)
         );
         let parts: Vec<String> = model

@@ -40,11 +40,19 @@ fn dropped_note(model: &Model) -> String {
     evicted
         + &match d.limit_bytes {
             Some(limit) if d.dropped_records > 0 => format!(
-                " ({} oldest dropped: --memory-limit {} MiB, of which interned ids that cannot be \
-             dropped take {} MiB; their verdicts kept)",
+                " ({} oldest dropped: --memory-limit {} MiB, of which interned ids take {} MiB; \
+                 their verdicts kept{})",
                 d.dropped_records,
                 limit >> 20,
-                d.undroppable_bytes >> 20
+                d.undroppable_bytes >> 20,
+                if d.forgotten_ids > 0 {
+                    format!(
+                        "; {} ids only dropped records carried forgotten",
+                        d.forgotten_ids
+                    )
+                } else {
+                    String::new()
+                }
             ),
             _ => String::new(),
         }

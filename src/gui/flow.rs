@@ -24,6 +24,9 @@ pub struct FlowView {
     map: FlowMap,
     /// The chain the map is restricted to (None: every record), as built.
     built_for: Option<Option<Sym>>,
+    /// The log's round of forgetting when it was built (a chain's symbol may name another
+    /// chain after ids were forgotten).
+    built_epoch: u64,
     pub only_chain: bool,
     /// Also draw the consumer groups (what they committed on which topic).
     pub show_groups: bool,
@@ -34,9 +37,13 @@ impl FlowView {
     /// scope, rebuilt otherwise. Returns how many records are still to read.
     fn update(&mut self, log: &ObservedLog, cursor: LogIndex, chain: Option<Sym>) -> usize {
         let upto = cursor as usize + 1;
-        if self.built_for != Some(chain) || self.map.next > upto {
+        if self.built_for != Some(chain)
+            || self.map.next > upto
+            || self.built_epoch != log.forget_epoch()
+        {
             self.map = FlowMap::default();
             self.built_for = Some(chain);
+            self.built_epoch = log.forget_epoch();
         }
         match chain {
             Some(c) => {

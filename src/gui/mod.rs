@@ -203,6 +203,8 @@ pub struct EventscopeApp {
     /// Correlation ids in the order first seen (the saga list).
     pub correlations: Vec<Sym>,
     seen_correlations: HashSet<Sym>,
+    /// The log's round of forgetting `correlations` has caught up with.
+    correlations_epoch: u64,
     /// The backend said the backlog ends after this many records in the log (and when it was cut).
     backlog_end_at: Option<(usize, i64)>,
     /// Field names masked as personal data (the profile's).
@@ -339,6 +341,7 @@ impl EventscopeApp {
             files: files::FileJobs::default(),
             correlations: Vec::new(),
             seen_correlations: HashSet::new(),
+            correlations_epoch: 0,
             backlog_end_at: None,
             pii_fields: crate::profile::DEFAULT_PII_FIELDS
                 .iter()
@@ -433,6 +436,7 @@ impl EventscopeApp {
         self.aggregate_cache = None;
         self.correlations.clear();
         self.seen_correlations.clear();
+        self.correlations_epoch = self.model.log().forget_epoch();
         for i in 0..n {
             if let Ok(i) = LogIndex::try_from(i) {
                 self.index_correlation(i);
@@ -568,6 +572,14 @@ impl EventscopeApp {
     }
 
     fn index_correlation(&mut self, idx: LogIndex) {
+        let log = self.model.log();
+        if log.forget_epoch() != self.correlations_epoch {
+            // Ids forgotten under the memory limit: their symbols go before their slots name
+            // other strings (this runs after every append, so no round is missed).
+            self.correlations_epoch = log.forget_epoch();
+            self.correlations.retain(|&c| log.is_live(c));
+            self.seen_correlations.retain(|&c| log.is_live(c));
+        }
         if let Some(c) = self.model.log().meta(idx).and_then(|m| m.correlation_id) {
             if self.seen_correlations.insert(c) {
                 self.correlations.push(c);
@@ -590,6 +602,7 @@ impl EventscopeApp {
         self.pending.clear();
         self.correlations.clear();
         self.seen_correlations.clear();
+        self.correlations_epoch = self.model.log().forget_epoch();
         for i in 0..self.model.log().len() {
             if let Ok(i) = LogIndex::try_from(i) {
                 self.index_correlation(i);

@@ -183,7 +183,7 @@ pub fn memory_note(log: &crate::model::log::ObservedLog) -> Option<String> {
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     let held = match log.memory_limit() {
         Some(limit) => format!(
-            "log {:.1} of {:.1} MiB ({:.1} MiB ids, not droppable)",
+            "log {:.1} of {:.1} MiB ({:.1} MiB ids)",
             mib(log.approx_bytes()),
             mib(limit),
             mib(log.undroppable_bytes())
@@ -199,10 +199,18 @@ pub fn memory_note(log: &crate::model::log::ObservedLog) -> Option<String> {
     } else {
         held
     };
-    Some(if d.dropped_records > 0 {
+    let held = if d.dropped_records > 0 {
         format!(
             "{held}, {} oldest records dropped (memory limit; their lint verdicts kept)",
             d.dropped_records
+        )
+    } else {
+        held
+    };
+    Some(if d.forgotten_ids > 0 {
+        format!(
+            "{held}, {} ids of dropped records forgotten (a redelivery of one is not flagged)",
+            d.forgotten_ids
         )
     } else {
         held

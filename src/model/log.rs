@@ -83,78 +83,214 @@ impl FxHasher {
 
 /// `HashMap` with [`FxHasher`], for keys made of [`Sym`]s and integers.
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Heap bytes of an [`FxMap`] (its entries, inline), from its capacity: O(1).
+pub fn fx_map_bytes<K, V>(m: &FxMap<K, V>) -> usize {
+    m.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+}
 /// `HashSet` with [`FxHasher`].
 pub type FxSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 
-/// String interner: one contiguous arena plus a hash table of symbol numbers.
+/// Bits of a slot's packed span that hold the string's length; the rest hold its start.
+const LEN_BITS: u32 = 24;
+const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
+
+/// String interner: one arena plus a hash table of symbol numbers.
+///
+/// Strings can be forgotten ([`Interner::forget`]): an id that only dropped records carried
+/// (see [`ObservedLog::shed`]). A forgotten symbol resolves to `""` and its string is no
+/// longer found; its bytes are given back when the arena is compacted (once half of it is
+/// forgotten), and its slot is reused by a later string, but only after the next round of
+/// forgetting has begun ([`Interner::reuse_forgotten`]): whoever keeps symbols drops the
+/// forgotten ones at each round ([`ObservedLog::forget_epoch`]), so a symbol never names
+/// another string while someone still holds it. Names (topics, types, header names) are
+/// pinned and never forgotten.
 #[derive(Default)]
 pub struct Interner {
     arena: String,
-    ends: Vec<usize>,
+    /// Per slot: start in the arena << [`LEN_BITS`] | length.
+    spans: Vec<u64>,
     table: HashTable<Sym>,
     /// Seeded per process (the strings come from anybody's topics), and several times
     /// faster than SipHash on short strings: foldhash's quality variant.
     hasher: foldhash::quality::RandomState,
+    /// One bit per slot: a name, never forgotten.
+    pinned: Vec<u64>,
+    /// One bit per slot: forgotten (and not reused since).
+    dead: Vec<u64>,
+    /// Slots forgotten in the current round: free from the next round on.
+    cooling: Vec<Sym>,
+    /// Slots a new string may take.
+    free: Vec<Sym>,
+    /// Arena bytes no live slot uses.
+    dead_bytes: usize,
+}
+
+fn bit(bits: &[u64], slot: usize) -> bool {
+    bits.get(slot / 64)
+        .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+}
+
+fn set_bit(bits: &mut Vec<u64>, slot: usize, on: bool) {
+    let w = slot / 64;
+    if w >= bits.len() {
+        if !on {
+            return;
+        }
+        bits.resize(w + 1, 0);
+    }
+    if let Some(word) = bits.get_mut(w) {
+        if on {
+            *word |= 1 << (slot % 64);
+        } else {
+            *word &= !(1 << (slot % 64));
+        }
+    }
 }
 
 impl Interner {
-    fn str_at<'a>(arena: &'a str, ends: &[usize], sym: Sym) -> &'a str {
-        let i = sym.slot();
-        let start = if i == 0 {
-            0
-        } else {
-            ends.get(i - 1).copied().unwrap_or(0)
-        };
-        let end = ends.get(i).copied().unwrap_or(start);
-        arena.get(start..end).unwrap_or("")
+    fn str_at<'a>(arena: &'a str, spans: &[u64], sym: Sym) -> &'a str {
+        let span = spans.get(sym.slot()).copied().unwrap_or(0);
+        let start = (span >> LEN_BITS) as usize;
+        let len = (span & LEN_MASK) as usize;
+        arena.get(start..start + len).unwrap_or("")
     }
 
-    /// Intern `s`. `None` only if the interner is full (4 billion strings).
+    /// Intern `s`. `None` only if the interner is full (4 billion strings) or `s` is longer
+    /// than 16 MiB.
     pub fn intern(&mut self, s: &str) -> Option<Sym> {
         let hash = self.hasher.hash_one(s);
         let Interner {
             arena,
-            ends,
+            spans,
             table,
             hasher,
+            ..
         } = self;
-        if let Some(sym) = table.find(hash, |&sym| Self::str_at(arena, ends, sym) == s) {
+        if let Some(sym) = table.find(hash, |&sym| Self::str_at(arena, spans, sym) == s) {
             return Some(*sym);
         }
-        let n = u32::try_from(ends.len() + 1).ok()?;
-        let sym = Sym(NonZeroU32::new(n)?);
+        if s.len() as u64 > LEN_MASK || (arena.len() as u64) >> (64 - LEN_BITS) != 0 {
+            return None;
+        }
+        let span = (arena.len() as u64) << LEN_BITS | s.len() as u64;
+        let sym = match self.free.pop() {
+            Some(sym) => {
+                set_bit(&mut self.dead, sym.slot(), false);
+                *spans.get_mut(sym.slot())? = span;
+                sym
+            }
+            None => {
+                let n = u32::try_from(spans.len() + 1).ok()?;
+                spans.push(span);
+                Sym(NonZeroU32::new(n)?)
+            }
+        };
         arena.push_str(s);
-        ends.push(arena.len());
         table.insert_unique(hash, sym, |&sym| {
-            hasher.hash_one(Self::str_at(arena, ends, sym))
+            hasher.hash_one(Self::str_at(arena, spans, sym))
         });
         Some(sym)
     }
 
-    /// The symbol of `s`, if it was interned.
+    /// Intern a name (a topic, a type, a header name, an error): never forgotten.
+    pub fn intern_pinned(&mut self, s: &str) -> Option<Sym> {
+        let sym = self.intern(s)?;
+        if !bit(&self.pinned, sym.slot()) {
+            set_bit(&mut self.pinned, sym.slot(), true);
+        }
+        Some(sym)
+    }
+
+    /// The symbol of `s`, if it was interned (and not forgotten).
     pub fn get(&self, s: &str) -> Option<Sym> {
         let hash = self.hasher.hash_one(s);
         self.table
-            .find(hash, |&sym| Self::str_at(&self.arena, &self.ends, sym) == s)
+            .find(hash, |&sym| {
+                Self::str_at(&self.arena, &self.spans, sym) == s
+            })
             .copied()
     }
 
-    /// The string of a symbol (empty for a symbol from another interner).
+    /// The string of a symbol (empty for a forgotten one, or one from another interner).
     pub fn resolve(&self, sym: Sym) -> &str {
-        Self::str_at(&self.arena, &self.ends, sym)
+        Self::str_at(&self.arena, &self.spans, sym)
     }
 
+    /// The per-process hash of a string (as the table hashes it).
+    pub fn hash_of(&self, s: &str) -> u64 {
+        self.hasher.hash_one(s)
+    }
+
+    /// Whether `sym` names a string of this interner (not forgotten).
+    pub fn is_live(&self, sym: Sym) -> bool {
+        sym.slot() < self.spans.len() && !bit(&self.dead, sym.slot())
+    }
+
+    fn is_pinned(&self, sym: Sym) -> bool {
+        bit(&self.pinned, sym.slot())
+    }
+
+    /// Forget `sym`'s string: it resolves to `""` from now on and is no longer found. A pinned
+    /// or already forgotten symbol stays as it is (false).
+    pub fn forget(&mut self, sym: Sym) -> bool {
+        if !self.is_live(sym) || self.is_pinned(sym) {
+            return false;
+        }
+        let s = self.resolve(sym);
+        let (hash, len) = (self.hasher.hash_one(s), s.len());
+        if let Ok(entry) = self.table.find_entry(hash, |&x| x == sym) {
+            entry.remove();
+        }
+        if let Some(span) = self.spans.get_mut(sym.slot()) {
+            *span = 0;
+        }
+        set_bit(&mut self.dead, sym.slot(), true);
+        self.dead_bytes += len;
+        self.cooling.push(sym);
+        true
+    }
+
+    /// A new round of forgetting begins: the slots forgotten in the last round may take new
+    /// strings from now on (their holders have dropped them since).
+    pub fn reuse_forgotten(&mut self) {
+        self.free.append(&mut self.cooling);
+    }
+
+    /// Give back the bytes of forgotten strings once they are half the arena: the live ones
+    /// are copied into a new arena (symbols stay as they are). O(arena), so O(1) amortised.
+    pub fn compact(&mut self) {
+        if self.dead_bytes < 4096 || self.dead_bytes * 2 < self.arena.len() {
+            return;
+        }
+        let mut arena = String::with_capacity(self.arena.len() - self.dead_bytes);
+        for span in &mut self.spans {
+            let start = (*span >> LEN_BITS) as usize;
+            let len = (*span & LEN_MASK) as usize;
+            let s = self.arena.get(start..start + len).unwrap_or("");
+            *span = (arena.len() as u64) << LEN_BITS | len as u64;
+            arena.push_str(s);
+        }
+        self.arena = arena;
+        self.dead_bytes = 0;
+    }
+
+    /// Slots (live, forgotten and reused alike).
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.spans.is_empty()
     }
 
-    /// Heap bytes held (arena, ends, table), from capacities: O(1).
+    /// Heap bytes held (arena, spans, table, bits, free slots), from capacities: O(1).
     fn bytes_used(&self) -> usize {
-        self.arena.capacity() + self.ends.capacity() * 8 + self.table.capacity() * 5
+        self.arena.capacity()
+            + self.spans.capacity() * 8
+            + self.table.capacity() * 5
+            + (self.pinned.capacity() + self.dead.capacity()) * 8
+            + (self.free.capacity() + self.cooling.capacity()) * 4
     }
 }
 
@@ -567,6 +703,69 @@ impl EventMeta {
     pub fn format(&self) -> Option<EnvelopeFormat> {
         EnvelopeFormat::from_u8(self.format)
     }
+
+    /// The ids it carries (event, aggregate, correlation, causation, trace), the ones the
+    /// memory limit may forget once only dropped records carried them.
+    pub fn ids(&self) -> impl Iterator<Item = Sym> {
+        [
+            Some(self.event_id),
+            self.aggregate_id,
+            self.correlation_id,
+            self.causation_id,
+            self.trace_id,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// What a queued id holds while it is remembered exactly: its string, its slot and table
+/// entry in the interner, its queue entry and its place in the set of dropped event ids.
+fn queued_cost(len: usize) -> u32 {
+    u32::try_from(len + 32).unwrap_or(u32::MAX)
+}
+
+/// Ids forgotten under the memory limit, remembered approximately: their hashes in two Bloom
+/// filters (about 1 % false positives), the newer one filled up to its capacity, then the
+/// older one dropped. A lint asks it before it judges an id it does not know (a causation id
+/// that points nowhere, an aggregate whose first version is not the expected one): an id
+/// that was forgotten is not a missing one. Each filter takes a 64th of the memory limit, so
+/// the ids forgotten last (some 800 000 per 64 MiB of limit) are known.
+#[derive(Clone, Default)]
+struct Forgotten {
+    /// The newer filter first.
+    filters: [Option<fastbloom::BloomFilter>; 2],
+    in_newer: usize,
+    count: u64,
+}
+
+impl Forgotten {
+    fn add(&mut self, hash: u64, limit: usize) {
+        let bits = (limit / 64).max(64 << 10) * 8;
+        let capacity = bits / 10;
+        if self.in_newer >= capacity {
+            self.filters[1] = self.filters[0].take();
+            self.in_newer = 0;
+        }
+        let newer = self.filters[0].get_or_insert_with(|| {
+            fastbloom::BloomFilter::with_num_bits(bits).expected_items(capacity)
+        });
+        newer.insert_hash(hash);
+        self.in_newer += 1;
+        self.count += 1;
+    }
+
+    fn maybe(&self, hash: u64) -> bool {
+        self.filters.iter().flatten().any(|f| f.contains_hash(hash))
+    }
+
+    fn bytes(&self) -> usize {
+        self.filters
+            .iter()
+            .flatten()
+            .map(|f| f.num_bits() / 8)
+            .sum()
+    }
 }
 
 /// What a row holds once decoding was attempted.
@@ -644,14 +843,19 @@ pub struct DropStats {
     pub dropped_bytes: u64,
     /// Records still held.
     pub held_records: u64,
-    /// Bytes the limit cannot drop, counted against it: interned strings (ids stay
-    /// interned once seen) and the ids known only from dropped records.
+    /// Bytes the limit cannot drop, counted against it: interned strings and the ids known
+    /// only from dropped records (until they are forgotten, see `forgotten_ids`).
     #[serde(default)]
     pub undroppable_bytes: u64,
     /// Held records whose bytes were evicted to the record store (Kafka): their rows and
     /// indexes stay, their bytes are fetched from the broker when inspected or folded.
     #[serde(default)]
     pub payloads_in_store: u64,
+    /// Ids that only dropped records carried, forgotten once they held more than an eighth
+    /// of the limit (oldest first): an event delivered again after its id was forgotten is
+    /// not recognised as a duplicate.
+    #[serde(default)]
+    pub forgotten_ids: u64,
 }
 
 /// Evicted chunks to read back from the record store: made by the log
@@ -699,7 +903,8 @@ pub struct ReadBackDone {
 /// What lints need about dropped records stays: an event id once seen is still seen
 /// ([`ObservedLog::has_event`], so a redelivery is still a duplicate and a causation id
 /// pointing at it is not a broken chain), and every aggregate counts the events it lost
-/// ([`ObservedLog::aggregate_dropped`]). Interned strings are not given back.
+/// ([`ObservedLog::aggregate_dropped`]), until those ids hold more than an eighth of the limit:
+/// then the oldest are forgotten (see [`ObservedLog::forget_epoch`]).
 pub struct ObservedLog {
     cfg: DecodeConfig,
     strings: Interner,
@@ -716,6 +921,20 @@ pub struct ObservedLog {
     gone_events: FxSet<Sym>,
     /// Per aggregate: events dropped, and the last dropped one's index.
     agg_dropped: FxMap<Sym, (u32, LogIndex)>,
+    /// Ids that only dropped records carried, oldest first, each with what it holds
+    /// ([`queued_cost`]): forgotten once they hold more than an eighth of the memory limit.
+    forget_queue: VecDeque<(Sym, u32)>,
+    /// What the queued ids hold, in bytes (estimated).
+    queued_bytes: usize,
+    /// The ids forgotten so far, remembered approximately.
+    forgotten: Forgotten,
+    /// Rounds of forgetting so far: whoever keeps symbols drops the forgotten ones at each.
+    forget_epoch: u64,
+    /// Ids of held dead-letter rows (which stay out of the indexes), counted.
+    dlq_ids: FxMap<Sym, u32>,
+    /// What the lints keep per id, as the model last said ([`ObservedLog::set_lint_bytes`]):
+    /// counted against the limit.
+    lint_bytes: usize,
     /// Heap bytes of the index lists that live outside their map (spilled lists).
     list_heap: usize,
     by_event: SymIndex,
@@ -760,6 +979,12 @@ impl ObservedLog {
             dropped_bytes: 0,
             gone_events: FxSet::default(),
             agg_dropped: FxMap::default(),
+            forget_queue: VecDeque::new(),
+            queued_bytes: 0,
+            forgotten: Forgotten::default(),
+            forget_epoch: 0,
+            dlq_ids: FxMap::default(),
+            lint_bytes: 0,
             list_heap: 0,
             by_event: SymIndex::default(),
             by_correlation: SymIndex::default(),
@@ -790,7 +1015,10 @@ impl ObservedLog {
         let too_large = || LogError::TooLarge(rec.approx_size());
         let topic = match self.last_topic {
             Some(t) if self.strings.resolve(t) == rec.topic => t,
-            _ => self.strings.intern(&rec.topic).ok_or_else(too_large)?,
+            _ => self
+                .strings
+                .intern_pinned(&rec.topic)
+                .ok_or_else(too_large)?,
         };
         self.last_topic = Some(topic);
         let blob = self.store_blob(rec, idx).ok_or_else(too_large)?;
@@ -801,7 +1029,10 @@ impl ObservedLog {
                 (RowKind::Event(meta), ev.time_ms)
             }
             Err(e) => {
-                let error = self.strings.intern(&e.to_string()).ok_or_else(too_large)?;
+                let error = self
+                    .strings
+                    .intern_pinned(&e.to_string())
+                    .ok_or_else(too_large)?;
                 (RowKind::Poison { error }, None)
             }
         };
@@ -833,14 +1064,20 @@ impl ObservedLog {
 
     fn intern_meta(&mut self, ev: &ObservedEvent, rec: &Record, topic: Sym) -> Option<EventMeta> {
         let s = &mut self.strings;
+        let name = |s: &mut Interner, v: &Option<String>| -> Option<Option<Sym>> {
+            match v {
+                None => Some(None),
+                Some(v) => s.intern_pinned(v).map(Some),
+            }
+        };
+        let event_type = name(s, &ev.event_type)?;
+        let source = name(s, &ev.source)?;
         let mut opt = |v: &Option<String>| -> Option<Option<Sym>> {
             match v {
                 None => Some(None),
                 Some(v) => s.intern(v).map(Some),
             }
         };
-        let event_type = opt(&ev.event_type)?;
-        let source = opt(&ev.source)?;
         let aggregate_id = opt(&ev.aggregate_id)?;
         let correlation_id = opt(&ev.correlation_id)?;
         let causation_id = opt(&ev.causation_id)?;
@@ -884,7 +1121,11 @@ impl ObservedLog {
             return;
         };
         if m.dead_letter {
-            // Not a delivery: kept out of the event, chain and aggregate indexes.
+            // Not a delivery: kept out of the event, chain and aggregate indexes; its ids
+            // are counted so that they are not forgotten while it is held.
+            for id in m.ids() {
+                *self.dlq_ids.entry(id).or_insert(0) += 1;
+            }
             return;
         }
         if m.first_delivery {
@@ -915,6 +1156,12 @@ impl ObservedLog {
 
     pub fn memory_limit(&self) -> Option<usize> {
         self.memory_limit
+    }
+
+    /// What the lints keep about the ids they saw (see [`crate::model::detect::Detector::state_bytes`]):
+    /// counted against the limit; it shrinks as ids are forgotten.
+    pub fn set_lint_bytes(&mut self, bytes: usize) {
+        self.lint_bytes = bytes;
     }
 
     /// Read evicted payloads back from `store` (Kafka, on a broker that keeps its log): under
@@ -990,7 +1237,101 @@ impl ObservedLog {
                 break;
             }
         }
+        self.forget_old_ids(limit);
         n
+    }
+
+    /// Queue an id no held record carries any more, to be forgotten in its turn.
+    fn queue_forget(&mut self, sym: Sym) {
+        let cost = queued_cost(self.strings.resolve(sym).len());
+        self.queued_bytes += cost as usize;
+        self.forget_queue.push_back((sym, cost));
+    }
+
+    /// Whether a held record carries `sym` as one of its ids.
+    fn is_held_id(&self, sym: Sym) -> bool {
+        [
+            &self.by_event,
+            &self.by_correlation,
+            &self.by_causation,
+            &self.by_aggregate,
+            &self.by_trace,
+        ]
+        .iter()
+        .any(|i| i.one.contains_key(&sym))
+            || self.dlq_ids.contains_key(&sym)
+    }
+
+    /// Ids that only dropped records carried are remembered exactly (an event id delivered
+    /// again is a duplicate, a causation id pointing at it is no broken chain, an aggregate
+    /// keeps its count of dropped events) until they hold more than an eighth of the limit
+    /// (or what cannot be dropped holds more than half of it). Then the oldest are forgotten,
+    /// down to a sixteenth (or all of them), in one round: their strings are
+    /// given back, the lints drop what they kept about them ([`ObservedLog::forget_epoch`]
+    /// moves on), and their hashes go to a Bloom filter ([`ObservedLog::maybe_forgotten`]).
+    /// An id seen again after it was forgotten is new to the log: a redelivery that late is
+    /// not reported as a duplicate. O(1) amortised.
+    fn forget_old_ids(&mut self, limit: usize) {
+        let budget = limit / 8;
+        // What cannot be dropped (ids, the lints' state about them) outgrew half the limit:
+        // every queued id goes, in rounds of at least a sixty-fourth of the limit (a round
+        // costs the lints a pass over their state).
+        let pressed = self.undroppable_bytes() > limit / 2 && self.queued_bytes > budget / 8;
+        if self.queued_bytes <= budget && !pressed {
+            return;
+        }
+        let keep = if pressed { 0 } else { budget / 2 };
+        self.strings.reuse_forgotten();
+        let mut n = 0u64;
+        while self.queued_bytes > keep {
+            let Some((sym, cost)) = self.forget_queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes = self.queued_bytes.saturating_sub(cost as usize);
+            if self.is_held_id(sym) {
+                // Queued again when the last record that carries it is dropped.
+                continue;
+            }
+            let hash = xxh3_64(self.strings.resolve(sym).as_bytes());
+            if self.strings.forget(sym) {
+                self.gone_events.remove(&sym);
+                self.agg_dropped.remove(&sym);
+                self.forgotten.add(hash, limit);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.forget_epoch += 1;
+        }
+        self.strings.compact();
+        self.forget_queue.shrink_to(self.forget_queue.len() * 2);
+        if self.gone_events.capacity() > 4 * self.gone_events.len().max(1024) {
+            self.gone_events.shrink_to(self.gone_events.len() * 2);
+        }
+        if self.agg_dropped.capacity() > 4 * self.agg_dropped.len().max(1024) {
+            self.agg_dropped.shrink_to(self.agg_dropped.len() * 2);
+        }
+    }
+
+    /// Rounds of forgetting so far (see [`ObservedLog::shed`]). Whoever keeps symbols across
+    /// appends drops the forgotten ones ([`ObservedLog::is_live`]) each time this moves on: a
+    /// forgotten symbol's slot names another string from the next round on.
+    pub fn forget_epoch(&self) -> u64 {
+        self.forget_epoch
+    }
+
+    /// Whether `sym` still names its string (it was not forgotten).
+    pub fn is_live(&self, sym: Sym) -> bool {
+        self.strings.is_live(sym)
+    }
+
+    /// Whether the string of `sym` may be an id forgotten under the memory limit (a Bloom
+    /// filter: about 1 % of other strings say yes too). False while nothing was forgotten.
+    pub fn maybe_forgotten(&self, sym: Sym) -> bool {
+        self.forgotten.count > 0
+            && self
+                .forgotten
+                .maybe(xxh3_64(self.strings.resolve(sym).as_bytes()))
     }
 
     /// Give back the room of rows and index entries dropped: a container at a quarter of its
@@ -1054,11 +1395,25 @@ impl ObservedLog {
         }
         let RowKind::Event(m) = row.kind else { return };
         if m.dead_letter {
+            for id in m.ids() {
+                if let Some(n) = self.dlq_ids.get_mut(&id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.dlq_ids.remove(&id);
+                        self.queue_forget(id);
+                    }
+                }
+            }
             return;
         }
         let heap = &mut self.list_heap;
+        let mut gone: SmallVec<[Sym; 5]> = SmallVec::new();
         let mut prune = |map: &mut SymIndex, k: Option<Sym>| -> bool {
-            k.is_some_and(|k| map.prune(k, first, heap))
+            let pruned = k.is_some_and(|k| map.prune(k, first, heap));
+            if let (true, Some(k)) = (pruned, k) {
+                gone.push(k);
+            }
+            pruned
         };
         if prune(&mut self.by_event, Some(m.event_id)) {
             self.gone_events.insert(m.event_id);
@@ -1067,6 +1422,9 @@ impl ObservedLog {
         prune(&mut self.by_causation, m.causation_id);
         prune(&mut self.by_aggregate, m.aggregate_id);
         prune(&mut self.by_trace, m.trace_id);
+        for k in gone {
+            self.queue_forget(k);
+        }
         if let Some(agg) = m.aggregate_id {
             let e = self.agg_dropped.entry(agg).or_insert((0, idx));
             e.0 += 1;
@@ -1126,6 +1484,15 @@ impl ObservedLog {
                 self.agg_dropped.insert(s, d);
             }
         }
+        // The ids only dropped records carried, oldest first as they were queued.
+        for &(q, _) in &old.forget_queue {
+            if old.is_live(q) {
+                if let Some(s) = self.strings.intern(old.resolve(q)) {
+                    self.queue_forget(s);
+                }
+            }
+        }
+        self.forgotten = old.forgotten.clone();
     }
 
     /// Log index of the oldest record held (= records dropped so far).
@@ -1152,6 +1519,7 @@ impl ObservedLog {
             held_records: self.rows.len() as u64,
             undroppable_bytes: self.undroppable_bytes() as u64,
             payloads_in_store: self.bytes.in_store_rows,
+            forgotten_ids: self.forgotten.count,
         }
     }
 
@@ -1163,7 +1531,7 @@ impl ObservedLog {
         let ok = pack(rec, &mut buf, |i, name| match header_syms.get(i) {
             Some(&s) if strings.resolve(s) == name => Some(s),
             _ => {
-                let s = strings.intern(name)?;
+                let s = strings.intern_pinned(name)?;
                 match header_syms.get_mut(i) {
                     Some(slot) => *slot = s,
                     None => header_syms.push(s),
@@ -1658,7 +2026,7 @@ impl ObservedLog {
     pub fn undroppable_bytes(&self) -> usize {
         self.memory_parts()
             .iter()
-            .filter(|p| matches!(p.0, "strings" | "dropped ids"))
+            .filter(|p| matches!(p.0, "strings" | "dropped ids" | "lint state"))
             .map(|p| p.1)
             .sum()
     }
@@ -1666,10 +2034,7 @@ impl ObservedLog {
     /// [`ObservedLog::approx_bytes`] by part: what the memory limit can drop (arena, rows,
     /// index maps and lists) and what stays (interned strings; event ids and aggregates
     /// known only from dropped records).
-    pub fn memory_parts(&self) -> [(&'static str, usize); 6] {
-        fn map<K, V>(m: &HashMap<K, V, BuildHasherDefault<FxHasher>>) -> usize {
-            m.capacity() * (std::mem::size_of::<(K, V)>() + 1)
-        }
+    pub fn memory_parts(&self) -> [(&'static str, usize); 7] {
         [
             (
                 "arena",
@@ -1693,16 +2058,21 @@ impl ObservedLog {
                     &self.by_trace,
                 ]
                 .iter()
-                .map(|i| map(&i.one) + map(&i.many))
+                .map(|i| fx_map_bytes(&i.one) + fx_map_bytes(&i.many))
                 .sum::<usize>()
-                    + map(&self.by_partition),
+                    + fx_map_bytes(&self.by_partition),
             ),
             ("index lists", self.list_heap),
             ("strings", self.strings.bytes_used()),
             (
                 "dropped ids",
-                map(&self.agg_dropped) + self.gone_events.capacity() * 5,
+                fx_map_bytes(&self.agg_dropped)
+                    + self.gone_events.capacity() * 5
+                    + self.forget_queue.capacity() * 8
+                    + fx_map_bytes(&self.dlq_ids)
+                    + self.forgotten.bytes(),
             ),
+            ("lint state", self.lint_bytes),
         ]
     }
 }
@@ -1927,6 +2297,47 @@ pub(crate) mod tests {
         }
         assert_eq!(i.resolve(i.get("s9999").unwrap()), "s9999");
         assert_eq!(i.len(), 10_003);
+    }
+
+    /// A forgotten string resolves to "" and is not found; a pinned one is never forgotten;
+    /// a forgotten slot takes a new string only once the next round began; compacting gives
+    /// the bytes back and keeps every live symbol's string.
+    #[test]
+    fn interner_forgets_reuses_and_compacts() {
+        let mut i = Interner::default();
+        let name = i.intern_pinned("OrderCreated").unwrap();
+        let ids: Vec<Sym> = (0..20_000)
+            .map(|n| i.intern(&format!("id-{n:05}")).unwrap())
+            .collect();
+        assert!(!i.forget(name));
+        assert_eq!(i.resolve(name), "OrderCreated");
+        for &s in &ids[..15_000] {
+            assert!(i.forget(s));
+            assert!(!i.forget(s));
+        }
+        assert!(!i.is_live(ids[0]) && i.is_live(ids[15_000]));
+        assert_eq!(i.resolve(ids[0]), "");
+        assert_eq!(i.get("id-00000"), None);
+        // Not reused in the round that forgot it.
+        let late = i.intern("late").unwrap();
+        assert!(!ids.contains(&late));
+        i.reuse_forgotten();
+        let reused = i.intern("reused").unwrap();
+        assert!(ids[..15_000].contains(&reused));
+        assert!(i.is_live(reused));
+        assert_eq!(i.resolve(reused), "reused");
+        let before = i.arena.len();
+        i.compact();
+        assert!(i.arena.len() < before / 3, "{} of {before}", i.arena.len());
+        assert_eq!(i.dead_bytes, 0);
+        for (n, &s) in ids.iter().enumerate().skip(15_000) {
+            assert_eq!(i.resolve(s), format!("id-{n:05}"));
+            assert_eq!(i.get(&format!("id-{n:05}")), Some(s));
+        }
+        assert_eq!(i.resolve(reused), "reused");
+        assert_eq!(i.resolve(late), "late");
+        assert_eq!(i.resolve(name), "OrderCreated");
+        assert_eq!(i.len(), 20_002);
     }
 
     #[test]
@@ -2190,29 +2601,54 @@ pub(crate) mod tests {
         assert_eq!(log.deliveries("e0"), &[again]);
     }
 
-    /// When the ids that cannot be dropped outgrow three quarters of the limit, a quarter of
-    /// it stays for records (the log goes over, and says by how much).
+    /// The ids only dropped records carried are forgotten, oldest first, once they hold an
+    /// eighth of the limit: the log stays within the limit however many unique ids go
+    /// through it, the held records keep their ids, the last dropped ids are still known,
+    /// and an id forgotten and seen again is new (and said to be maybe forgotten).
     #[test]
-    fn memory_limit_keeps_a_quarter_for_records() {
+    fn memory_limit_forgets_the_oldest_ids_of_dropped_records() {
         let limit = 1 << 20;
         let mut log = ObservedLog::default();
         log.set_memory_limit(Some(limit));
-        for i in 0..60_000i64 {
+        let mut peak = 0;
+        let mut epochs = 0;
+        for i in 0..200_000i64 {
             log.append(&filler(i), 0).unwrap();
+            let epoch = log.forget_epoch();
             log.shed();
+            epochs += usize::from(log.forget_epoch() != epoch);
+            assert!(log.forget_epoch() <= epoch + 1, "one round per shed");
+            peak = peak.max(log.approx_bytes());
         }
         let d = log.drop_stats();
-        assert!(d.undroppable_bytes > (limit * 3 / 4) as u64, "{d:?}");
-        assert!(log.approx_bytes() > limit);
-        let records = log.record_bytes();
-        assert!(
-            records > limit / 4 - 2 * CHUNK && records < limit,
-            "{records} bytes of records"
-        );
-        assert!(
-            d.held_records > 1_000 && d.dropped_records > 40_000,
-            "{d:?}"
-        );
+        assert!(d.forgotten_ids > 100_000 && epochs > 10, "{d:?} {epochs}");
+        assert!(d.undroppable_bytes < (limit / 2) as u64, "{d:?}");
+        assert!(peak < limit + limit / 8, "peak {peak}");
+        // Forgotten slots are reused: the interner does not grow with the ids.
+        assert!(log.strings.len() < 100_000, "{} slots", log.strings.len());
+        for idx in log.held() {
+            let m = log.meta(idx).unwrap();
+            assert_eq!(log.resolve(m.event_id), format!("e{idx}"));
+            assert_eq!(
+                log.resolve_opt(m.aggregate_id),
+                Some(format!("order-{}", idx % 7).as_str())
+            );
+        }
+        let last_dropped = log.first_held() - 1;
+        let known = log.sym(&format!("e{last_dropped}")).unwrap();
+        assert!(log.has_event(known) && log.is_live(known));
+        // Forgotten: new when seen again. The last forgotten are still known to have been.
+        assert_eq!(log.sym("e0"), None);
+        let newest_forgotten = (0..last_dropped)
+            .rev()
+            .find(|i| log.sym(&format!("e{i}")).is_none())
+            .unwrap();
+        let again = log.append(&filler(newest_forgotten.into()), 0).unwrap();
+        assert!(log.is_first_delivery(again));
+        let id = log.meta(again).unwrap().event_id;
+        assert!(log.maybe_forgotten(id));
+        let never = log.strings.intern("never-seen").unwrap();
+        assert!(!log.maybe_forgotten(never));
     }
 
     /// Without a limit nothing is dropped; a limit smaller than one chunk keeps the chunk

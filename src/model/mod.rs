@@ -89,6 +89,8 @@ pub struct Model {
     /// Under a memory limit, the flow map kept as records arrive: the report's flow still
     /// counts the records dropped since (without a limit it is built from the log).
     flow: Option<flow::FlowMap>,
+    /// The log's round of forgetting the lints and the state engine have caught up with.
+    forget_epoch: u64,
 }
 
 impl Default for Model {
@@ -162,6 +164,7 @@ impl Model {
             group_lags: Vec::new(),
             states: StateEngine::new(cfg.snapshot_every),
             flow: cfg.memory_limit.map(|_| flow::FlowMap::default()),
+            forget_epoch: 0,
             cfg,
         }
     }
@@ -183,7 +186,15 @@ impl Model {
             f.add(&self.log, idx);
         }
         // After the lints and the flow map: they have seen the record; what they found stays.
+        if self.log.memory_limit().is_some() {
+            self.log.set_lint_bytes(self.detectors.state_bytes());
+        }
         self.log.shed();
+        if self.log.forget_epoch() != self.forget_epoch {
+            self.forget_epoch = self.log.forget_epoch();
+            self.detectors.on_forget(&self.log);
+            self.states.on_forget(&self.log);
+        }
         n
     }
 
@@ -668,9 +679,13 @@ mod tests {
             .find(|a| a.kind == AnomalyKind::DuplicateDelivery)
             .cloned()
             .unwrap();
-        for i in 0..60_000 {
+        // Until the three are dropped, and while the ids of dropped records are remembered.
+        let mut i = 0;
+        while m.log().first_held() <= orphan_at || i < 20_000 {
             m.ingest(&log::tests::filler(i), 0).unwrap();
+            i += 1;
         }
+        assert_eq!(m.log().drop_stats().forgotten_ids, 0);
         let first = m.log().first_held();
         assert!(first > orphan_at, "{first}");
         assert!(m.log().record(dup_finding.log_indices[0]).is_none());
@@ -716,7 +731,7 @@ mod tests {
         );
         let r = m.report();
         assert_eq!(r.memory.dropped_records, u64::from(first));
-        assert_eq!(r.events.observed, 60_005);
+        assert_eq!(r.events.observed, i as u64 + 5);
         assert_eq!(r.anomaly_counts["duplicate-delivery"], 2);
         let j = r.to_json();
         assert_eq!(j["memory"]["dropped_records"], u64::from(first));
@@ -739,6 +754,98 @@ mod tests {
         for i in [first, first + 1, m.log().len() as u32 - 1] {
             assert_eq!(again.log().record(i), m.log().record(i));
         }
+    }
+
+    /// Past the horizon of remembered ids (an eighth of the limit) the oldest ids of dropped
+    /// records are forgotten: the lints' state goes with them, memory stays bounded, and a
+    /// forgotten id seen again gives no false verdict (a cause that was forgotten is no
+    /// broken chain, an aggregate seen again past its first versions is no lost event); a
+    /// cause never seen still is one.
+    #[test]
+    fn ids_of_dropped_records_are_forgotten_without_false_verdicts() {
+        let limit = 1 << 20;
+        let mut m = Model::new(ModelConfig {
+            memory_limit: Some(limit),
+            ..ModelConfig::default()
+        });
+        let early = |id: &'static str, version: i64, offset: i64| {
+            Ev {
+                id,
+                agg: "order-early",
+                version: Some(version),
+                offset,
+                ..Ev::default()
+            }
+            .rec()
+        };
+        let filler = |i: i64| {
+            let (id, agg) = (format!("e{i}"), format!("order-{i}"));
+            Ev {
+                id: &id,
+                agg: &agg,
+                corr: Some(&agg),
+                version: Some(1),
+                offset: i + 10,
+                ts: 1_000 + i,
+                ..Ev::default()
+            }
+            .rec()
+        };
+        let mut peak = [0usize; 2];
+        for i in 0..150_000i64 {
+            m.ingest(&filler(i), 0).unwrap();
+            // Bounded: what is held does not grow with the records and ids gone through.
+            let held = m.log().approx_bytes();
+            peak[usize::from(i >= 50_000)] = peak[usize::from(i >= 50_000)].max(held);
+        }
+        assert!(peak[1] <= peak[0] + peak[0] / 10, "{peak:?}");
+        assert!(peak[1] < 2 * limit as usize, "{peak:?}");
+        let d = m.report().memory;
+        assert!(d.forgotten_ids > 200_000, "{d:?}");
+        // An aggregate and an event, dropped and then forgotten (the newest forgotten are
+        // remembered approximately).
+        m.ingest(&early("early-1", 1, 1), 0).unwrap();
+        m.ingest(&early("early-2", 2, 2), 0).unwrap();
+        let mut i = 150_000;
+        while m.log().sym("order-early").is_some() || m.log().sym("early-2").is_some() {
+            m.ingest(&filler(i), 0).unwrap();
+            i += 1;
+        }
+        let before = m.report().anomaly_counts.clone();
+        m.ingest(&early("early-3", 3, 200_000), 0).unwrap();
+        let child = Ev {
+            id: "child",
+            cause: Some("early-2"),
+            offset: 200_001,
+            ..Ev::default()
+        }
+        .rec();
+        m.ingest(&child, 0).unwrap();
+        let orphan = Ev {
+            id: "orphan",
+            cause: Some("never-seen-cause"),
+            offset: 200_002,
+            ..Ev::default()
+        }
+        .rec();
+        let (orphan_at, _) = m.ingest(&orphan, 0).unwrap();
+        m.end_of_backlog(2_000_000);
+        let after = m.report().anomaly_counts;
+        assert_eq!(after["lost-event"], before["lost-event"], "{after:?}");
+        assert_eq!(
+            after["broken-chain"],
+            before["broken-chain"] + 1,
+            "{after:?}"
+        );
+        let mut broken = m
+            .anomalies()
+            .iter()
+            .filter(|a| a.kind == AnomalyKind::BrokenChain);
+        assert_eq!(broken.next_back().unwrap().log_indices[0], orphan_at);
+        // A fold of the aggregate seen again says its history is partial.
+        let fold = crate::model::timetravel::JsonMergeFold;
+        let st = m.state_at(&fold, "order-early", orphan_at).unwrap();
+        assert!(st.dropped > 0);
     }
 
     /// Under a memory limit the report's flow still counts every record, dropped or held.

@@ -406,6 +406,10 @@ fn note_dropped(log: &ObservedLog, agg: Sym, upto: LogIndex, run: &mut Run) {
         if last >= upto {
             run.dropped = run.dropped.max(n);
         }
+    } else if upto == 0 && log.maybe_forgotten(agg) {
+        // Seen before and forgotten under the memory limit: its history is partial, by how
+        // much is not known any more.
+        run.dropped = run.dropped.max(1);
     }
 }
 
@@ -429,6 +433,11 @@ impl StateEngine {
 
     pub fn clear(&mut self) {
         self.cache.clear();
+    }
+
+    /// The log forgot ids ([`ObservedLog::forget_epoch`]): drop their snapshots.
+    pub fn on_forget(&mut self, log: &ObservedLog) {
+        self.cache.retain(|(_, agg), _| log.is_live(*agg));
     }
 
     /// The state of `aggregate_id` with every record up to and including `cursor` applied:

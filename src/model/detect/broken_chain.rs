@@ -7,8 +7,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::{type_of, Anomaly, AnomalyKind, DetectConfig, Detector};
-use crate::model::log::{FxMap, LogIndex, ObservedLog, Sym};
+use super::{retain_live, retain_live_heap, heap_bytes, type_of, Anomaly, AnomalyKind, DetectConfig, Detector};
+use crate::model::log::{fx_map_bytes, FxMap, LogIndex, ObservedLog, Sym};
 
 pub(super) fn make(c: &DetectConfig) -> Box<dyn Detector> {
     Box::new(BrokenChain::new(c.causation_grace_ms))
@@ -50,7 +50,8 @@ impl Detector for BrokenChain {
         };
         self.pending.remove(&m.event_id);
         if let Some(c) = m.causation_id {
-            if !log.has_event(c) && !self.pending.contains_key(&c) {
+            // A cause forgotten under the memory limit was seen: not a broken chain.
+            if !log.has_event(c) && !self.pending.contains_key(&c) && !log.maybe_forgotten(c) {
                 let deadline = now.saturating_add(self.grace_ms);
                 self.pending.insert(c, (idx, deadline));
                 self.due.push(Reverse((deadline, c)));
@@ -78,6 +79,13 @@ impl Detector for BrokenChain {
             }
         }
         out
+    }
+    fn state_bytes(&self) -> usize {
+        fx_map_bytes(&self.pending) + heap_bytes(&self.due)
+    }
+    fn on_forget(&mut self, log: &ObservedLog) {
+        retain_live(&mut self.pending, |c, _| log.is_live(*c));
+        retain_live_heap(&mut self.due, |Reverse((_, c))| log.is_live(*c));
     }
     /// Everything that existed has been read: a cause not seen now was never written (or is
     /// on a topic not observed).

@@ -1,7 +1,7 @@
 //! `duplicate-effect`: one cause produced the same effect twice.
 
-use super::{loc, Anomaly, AnomalyKind, DetectConfig, Detector};
-use crate::model::log::{FxMap, LogIndex, ObservedLog, Sym};
+use super::{retain_live, loc, Anomaly, AnomalyKind, DetectConfig, Detector};
+use crate::model::log::{fx_map_bytes, FxMap, LogIndex, ObservedLog, Sym};
 
 pub(super) fn make(_: &DetectConfig) -> Box<dyn Detector> {
     Box::<DuplicateEffect>::default()
@@ -50,5 +50,11 @@ impl Detector for DuplicateEffect {
             }
             Some(_) => Vec::new(),
         }
+    }
+    fn state_bytes(&self) -> usize {
+        fx_map_bytes(&self.seen)
+    }
+    fn on_forget(&mut self, log: &ObservedLog) {
+        retain_live(&mut self.seen, |&(cause, ty), &(id, _)| log.is_live(cause) && log.is_live(ty) && log.is_live(id));
     }
 }

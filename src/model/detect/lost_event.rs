@@ -5,9 +5,9 @@ use std::collections::BinaryHeap;
 
 use smallvec::SmallVec;
 
-use super::{kind_code, loc, type_of, Anomaly, AnomalyKind, DetectConfig, Detector};
+use super::{retain_live, retain_live_heap, heap_bytes, kind_code, loc, type_of, Anomaly, AnomalyKind, DetectConfig, Detector};
 use crate::model::envelope::VersionKind;
-use crate::model::log::{FxMap, LogIndex, ObservedLog, Sym};
+use crate::model::log::{fx_map_bytes, FxMap, LogIndex, ObservedLog, Sym};
 
 pub(super) fn make(c: &DetectConfig) -> Box<dyn Detector> {
     Box::new(LostEvent::new(
@@ -74,7 +74,9 @@ impl Detector for LostEvent {
             None => {
                 let mut gaps = SmallVec::new();
                 if let (VersionKind::AggregateVersion, Some(first)) = (vk, self.expected_first) {
-                    if v > first {
+                    // An aggregate forgotten under the memory limit had its first versions
+                    // then: not a gap.
+                    if v > first && !log.maybe_forgotten(agg) {
                         new_gap = Some(Gap {
                             lo: first,
                             hi: v - 1,
@@ -138,6 +140,13 @@ impl Detector for LostEvent {
             out.extend(expired.into_iter().map(|g| gap_anomaly(log, agg, k, g)));
         }
         out
+    }
+    fn state_bytes(&self) -> usize {
+        fx_map_bytes(&self.aggs) + heap_bytes(&self.due)
+    }
+    fn on_forget(&mut self, log: &ObservedLog) {
+        retain_live(&mut self.aggs, |&(agg, _), _| log.is_live(agg));
+        retain_live_heap(&mut self.due, |Reverse((_, agg, _))| log.is_live(*agg));
     }
     /// Everything that existed has been read: an open gap will not be filled by the backlog.
     fn on_backlog_end(&mut self, log: &ObservedLog, _as_of: i64) -> Vec<Anomaly> {

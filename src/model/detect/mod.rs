@@ -167,6 +167,45 @@ pub trait Detector: Send {
     fn on_backlog_end(&mut self, log: &ObservedLog, as_of_ms: i64) -> Vec<Anomaly> {
         self.on_tick(log, as_of_ms)
     }
+    /// The log forgot ids under the memory limit ([`ObservedLog::forget_epoch`] moved on):
+    /// drop what is kept under symbols that are no longer live ([`ObservedLog::is_live`]),
+    /// before their slots name other strings. A lint that keeps symbols of ids must.
+    fn on_forget(&mut self, _log: &ObservedLog) {}
+    /// Heap bytes kept per id (aggregate, correlation, cause), estimated in O(1): counted
+    /// against the memory limit.
+    fn state_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// After ids were forgotten: keep `map`'s entries whose symbols are live, and give the room
+/// back once it is mostly empty.
+pub(crate) fn retain_live<K, V>(
+    map: &mut crate::model::log::FxMap<K, V>,
+    live: impl Fn(&K, &V) -> bool,
+) where
+    K: Eq + std::hash::Hash,
+{
+    map.retain(|k, v| live(k, &*v));
+    if map.capacity() > 4 * map.len().max(256) {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
+/// [`retain_live`] for a binary heap.
+pub(crate) fn retain_live_heap<T: Ord>(
+    heap: &mut std::collections::BinaryHeap<T>,
+    live: impl Fn(&T) -> bool,
+) {
+    heap.retain(|x| live(x));
+    if heap.capacity() > 4 * heap.len().max(256) {
+        heap.shrink_to(heap.len() * 2);
+    }
+}
+
+/// Heap bytes of a binary heap, from its capacity.
+pub(crate) fn heap_bytes<T: Ord>(h: &std::collections::BinaryHeap<T>) -> usize {
+    h.capacity() * std::mem::size_of::<T>()
 }
 
 /// Settings of the lints.
@@ -324,6 +363,22 @@ impl Detectors {
             out.extend(u.det.on_backlog_end(log, as_of_ms));
         }
         out
+    }
+
+    /// See [`Detector::state_bytes`] (the lints that are on).
+    pub fn state_bytes(&self) -> usize {
+        self.units
+            .iter()
+            .filter(|u| u.enabled)
+            .map(|u| u.det.state_bytes())
+            .sum()
+    }
+
+    /// See [`Detector::on_forget`].
+    pub fn on_forget(&mut self, log: &ObservedLog) {
+        for u in &mut self.units {
+            u.det.on_forget(log);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `out-of-order`: an aggregate's events out of version order, or spread over partitions.
 
-use super::{kind_code, kind_word, loc, type_of, Anomaly, AnomalyKind, DetectConfig, Detector};
-use crate::model::log::{FxMap, LogIndex, ObservedLog, Sym};
+use super::{retain_live, kind_code, kind_word, loc, type_of, Anomaly, AnomalyKind, DetectConfig, Detector};
+use crate::model::log::{fx_map_bytes, FxMap, LogIndex, ObservedLog, Sym};
 
 pub(super) fn make(_: &DetectConfig) -> Box<dyn Detector> {
     Box::<OutOfOrder>::default()
@@ -68,5 +68,12 @@ impl Detector for OutOfOrder {
             out.push(Anomaly::at(Self::KIND, log, idx, detail).with(p.1));
         }
         out
+    }
+    fn state_bytes(&self) -> usize {
+        fx_map_bytes(&self.highest) + fx_map_bytes(&self.placement)
+    }
+    fn on_forget(&mut self, log: &ObservedLog) {
+        retain_live(&mut self.highest, |&(agg, _), _| log.is_live(agg));
+        retain_live(&mut self.placement, |&(agg, _), _| log.is_live(agg));
     }
 }

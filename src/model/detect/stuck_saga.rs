@@ -8,8 +8,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::{loc, type_of, Anomaly, AnomalyKind, DetectConfig, Detector, FlowConfig};
-use crate::model::log::{FxMap, LogIndex, ObservedLog, Sym};
+use super::{retain_live, retain_live_heap, heap_bytes, loc, type_of, Anomaly, AnomalyKind, DetectConfig, Detector, FlowConfig};
+use crate::model::log::{fx_map_bytes, FxMap, LogIndex, ObservedLog, Sym};
 
 pub(super) fn make(c: &DetectConfig) -> Box<dyn Detector> {
     let mut d = StuckSaga::new(c.terminal_types.clone(), c.stuck_saga_timeout_ms);
@@ -155,5 +155,12 @@ impl Detector for StuckSaga {
             out.push(Anomaly::at(Self::KIND, log, c.last_idx, detail));
         }
         out
+    }
+    fn state_bytes(&self) -> usize {
+        fx_map_bytes(&self.chains) + heap_bytes(&self.due)
+    }
+    fn on_forget(&mut self, log: &ObservedLog) {
+        retain_live(&mut self.chains, |&c, _| log.is_live(c));
+        retain_live_heap(&mut self.due, |Reverse((_, c))| log.is_live(*c));
     }
 }
