@@ -746,10 +746,15 @@ impl EventscopeApp {
                         self.prefs.traffic_rate = *per_second;
                     }
                     match &cmd {
-                        BackendCommand::Connect(_, mode) => {
+                        BackendCommand::Connect(conn, mode) => {
                             self.mode = *mode;
                             self.topics.clear();
                             self.excluded_topics.clear();
+                            // What is read from now on is read back from the new broker;
+                            // what was read before, from the one it came from.
+                            let store = conn.record_store();
+                            self.model.set_record_store(store.clone());
+                            self.profile.record_store = store;
                         }
                         BackendCommand::StartDemo => self.mode = Mode::Demo,
                         // Also from `--saga` at start: the switch shows what runs.

@@ -332,6 +332,9 @@ struct ByteArena {
     /// Per chunk (same positions as `chunks`): the first and last log index of the rows whose
     /// bytes live in it (other chunks' rows may lie between).
     rows_of: Vec<(LogIndex, LogIndex)>,
+    /// Per chunk (same positions as `chunks`): the record store its records are read back
+    /// from (an index into [`ObservedLog`]'s stores; a chunk's records all share one).
+    epochs: Vec<u16>,
     /// Chunks before this one are evicted or dropped: eviction goes oldest first.
     evict_from: usize,
     /// Held rows whose bytes are only in the record store (their chunk is `InStore`).
@@ -425,7 +428,7 @@ const STORE_DOWN: usize = usize::MAX;
 const READ_AHEAD: u32 = 16;
 
 impl ByteArena {
-    fn push(&mut self, bytes: &[u8], idx: LogIndex) -> Option<Span> {
+    fn push(&mut self, bytes: &[u8], idx: LogIndex, epoch: u16) -> Option<Span> {
         let len = u32::try_from(bytes.len()).ok()?;
         if bytes.len() > CHUNK / 4 {
             let chunk = u32::try_from(self.chunks.len()).ok()?;
@@ -434,6 +437,7 @@ impl ByteArena {
             self.chunks.push(Chunk::Open(raw));
             self.refs.push(1);
             self.rows_of.push((idx, idx));
+            self.epochs.push(epoch);
             self.seal(chunk as usize);
             return Some(Span {
                 chunk,
@@ -441,8 +445,11 @@ impl ByteArena {
                 len,
             });
         }
-        let fits = match self.current.and_then(|c| self.chunks.get(c)) {
-            Some(Chunk::Open(c)) => c.capacity() - c.len() >= bytes.len(),
+        let fits = match self
+            .current
+            .and_then(|c| Some((self.chunks.get(c)?, self.epochs.get(c)?)))
+        {
+            Some((Chunk::Open(c), &e)) => c.capacity() - c.len() >= bytes.len() && e == epoch,
             _ => false,
         };
         if !fits {
@@ -454,6 +461,7 @@ impl ByteArena {
             self.chunks.push(Chunk::Open(raw));
             self.refs.push(0);
             self.rows_of.push((idx, idx));
+            self.epochs.push(epoch);
             self.current = Some(self.chunks.len() - 1);
         }
         let c = self.current?;
@@ -591,9 +599,18 @@ impl ByteArena {
     /// Evict the oldest chunk that still holds bytes (not the one being filled): its rows
     /// stay, their bytes are read back from the record store. Returns the bytes freed; `None`
     /// when there is nothing left to evict.
-    fn evict_oldest(&mut self) -> Option<usize> {
+    /// Only a chunk whose record store `stored` says exists is evicted: at an older one
+    /// without, eviction stops (its records are dropped first).
+    fn evict_oldest(&mut self, stored: impl Fn(u16) -> bool) -> Option<usize> {
         while self.evict_from < self.chunks.len() && self.current != Some(self.evict_from) {
             let i = self.evict_from;
+            let unevicted = !matches!(
+                self.chunks.get(i),
+                Some(Chunk::InStore { .. } | Chunk::Dropped)
+            );
+            if unevicted && !stored(self.epochs.get(i).copied().unwrap_or(0)) {
+                return None;
+            }
             self.evict_from += 1;
             let slot = self.chunks.get_mut(i)?;
             let (len, sum) = match &*slot {
@@ -952,8 +969,12 @@ pub struct ObservedLog {
     /// is interned without hashing.
     last_topic: Option<Sym>,
     header_syms: Vec<Sym>,
-    /// Where evicted payloads are read back from; without one, the limit drops records.
-    store: RecordStoreHandle,
+    /// Where evicted payloads are read back from, by epoch: a chunk reads back from the store
+    /// of its epoch ([`ObservedLog::set_record_store`] starts a new one when the log already
+    /// holds records). Never empty. Without a store, the limit drops records.
+    stores: Vec<RecordStoreHandle>,
+    /// The epoch records are appended in (the last one but while a log is read again).
+    append_epoch: u16,
     /// With a store: payload bytes kept at most ([`ObservedLog::set_payload_budget`]).
     payload_budget: Option<usize>,
 }
@@ -997,7 +1018,8 @@ impl ObservedLog {
             topic_flags: FxMap::default(),
             last_topic: None,
             header_syms: Vec::new(),
-            store: RecordStoreHandle::default(),
+            stores: vec![RecordStoreHandle::default()],
+            append_epoch: 0,
             payload_budget: None,
         }
     }
@@ -1167,8 +1189,39 @@ impl ObservedLog {
     /// Read evicted payloads back from `store` (Kafka, on a broker that keeps its log): under
     /// the memory limit the oldest chunks' bytes are evicted first, their rows and indexes
     /// kept; records are dropped only once nothing is left to evict.
+    ///
+    /// Given to a log that holds records (the window connected to another broker), it is
+    /// where the records appended from now on are read back from; those held already are
+    /// still read back from where they came from (each chunk of the arena keeps its store).
     pub fn set_record_store(&mut self, store: RecordStoreHandle) {
-        self.store = store;
+        if self.rows.is_empty() && self.first == 0 {
+            self.stores = vec![store];
+        } else if self.stores.last() != Some(&store) {
+            if self.stores.len() > usize::from(u16::MAX) {
+                // 65,535 switches: the oldest records read back from the last store.
+                self.stores.pop();
+            }
+            self.stores.push(store);
+        }
+        self.append_epoch = u16::try_from(self.stores.len() - 1).unwrap_or(u16::MAX);
+    }
+
+    /// The record store of chunk `chunk`'s epoch.
+    fn store_of(&self, chunk: u32) -> Option<&std::sync::Arc<dyn RecordStore>> {
+        let epoch = self.bytes.epochs.get(chunk as usize).copied().unwrap_or(0);
+        self.stores.get(usize::from(epoch))?.0.as_ref()
+    }
+
+    /// Whether epoch `epoch` has a record store (its chunks can be evicted).
+    fn stored(stores: &[RecordStoreHandle], epoch: u16) -> bool {
+        stores
+            .get(usize::from(epoch))
+            .is_some_and(|s| s.0.is_some())
+    }
+
+    /// The key of "the store of chunk `chunk` could not be read at all" among the failures.
+    fn store_down_key(&self, chunk: u32) -> usize {
+        STORE_DOWN - usize::from(self.bytes.epochs.get(chunk as usize).copied().unwrap_or(0))
     }
 
     /// With a record store, keep at most `budget` bytes of payloads (the arena) whatever the
@@ -1186,10 +1239,16 @@ impl ObservedLog {
     /// below a quarter of the limit (see [`ObservedLog::over`]). O(1) when under the limit.
     /// Returns how many records were dropped.
     pub fn shed(&mut self) -> usize {
-        if let (Some(budget), Some(_)) = (self.payload_budget, &self.store.0) {
+        let stores = &self.stores;
+        if let (Some(budget), true) = (self.payload_budget, stores.iter().any(|s| s.0.is_some())) {
             if self.bytes.held > budget {
                 self.bytes.take_sealed(false);
-                while self.bytes.held > budget && self.bytes.evict_oldest().is_some() {}
+                while self.bytes.held > budget
+                    && self
+                        .bytes
+                        .evict_oldest(|e| Self::stored(stores, e))
+                        .is_some()
+                {}
             }
         }
         let Some(limit) = self.memory_limit else {
@@ -1204,7 +1263,12 @@ impl ObservedLog {
         let mut dropped = Vec::new();
         let mut n = 0;
         while self.over(limit) {
-            if self.store.0.is_some() && self.bytes.evict_oldest().is_some() {
+            let stores = &self.stores;
+            if self
+                .bytes
+                .evict_oldest(|e| Self::stored(stores, e))
+                .is_some()
+            {
                 continue;
             }
             let mut freed = false;
@@ -1440,6 +1504,14 @@ impl ObservedLog {
         if !self.is_empty() {
             return;
         }
+        // The old log's record stores, so that each record read again is read back from where
+        // it came from ([`ObservedLog::append_like`]); this log's own store comes last.
+        let mine = self.stores.pop().unwrap_or_default();
+        self.stores = old.stores.clone();
+        if self.stores.last() != Some(&mine) && self.stores.len() <= usize::from(u16::MAX) {
+            self.stores.push(mine);
+        }
+        self.append_epoch = u16::try_from(self.stores.len() - 1).unwrap_or(u16::MAX);
         self.first = old.first;
         self.dropped_bytes = old.dropped_bytes;
         // The counters of the dropped part: the old counters less those of its held rows.
@@ -1495,6 +1567,18 @@ impl ObservedLog {
         self.forgotten = old.forgotten.clone();
     }
 
+    /// While `old` is read again into this log (see [`ObservedLog::continue_drops_from`]):
+    /// append the next record in the epoch of `old`'s record at `idx`, so that it is read back
+    /// from the same store. `None`: back to the last epoch.
+    pub fn append_like(&mut self, old: &ObservedLog, idx: Option<LogIndex>) {
+        let last = u16::try_from(self.stores.len() - 1).unwrap_or(u16::MAX);
+        self.append_epoch = idx
+            .and_then(|i| old.row(i))
+            .and_then(|r| old.bytes.epochs.get(r.blob.chunk as usize).copied())
+            .filter(|&e| e < last)
+            .unwrap_or(last);
+    }
+
     /// Log index of the oldest record held (= records dropped so far).
     pub fn first_held(&self) -> LogIndex {
         self.first
@@ -1539,7 +1623,7 @@ impl ObservedLog {
                 Some(s)
             }
         });
-        let span = ok.and_then(|()| self.bytes.push(&buf, idx));
+        let span = ok.and_then(|()| self.bytes.push(&buf, idx, self.append_epoch));
         self.scratch = buf;
         span
     }
@@ -1551,7 +1635,7 @@ impl ObservedLog {
     /// observed (the chunk's checksum when all its rows are held, else every record's packed
     /// length). Then they are cached like decompressed chunks.
     fn read_back(&self, chunk: u32) -> Result<std::sync::Arc<Vec<u8>>, String> {
-        let store = self.store_or_err()?;
+        let store = self.store_or_err(chunk)?;
         if let Some(why) = self.recently_failed(chunk) {
             return Err(why);
         }
@@ -1559,10 +1643,8 @@ impl ObservedLog {
         self.finish_read_back(request.fetch())
     }
 
-    fn store_or_err(&self) -> Result<&std::sync::Arc<dyn RecordStore>, String> {
-        self.store
-            .0
-            .as_ref()
+    fn store_or_err(&self, chunk: u32) -> Result<&std::sync::Arc<dyn RecordStore>, String> {
+        self.store_of(chunk)
             .ok_or_else(|| "no record store to read it back from".to_owned())
     }
 
@@ -1574,14 +1656,15 @@ impl ObservedLog {
             .failed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for key in [chunk as usize, STORE_DOWN] {
+        let down = self.store_down_key(chunk);
+        for key in [chunk as usize, down] {
             if let Some((at, why)) = failed.get(&key) {
                 if at.elapsed() < RETRY_AFTER {
                     return Some(why.clone());
                 }
             }
         }
-        failed.remove(&STORE_DOWN);
+        failed.remove(&down);
         None
     }
 
@@ -1598,6 +1681,7 @@ impl ObservedLog {
             for next in chunk + 1..chunk.saturating_add(READ_AHEAD) {
                 let i = next as usize;
                 if !matches!(self.bytes.chunks.get(i), Some(Chunk::InStore { .. }))
+                    || self.bytes.epochs.get(i) != self.bytes.epochs.get(chunk as usize)
                     || failed.contains_key(&i)
                     || self.bytes.cached(i).is_some()
                 {
@@ -1654,8 +1738,8 @@ impl ObservedLog {
         if !self.needs_read_back(idx) {
             return None;
         }
-        let store = self.store.0.as_ref()?;
-        Some(self.request_chunks(store, self.row(idx)?.blob.chunk))
+        let chunk = self.row(idx)?.blob.chunk;
+        Some(self.request_chunks(self.store_of(chunk)?, chunk))
     }
 
     /// Whether reading the record at `idx` would ask the record store now: its bytes were
@@ -1664,7 +1748,7 @@ impl ObservedLog {
         let Some(row) = self.row(idx) else {
             return false;
         };
-        self.store.0.is_some()
+        self.store_of(row.blob.chunk).is_some()
             && matches!(
                 self.bytes.chunks.get(row.blob.chunk as usize),
                 Some(Chunk::InStore { .. })
@@ -1702,7 +1786,10 @@ impl ObservedLog {
                     .failed
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(STORE_DOWN, (std::time::Instant::now(), why.clone()));
+                    .insert(
+                        self.store_down_key(chunk),
+                        (std::time::Instant::now(), why.clone()),
+                    );
                 vec![(chunk, Err(why))]
             }
         };
@@ -2634,9 +2721,14 @@ pub(crate) mod tests {
                 Some(format!("order-{}", idx % 7).as_str())
             );
         }
+        // The ids of dropped records not forgotten yet are still known (how many depends on
+        // when the last round ran: one under pressure forgets every queued id).
         let last_dropped = log.first_held() - 1;
-        let known = log.sym(&format!("e{last_dropped}")).unwrap();
-        assert!(log.has_event(known) && log.is_live(known));
+        for i in last_dropped.saturating_sub(2_000)..=last_dropped {
+            if let Some(s) = log.sym(&format!("e{i}")) {
+                assert!(log.has_event(s) && log.is_live(s), "e{i}");
+            }
+        }
         // Forgotten: new when seen again. The last forgotten are still known to have been.
         assert_eq!(log.sym("e0"), None);
         let newest_forgotten = (0..last_dropped)
@@ -2718,6 +2810,81 @@ pub(crate) mod tests {
         fn describe(&self) -> String {
             "the test store".into()
         }
+    }
+
+    /// A log that connects to another broker: records appended since read back from the new
+    /// store, those before from the old one (a chunk never mixes the two), also once the log
+    /// is read again; a chunk from a time without a store is dropped, not evicted.
+    #[test]
+    fn each_record_reads_back_from_the_store_it_came_from() {
+        let limit = 2 << 20;
+        let (a, b) = (
+            std::sync::Arc::new(VecStore::default()),
+            std::sync::Arc::new(VecStore::default()),
+        );
+        let mut log = ObservedLog::default();
+        log.set_memory_limit(Some(limit));
+        log.set_record_store(RecordStoreHandle::new(a.clone()));
+        let mut recs = Vec::new();
+        for i in 0..6_000i64 {
+            if i == 3_001 {
+                log.set_record_store(RecordStoreHandle::new(b.clone()));
+            }
+            let r = noisy(i);
+            // The same topic and offsets on both brokers, other bytes on the wrong one.
+            let mut other = r.clone();
+            other.value = Some(b"{\"not\":\"this one\"}".to_vec());
+            let (right, wrong) = if i <= 3_000 { (&a, &b) } else { (&b, &a) };
+            right.records.lock().unwrap().push(r.clone());
+            wrong.records.lock().unwrap().push(other);
+            log.append(&r, 0).unwrap();
+            log.shed();
+            recs.push(r);
+        }
+        let d = log.drop_stats();
+        assert_eq!(d.dropped_records, 0, "{d:?}");
+        assert!(d.payloads_in_store > 3_500, "{d:?}");
+        let chunk_of = |i: usize| log.row(i as LogIndex).unwrap().blob.chunk;
+        assert_ne!(
+            chunk_of(3_000),
+            chunk_of(3_001),
+            "a chunk holds one store's records"
+        );
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(log.record(i as LogIndex).as_ref(), Some(r), "{i}");
+        }
+        assert!(a.reads.load(Ordering::Relaxed) > 0 && b.reads.load(Ordering::Relaxed) > 0);
+        // Read again (as a profile change does): the records keep their stores.
+        let mut again = ObservedLog::default();
+        again.set_memory_limit(Some(limit));
+        again.set_record_store(RecordStoreHandle::new(b.clone()));
+        again.continue_drops_from(&log);
+        for (i, r) in recs.iter().enumerate() {
+            again.append_like(&log, Some(i as LogIndex));
+            again.append(r, 0).unwrap();
+            again.shed();
+        }
+        again.append_like(&log, None);
+        assert!(again.drop_stats().payloads_in_store > 3_500);
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(again.record(i as LogIndex).as_ref(), Some(r), "{i}");
+        }
+        // Connected to the embedded broker (no store): those records cannot be evicted, so
+        // under the limit they are dropped, oldest first, once nothing older can be evicted.
+        log.set_record_store(RecordStoreHandle::default());
+        for i in 6_000..9_000i64 {
+            log.append(&noisy(i), 0).unwrap();
+            log.shed();
+        }
+        let d = log.drop_stats();
+        assert!(d.dropped_records > 0, "{d:?}");
+        let newest = log.len() as LogIndex - 1;
+        assert_eq!(log.record(newest), Some(noisy(8_999)));
+        assert!(
+            log.approx_bytes() <= limit + limit / 4,
+            "{}",
+            log.approx_bytes()
+        );
     }
 
     /// With a record store, the limit evicts payload bytes before it drops any record: rows

@@ -316,6 +316,13 @@ impl Model {
         &self.cfg
     }
 
+    /// Records appended from now on are read back from `store` (the window connected to
+    /// another broker); those held already still read back from where they came from.
+    pub fn set_record_store(&mut self, store: store::RecordStoreHandle) {
+        self.log.set_record_store(store.clone());
+        self.cfg.record_store = store;
+    }
+
     pub fn log(&self) -> &ObservedLog {
         &self.log
     }
@@ -513,10 +520,17 @@ impl Model {
             .cloned()
             .collect();
         model.record_anomalies(gone);
-        for rec in self.records() {
+        for idx in self.log.held() {
+            let Some(rec) = self.log.record(idx) else {
+                continue;
+            };
+            // Read back, later, from the store it came from (the window may have connected
+            // to another broker since).
+            model.log.append_like(&self.log, Some(idx));
             let now = rec.timestamp_ms.unwrap_or(0);
             model.ingest(&rec, now)?;
         }
+        model.log.append_like(&self.log, None);
         if let Some(cut) = self.backlog_end() {
             model.end_of_backlog(cut);
         }
