@@ -293,7 +293,12 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     }
     if recovered.load(std::sync::atomic::Ordering::Relaxed) {
         eprintln!("the schema registry answers again: reading the records again");
-        model = model.reread(model.config().clone())?;
+        match model.reread(model.config().clone()) {
+            Ok(again) => model = again,
+            Err(e) => {
+                eprintln!("reading the records again failed ({e}); reporting them as first decoded")
+            }
+        }
     }
     if let Some(mut w) = export {
         w.flush()?;

@@ -847,6 +847,10 @@ pub enum LogError {
     Full(usize),
     #[error("record of {0} bytes is too large to store")]
     TooLarge(usize),
+    /// Reading the log again: a held record's bytes could not be read back (its indices
+    /// would shift if it were left out).
+    #[error("record {0} cannot be read again: {1}")]
+    Unreadable(LogIndex, String),
 }
 
 /// What the memory limit has dropped so far (the oldest records first).

@@ -419,7 +419,9 @@ impl Model {
                 Err(source @ LogError::Full(_)) => {
                     return Err(ImportModelError::Log { line, source })
                 }
-                Err(e @ LogError::TooLarge(_)) => bad.push(line, format!("line {line}: {e}")),
+                Err(e @ (LogError::TooLarge(_) | LogError::Unreadable(..))) => {
+                    bad.push(line, format!("line {line}: {e}"))
+                }
             }
         }
         m.end_of_backlog(now.saturating_add(settle_ms));
@@ -498,7 +500,8 @@ impl Model {
     /// The same records read again with `cfg` (same order, same log indices): after a profile
     /// changed, or once a schema registry that did not answer can decode what it could not.
     /// Switched-off lints stay off; the end of the backlog is kept. Records the memory limit
-    /// dropped stay dropped, counted, with the findings made about them.
+    /// dropped stay dropped, counted, with the findings made about them. A held record that
+    /// cannot be read back (its broker does not answer) is an error: nothing is re-read.
     pub fn reread(&self, cfg: ModelConfig) -> Result<Model, LogError> {
         let mut model = Model::new(cfg);
         for k in AnomalyKind::ALL {
@@ -521,8 +524,14 @@ impl Model {
             .collect();
         model.record_anomalies(gone);
         for idx in self.log.held() {
+            // Left out, it would shift every later index (the cursor, the selection, the
+            // findings): refused instead, the caller keeps this model.
             let Some(rec) = self.log.record(idx) else {
-                continue;
+                let why = self
+                    .log
+                    .unreadable(idx)
+                    .unwrap_or_else(|| "its bytes cannot be read".to_owned());
+                return Err(LogError::Unreadable(idx, why));
             };
             // Read back, later, from the store it came from (the window may have connected
             // to another broker since).
@@ -860,6 +869,39 @@ mod tests {
         let fold = crate::model::timetravel::JsonMergeFold;
         let st = m.state_at(&fold, "order-early", orphan_at).unwrap();
         assert!(st.dropped > 0);
+    }
+
+    /// Reading the log again when an evicted record cannot be read back (its broker is down):
+    /// refused with the record and the reason, never a log with shifted indices.
+    #[test]
+    fn reread_refuses_when_a_record_cannot_be_read_back() {
+        struct Down;
+        impl store::RecordStore for Down {
+            fn fetch(&self, _: &[store::OffsetRange]) -> Result<Vec<Record>, String> {
+                Err("the broker does not answer".into())
+            }
+            fn describe(&self) -> String {
+                "a broker that is down".into()
+            }
+        }
+        let cfg = ModelConfig {
+            memory_limit: Some(1 << 20),
+            record_store: store::RecordStoreHandle::new(Down),
+            ..ModelConfig::default()
+        };
+        let mut m = Model::new(cfg.clone());
+        for i in 0..20_000 {
+            m.ingest(&log::tests::filler(i), 0).unwrap();
+        }
+        assert!(m.log().drop_stats().payloads_in_store > 0);
+        match m.reread(cfg) {
+            Err(LogError::Unreadable(idx, why)) => {
+                assert!(why.contains("does not answer"), "{why}");
+                assert!(m.log().record(idx).is_none());
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("re-read with records that cannot be read back"),
+        }
     }
 
     /// Under a memory limit the report's flow still counts every record, dropped or held.
