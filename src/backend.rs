@@ -99,6 +99,9 @@ pub enum Update {
     Registry(crate::registry::RegistryHandle),
     /// The schema registry answers again: re-read what it could not decode.
     RegistryRecovered,
+    /// Where the records after this marker (this connection's) are read back from once
+    /// evicted under the memory limit (sent before any record of the connection).
+    RecordStore(crate::model::store::RecordStoreHandle),
     /// The consumer groups' committed offsets, just sampled.
     Groups(Vec<crate::model::groups::GroupSample>),
 }
@@ -367,6 +370,9 @@ async fn connect(
         )));
         HashMap::new()
     });
+    // Records of an earlier connection the window has not read yet are read back from theirs.
+    out.send_marker(Update::RecordStore(conn.record_store()))
+        .await;
     let (records_tx, mut records_rx) = mpsc::channel::<tap::Batch>(64);
     let (status_tx, tap_status) = watch::channel(TapStatus::Connecting);
     let (stop_tx, stop_rx) = watch::channel(false);

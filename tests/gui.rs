@@ -989,6 +989,76 @@ fn a_dangling_cause_in_the_backlog_is_reported_once_the_backlog_is_read() {
     assert!(a.detail.contains("ghost-0"), "{}", a.detail);
 }
 
+/// Connected to another broker: the records the window had not read yet when the new
+/// connection's store came are read back from the broker they came from, those after it from
+/// the new one.
+#[test]
+fn records_of_the_last_connection_are_read_back_from_its_broker() {
+    use eventscope::backend::{BackendHandle, Update};
+    use eventscope::model::record::Record;
+    use eventscope::model::store::{OffsetRange, RecordStore, RecordStoreHandle};
+    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    struct Elsewhere;
+    impl RecordStore for Elsewhere {
+        fn fetch(&self, _: &[OffsetRange]) -> Result<Vec<Record>, String> {
+            Err("not in this test".into())
+        }
+        fn describe(&self) -> String {
+            "the second broker".into()
+        }
+    }
+    let (commands_tx, _commands_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(16);
+    let (_status_tx, status_rx) = tokio::sync::watch::channel(ConnectionStatus::Connected {
+        broker: "test".into(),
+        embedded: false,
+        demo: false,
+        database: "-".into(),
+        following: 1,
+    });
+    let handle = BackendHandle {
+        commands_tx,
+        updates_rx,
+        status_rx,
+        dropped: Default::default(),
+    };
+    let app = EventscopeApp::with_backend(handle, Prefs::default());
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    let rec = |offset: i64| {
+        Record::new("orders", 0, offset)
+            .with_header("ce_specversion", "1.0")
+            .with_header("ce_id", &format!("e-{offset}"))
+            .with_header("ce_type", "OrderCreated")
+            .with_header("ce_source", "/orders")
+            .with_value(b"{}".to_vec())
+    };
+    let first = h.state().model.config().record_store.clone();
+    let second = RecordStoreHandle::new(Elsewhere);
+    assert_ne!(first, second);
+    // All queued before a frame reads them: the old connection's, the marker, the new one's.
+    updates_tx
+        .try_send(Update::Records((0..3).map(rec).collect()))
+        .unwrap();
+    updates_tx
+        .try_send(Update::RecordStore(second.clone()))
+        .unwrap();
+    updates_tx
+        .try_send(Update::Records((3..5).map(rec).collect()))
+        .unwrap();
+    h.run_steps(3);
+    let log = h.state().model.log();
+    assert_eq!(log.len(), 5);
+    for idx in 0..3 {
+        assert_eq!(log.record_store_of(idx), Some(&first), "{idx}");
+    }
+    for idx in 3..5 {
+        assert_eq!(log.record_store_of(idx), Some(&second), "{idx}");
+    }
+    assert_eq!(h.state().model.config().record_store, second);
+}
+
 /// `eventscope broker` in a child process, killed on drop.
 struct StandaloneBroker {
     child: std::process::Child,

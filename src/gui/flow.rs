@@ -37,9 +37,11 @@ impl FlowView {
     /// scope, rebuilt otherwise. Returns how many records are still to read.
     fn update(&mut self, log: &ObservedLog, cursor: LogIndex, chain: Option<Sym>) -> usize {
         let upto = cursor as usize + 1;
+        // A chain's symbol may name another chain once ids were forgotten; the map of every
+        // record holds only names (never forgotten).
         if self.built_for != Some(chain)
             || self.map.next > upto
-            || self.built_epoch != log.forget_epoch()
+            || (chain.is_some() && self.built_epoch != log.forget_epoch())
         {
             self.map = FlowMap::default();
             self.built_for = Some(chain);

@@ -207,6 +207,9 @@ pub struct EventscopeApp {
     correlations_epoch: u64,
     /// The backend said the backlog ends after this many records in the log (and when it was cut).
     backlog_end_at: Option<(usize, i64)>,
+    /// A new connection's record store, for the records from this log length on (those
+    /// queued before it came from the previous connection).
+    store_switch_at: Option<(usize, crate::model::store::RecordStoreHandle)>,
     /// Field names masked as personal data (the profile's).
     pub pii_fields: Vec<String>,
     /// The observed system's profile in effect.
@@ -343,6 +346,7 @@ impl EventscopeApp {
             seen_correlations: HashSet::new(),
             correlations_epoch: 0,
             backlog_end_at: None,
+            store_switch_at: None,
             pii_fields: crate::profile::DEFAULT_PII_FIELDS
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -411,16 +415,21 @@ impl EventscopeApp {
         Ok(())
     }
 
-    /// Read the records again with `cfg` (saying why, if given).
-    fn reread(&mut self, cfg: crate::model::ModelConfig, why: Option<&str>) {
+    /// Read the records again with `cfg` (saying why, if given). False when they could not
+    /// be read again (said in a notice; the model stays as it was).
+    fn reread(&mut self, cfg: crate::model::ModelConfig, why: Option<&str>) -> bool {
         match self.model.reread(cfg) {
             Ok(model) => {
                 let n = self.replace_model(model);
                 if let Some(why) = why {
                     self.notice(format!("{why}: {n} records re-read"));
                 }
+                true
             }
-            Err(e) => self.notice(format!("re-reading the records: {e}")),
+            Err(e) => {
+                self.notice(format!("re-reading the records: {e}"));
+                false
+            }
         }
     }
 
@@ -503,8 +512,16 @@ impl EventscopeApp {
                     }
                     Update::Registry(handle) => {
                         let mut cfg = self.model.config().clone();
-                        cfg.decode.registry = handle;
-                        self.reread(cfg, None);
+                        cfg.decode.registry = handle.clone();
+                        if !self.reread(cfg, None) {
+                            // The records held keep their decoding; new ones use the registry.
+                            self.model.set_registry(handle);
+                        }
+                    }
+                    Update::RecordStore(store) => {
+                        let upto = self.model.log().len() + self.pending.len();
+                        self.store_switch_at = Some((upto, store));
+                        self.switch_store_if_read();
                     }
                     Update::Groups(samples) => {
                         for g in &samples {
@@ -524,8 +541,10 @@ impl EventscopeApp {
         let now = now_ms();
         let mut n = 0usize;
         while let Some(r) = self.pending.pop_front() {
-            // Records queued after the backlog's end marker are the live tail.
+            // Records queued after the backlog's end marker are the live tail; those after a
+            // new connection's marker are read back from its broker.
             self.end_backlog_if_read();
+            self.switch_store_if_read();
             let sec = r.timestamp_ms.unwrap_or(now).div_euclid(1000);
             *self
                 .rates
@@ -562,6 +581,17 @@ impl EventscopeApp {
 
     /// Once the records before the backend's end-of-backlog marker are in the model, give the
     /// "never seen" verdicts.
+    fn switch_store_if_read(&mut self) {
+        if let Some((upto, _)) = &self.store_switch_at {
+            if self.model.log().len() >= *upto {
+                if let Some((_, store)) = self.store_switch_at.take() {
+                    self.model.set_record_store(store.clone());
+                    self.profile.record_store = store;
+                }
+            }
+        }
+    }
+
     fn end_backlog_if_read(&mut self) {
         if let Some((upto, as_of)) = self.backlog_end_at {
             if self.model.log().len() >= upto {
@@ -595,6 +625,7 @@ impl EventscopeApp {
         };
         // A read back under way belongs to the log replaced.
         self.read_back = None;
+        self.store_switch_at = None;
         self.model = model;
         self.schemas = schemas::SchemasView::default();
         self.flow = flow::FlowView::default();
@@ -746,15 +777,10 @@ impl EventscopeApp {
                         self.prefs.traffic_rate = *per_second;
                     }
                     match &cmd {
-                        BackendCommand::Connect(conn, mode) => {
+                        BackendCommand::Connect(_, mode) => {
                             self.mode = *mode;
                             self.topics.clear();
                             self.excluded_topics.clear();
-                            // What is read from now on is read back from the new broker;
-                            // what was read before, from the one it came from.
-                            let store = conn.record_store();
-                            self.model.set_record_store(store.clone());
-                            self.profile.record_store = store;
                         }
                         BackendCommand::StartDemo => self.mode = Mode::Demo,
                         // Also from `--saga` at start: the switch shows what runs.

@@ -951,8 +951,9 @@ pub struct ObservedLog {
     forgotten: Forgotten,
     /// Rounds of forgetting so far: whoever keeps symbols drops the forgotten ones at each.
     forget_epoch: u64,
-    /// Ids of held dead-letter rows (which stay out of the indexes), counted.
-    dlq_ids: FxMap<Sym, u32>,
+    /// Strings held rows carry outside the indexes, counted: the ids of dead-letter rows, the
+    /// errors of poison rows (an error text may differ per record, so it is not pinned).
+    unindexed: FxMap<Sym, u32>,
     /// What the lints keep per id, as the model last said ([`ObservedLog::set_lint_bytes`]):
     /// counted against the limit.
     lint_bytes: usize,
@@ -1008,7 +1009,7 @@ impl ObservedLog {
             queued_bytes: 0,
             forgotten: Forgotten::default(),
             forget_epoch: 0,
-            dlq_ids: FxMap::default(),
+            unindexed: FxMap::default(),
             lint_bytes: 0,
             list_heap: 0,
             by_event: SymIndex::default(),
@@ -1030,6 +1031,12 @@ impl ObservedLog {
 
     pub fn decode_config(&self) -> &DecodeConfig {
         &self.cfg
+    }
+
+    /// Decode the records appended from now on through `registry` (the records held keep
+    /// the decoding they got).
+    pub fn set_registry(&mut self, registry: crate::registry::RegistryHandle) {
+        self.cfg.registry = registry;
     }
 
     /// Decode and append one record; O(1) amortised. Undecodable records become poison rows.
@@ -1055,10 +1062,7 @@ impl ObservedLog {
                 (RowKind::Event(meta), ev.time_ms)
             }
             Err(e) => {
-                let error = self
-                    .strings
-                    .intern_pinned(&e.to_string())
-                    .ok_or_else(too_large)?;
+                let error = self.strings.intern(&e.to_string()).ok_or_else(too_large)?;
                 (RowKind::Poison { error }, None)
             }
         };
@@ -1142,15 +1146,19 @@ impl ObservedLog {
         let before = part.capacity();
         part.push(idx);
         self.list_heap = self.list_heap + part.capacity() * 4 - before * 4;
-        let RowKind::Event(m) = row.kind else {
-            self.stats.poison += 1;
-            return;
+        let m = match row.kind {
+            RowKind::Event(m) => m,
+            RowKind::Poison { error } => {
+                self.stats.poison += 1;
+                *self.unindexed.entry(error).or_insert(0) += 1;
+                return;
+            }
         };
         if m.dead_letter {
             // Not a delivery: kept out of the event, chain and aggregate indexes; its ids
             // are counted so that they are not forgotten while it is held.
             for id in m.ids() {
-                *self.dlq_ids.entry(id).or_insert(0) += 1;
+                *self.unindexed.entry(id).or_insert(0) += 1;
             }
             return;
         }
@@ -1208,6 +1216,14 @@ impl ObservedLog {
             self.stores.push(store);
         }
         self.append_epoch = u16::try_from(self.stores.len() - 1).unwrap_or(u16::MAX);
+    }
+
+    /// Where the record at `idx` is read back from once evicted (the store of the connection
+    /// it was read from).
+    pub fn record_store_of(&self, idx: LogIndex) -> Option<&RecordStoreHandle> {
+        let chunk = self.row(idx)?.blob.chunk as usize;
+        let epoch = self.bytes.epochs.get(chunk).copied().unwrap_or(0);
+        self.stores.get(usize::from(epoch))
     }
 
     /// The record store of chunk `chunk`'s epoch.
@@ -1309,6 +1325,18 @@ impl ObservedLog {
         n
     }
 
+    /// A held row that carried `sym` outside the indexes was dropped: queued to be forgotten
+    /// once no held row carries it.
+    fn release_unindexed(&mut self, sym: Sym) {
+        if let Some(n) = self.unindexed.get_mut(&sym) {
+            *n -= 1;
+            if *n == 0 {
+                self.unindexed.remove(&sym);
+                self.queue_forget(sym);
+            }
+        }
+    }
+
     /// Queue an id no held record carries any more, to be forgotten in its turn.
     fn queue_forget(&mut self, sym: Sym) {
         let cost = queued_cost(self.strings.resolve(sym).len());
@@ -1327,7 +1355,7 @@ impl ObservedLog {
         ]
         .iter()
         .any(|i| i.one.contains_key(&sym))
-            || self.dlq_ids.contains_key(&sym)
+            || self.unindexed.contains_key(&sym)
     }
 
     /// Ids that only dropped records carried are remembered exactly (an event id delivered
@@ -1461,19 +1489,19 @@ impl ObservedLog {
                 self.list_heap += part.capacity() * 4;
             }
         }
-        let RowKind::Event(m) = row.kind else { return };
-        if m.dead_letter {
-            for id in m.ids() {
-                if let Some(n) = self.dlq_ids.get_mut(&id) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.dlq_ids.remove(&id);
-                        self.queue_forget(id);
-                    }
+        let m = match row.kind {
+            RowKind::Event(m) if !m.dead_letter => m,
+            RowKind::Event(m) => {
+                for id in m.ids() {
+                    self.release_unindexed(id);
                 }
+                return;
             }
-            return;
-        }
+            RowKind::Poison { error } => {
+                self.release_unindexed(error);
+                return;
+            }
+        };
         let heap = &mut self.list_heap;
         let mut gone: SmallVec<[Sym; 5]> = SmallVec::new();
         let mut prune = |map: &mut SymIndex, k: Option<Sym>| -> bool {
@@ -2160,7 +2188,7 @@ impl ObservedLog {
                 fx_map_bytes(&self.agg_dropped)
                     + self.gone_events.capacity() * 5
                     + self.forget_queue.capacity() * 8
-                    + fx_map_bytes(&self.dlq_ids)
+                    + fx_map_bytes(&self.unindexed)
                     + self.forgotten.bytes(),
             ),
             ("lint state", self.lint_bytes),
@@ -2696,6 +2724,37 @@ pub(crate) mod tests {
     /// eighth of the limit: the log stays within the limit however many unique ids go
     /// through it, the held records keep their ids, the last dropped ids are still known,
     /// and an id forgotten and seen again is new (and said to be maybe forgotten).
+    #[test]
+    fn poison_errors_of_dropped_records_are_forgotten() {
+        let limit = 1 << 20;
+        let mut log = ObservedLog::default();
+        log.set_memory_limit(Some(limit));
+        let poison = |i: i64| {
+            let mut r = filler(i);
+            r.headers.retain(|(name, _)| name != "ce_aggregateversion");
+            r.headers.push((
+                "ce_aggregateversion".into(),
+                Some(format!("x{i}").into_bytes()),
+            ));
+            r
+        };
+        for i in 0..100_000i64 {
+            log.append(&if i % 3 == 0 { poison(i) } else { filler(i) }, 0)
+                .unwrap();
+            log.shed();
+        }
+        assert!(log.drop_stats().forgotten_ids > 50_000);
+        // 33,334 distinct errors went through: theirs are forgotten too.
+        assert!(log.strings.len() < 20_000, "{} slots", log.strings.len());
+        let mut held = 0;
+        for idx in log.held().filter(|i| i % 3 == 0) {
+            let why = log.poison_error(idx).unwrap();
+            assert!(why.contains(&format!("`x{idx}`")), "{why}");
+            held += 1;
+        }
+        assert!(held > 100);
+    }
+
     #[test]
     fn memory_limit_forgets_the_oldest_ids_of_dropped_records() {
         let limit = 1 << 20;

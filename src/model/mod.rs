@@ -316,6 +316,13 @@ impl Model {
         &self.cfg
     }
 
+    /// Records appended from now on are decoded through `registry` (when reading the held
+    /// ones again is not possible).
+    pub fn set_registry(&mut self, registry: crate::registry::RegistryHandle) {
+        self.log.set_registry(registry.clone());
+        self.cfg.decode.registry = registry;
+    }
+
     /// Records appended from now on are read back from `store` (the window connected to
     /// another broker); those held already still read back from where they came from.
     pub fn set_record_store(&mut self, store: store::RecordStoreHandle) {
