@@ -1042,16 +1042,17 @@ impl ObservedLog {
     /// Decode and append one record; O(1) amortised. Undecodable records become poison rows.
     pub fn append(&mut self, rec: &Record, now_ms: i64) -> Result<LogIndex, LogError> {
         let decoded = decode_envelope(rec, &self.cfg);
-        self.append_decoded(rec, decoded, now_ms)
+        self.append_decoded(rec, &decoded, now_ms)
     }
 
     /// [`ObservedLog::append`] with the record's envelope decoded already (by
     /// [`decode_envelope`] with this log's [`DecodeConfig`], on another thread: decoding is
-    /// half of what a record costs and needs nothing of the log).
+    /// half of what a record costs and needs nothing of the log). Borrowed: the caller may
+    /// free it elsewhere too.
     pub fn append_decoded(
         &mut self,
         rec: &Record,
-        decoded: Result<ObservedEvent, super::envelope::DecodeError>,
+        decoded: &Result<ObservedEvent, super::envelope::DecodeError>,
         now_ms: i64,
     ) -> Result<LogIndex, LogError> {
         let idx = LogIndex::try_from(self.len()).map_err(|_| LogError::Full(self.len()))?;
@@ -1070,7 +1071,7 @@ impl ObservedLog {
         let blob = self.store_blob(rec, idx).ok_or_else(too_large)?;
         let (kind, event_time) = match decoded {
             Ok(ev) => {
-                let meta = self.intern_meta(&ev, rec, topic).ok_or_else(too_large)?;
+                let meta = self.intern_meta(ev, rec, topic).ok_or_else(too_large)?;
                 (RowKind::Event(meta), ev.time_ms)
             }
             Err(e) => {

@@ -197,7 +197,7 @@ impl Model {
     pub fn ingest_decoded(
         &mut self,
         rec: &Record,
-        decoded: Result<envelope::ObservedEvent, envelope::DecodeError>,
+        decoded: &Result<envelope::ObservedEvent, envelope::DecodeError>,
         now_ms: i64,
     ) -> Result<(LogIndex, usize), LogError> {
         let idx = self.log.append_decoded(rec, decoded, now_ms)?;
@@ -922,7 +922,7 @@ mod tests {
         let cfg = b.config().decode.clone();
         for chunk in recs.chunks(300) {
             let (batch, decoded) = decode_batch(chunk.to_vec(), &cfg);
-            for (r, d) in batch.iter().zip(decoded) {
+            for (r, d) in batch.iter().zip(&decoded) {
                 b.ingest_decoded(r, d, 0).unwrap();
             }
         }
