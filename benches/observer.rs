@@ -966,14 +966,38 @@ fn run_kcat(bootstrap: &str) -> Run {
     }
 }
 
+/// The next item of `rx`, waiting up to `secs` seconds; `None` when it ended or stalled.
+fn recv_within<T>(
+    rt: &tokio::runtime::Runtime,
+    rx: &mut mpsc::Receiver<T>,
+    secs: u64,
+) -> Option<T> {
+    match rx.try_recv() {
+        Ok(r) => Some(r),
+        Err(mpsc::error::TryRecvError::Empty) => rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(secs), rx.recv()).await })
+            .ok()
+            .flatten(),
+        Err(mpsc::error::TryRecvError::Disconnected) => None,
+    }
+}
+
 /// The tap (src/kafka/tap.rs) from the beginning of the topic; each record is ingested into a
 /// fresh Model (`ingest = true`) or only counted. Returns the time to the n-th record.
 fn run_tap(rt: &tokio::runtime::Runtime, bootstrap: &str, n: usize, ingest: bool) -> Run {
     let settings = KafkaSettings::new(bootstrap);
-    let (records_tx, mut records_rx) = mpsc::channel::<tap::Batch>(64);
+    let (records_tx, records_rx) = mpsc::channel::<tap::Batch>(64);
     let (status_tx, status_rx) = watch::channel(TapStatus::Connecting);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut model = Model::default();
+    // With the model: envelopes decoded a batch ahead and batches freed behind, as `inspect`
+    // does (tap::decode_ahead); without, the tap's batches as they come.
+    let (mut raw_rx, mut decoded_rx, drop_aside) = if ingest {
+        let (d, a) = tap::decode_ahead(records_rx, model.config().decode.clone());
+        (None, Some(d), Some(a))
+    } else {
+        (Some(records_rx), None, None)
+    };
     let p0 = process_cpu();
     let start = Instant::now();
     let handle = rt.spawn(tap::run(
@@ -986,34 +1010,29 @@ fn run_tap(rt: &tokio::runtime::Runtime, bootstrap: &str, n: usize, ingest: bool
     let mut got = 0usize;
     let now_ms = || chrono::Utc::now().timestamp_millis();
     while got < n {
-        let batch = match records_rx.try_recv() {
-            Ok(r) => r,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                let next = rt.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(20), records_rx.recv()).await
-                });
-                match next {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(_) => {
-                        eprintln!("tap stalled: {:?}", *status_rx.borrow());
-                        break;
-                    }
-                }
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        let next = match (&mut raw_rx, &mut decoded_rx) {
+            (_, Some(d)) => recv_within(rt, d, 20),
+            (Some(r), None) => recv_within(rt, r, 20).map(|b| (b, Vec::new())),
+            (None, None) => None,
+        };
+        let Some((batch, decoded)) = next else {
+            eprintln!("tap stalled or ended: {:?}", *status_rx.borrow());
+            break;
         };
         let before = got;
         got += batch.len();
         if ingest {
             // One clock reading per batch, as `inspect` does.
             let now = now_ms();
-            for r in &batch {
-                model.ingest(r, now).expect("ingest");
+            for (r, d) in batch.iter().zip(&decoded) {
+                model.ingest_decoded(r, d, now).expect("ingest");
             }
             if got / 8192 != before / 8192 {
                 model.tick(now_ms());
             }
+        }
+        if let Some(a) = &drop_aside {
+            a.send((batch, decoded));
         }
     }
     if ingest {

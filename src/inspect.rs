@@ -103,50 +103,6 @@ async fn sample_groups_every_second(
     }
 }
 
-/// The batches of `records`, their envelopes decoded on a thread of its own (see
-/// [`crate::model::decode_batch`]); ends when `records` ends. Batches the model is done with
-/// go to the [`DropAside`], to be freed on another thread (a batch is thousands of small
-/// allocations).
-fn decode_ahead(
-    mut records: mpsc::Receiver<tap::Batch>,
-    cfg: crate::model::envelope::DecodeConfig,
-) -> (mpsc::Receiver<crate::model::DecodedBatch>, DropAside) {
-    let (tx, rx) = mpsc::channel(4);
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<crate::model::DecodedBatch>();
-    let dropper = std::thread::Builder::new()
-        .name("inspect-free".into())
-        .spawn(move || for _ in done_rx {});
-    let drop_aside = DropAside(dropper.ok().map(|_| done_tx));
-    let spawned = std::thread::Builder::new()
-        .name("inspect-decode".into())
-        .spawn(move || {
-            while let Some(batch) = records.blocking_recv() {
-                if tx
-                    .blocking_send(crate::model::decode_batch(batch, &cfg))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        eprintln!("cannot start the decoding thread ({e}); nothing is read");
-    }
-    (rx, drop_aside)
-}
-
-/// Where the model hands the batches it is done with, to be freed on a thread of their own
-/// (or here, if that thread could not start).
-struct DropAside(Option<std::sync::mpsc::Sender<crate::model::DecodedBatch>>);
-
-impl DropAside {
-    fn send(&self, batch: crate::model::DecodedBatch) {
-        if let Some(tx) = &self.0 {
-            let _ = tx.send(batch);
-        }
-    }
-}
-
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -240,7 +196,7 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     // Envelopes decoded on a thread of their own, a batch ahead of the model: decoding is
     // about half of a record's cost and needs nothing of the model (which, on 2 cores, was
     // the limit while the other core waited).
-    let (mut decoded_rx, drop_aside) = decode_ahead(records_rx, cfg.decode.clone());
+    let (mut decoded_rx, drop_aside) = tap::decode_ahead(records_rx, cfg.decode.clone());
     let mut model = Model::new(cfg);
     let mut export = match &args.export {
         Some(p) => Some(std::io::BufWriter::new(

@@ -345,3 +345,47 @@ pub fn positions<'a>(records: impl Iterator<Item = &'a Record>) -> HashMap<(Stri
         .map(|((t, p), o)| ((t.to_owned(), p), o))
         .collect()
 }
+
+/// The batches of `records`, their envelopes decoded on a thread of its own (see
+/// [`crate::model::decode_batch`]); ends when `records` ends. Batches the model is done with
+/// go to the [`DropAside`], to be freed on another thread (a batch is thousands of small
+/// allocations).
+pub fn decode_ahead(
+    mut records: mpsc::Receiver<Batch>,
+    cfg: crate::model::envelope::DecodeConfig,
+) -> (mpsc::Receiver<crate::model::DecodedBatch>, DropAside) {
+    let (tx, rx) = mpsc::channel(4);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<crate::model::DecodedBatch>();
+    let dropper = std::thread::Builder::new()
+        .name("tap-free".into())
+        .spawn(move || for _ in done_rx {});
+    let drop_aside = DropAside(dropper.ok().map(|_| done_tx));
+    let spawned = std::thread::Builder::new()
+        .name("tap-decode".into())
+        .spawn(move || {
+            while let Some(batch) = records.blocking_recv() {
+                if tx
+                    .blocking_send(crate::model::decode_batch(batch, &cfg))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("cannot start the decoding thread ({e}); nothing is read");
+    }
+    (rx, drop_aside)
+}
+
+/// Where the model hands the batches it is done with, to be freed on a thread of their own
+/// (or here, if that thread could not start).
+pub struct DropAside(Option<std::sync::mpsc::Sender<crate::model::DecodedBatch>>);
+
+impl DropAside {
+    pub fn send(&self, batch: crate::model::DecodedBatch) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(batch);
+        }
+    }
+}
