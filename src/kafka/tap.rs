@@ -335,11 +335,26 @@ fn tap_loop(
 
 /// Next offset to read of every partition, from what was observed.
 pub fn positions<'a>(records: impl Iterator<Item = &'a Record>) -> HashMap<(String, i32), i64> {
-    // Keyed by borrowed names while counting; a name is copied once per partition.
-    let mut m: HashMap<(&str, i32), i64> = HashMap::new();
+    // Keyed by borrowed names while counting; a name is copied once per partition. A batch
+    // holds runs of one partition: a run is hashed once.
+    let mut m: HashMap<(&str, i32), i64, foldhash::fast::RandomState> = HashMap::default();
+    let mut run: Option<((&str, i32), i64)> = None;
     for r in records {
-        let e = m.entry((r.topic.as_str(), r.partition)).or_insert(0);
-        *e = (*e).max(r.offset + 1);
+        let key = (r.topic.as_str(), r.partition);
+        match &mut run {
+            Some((k, next)) if *k == key => *next = (*next).max(r.offset + 1),
+            _ => {
+                if let Some((k, next)) = run.take() {
+                    let e = m.entry(k).or_insert(0);
+                    *e = (*e).max(next);
+                }
+                run = Some((key, r.offset + 1));
+            }
+        }
+    }
+    if let Some((k, next)) = run {
+        let e = m.entry(k).or_insert(0);
+        *e = (*e).max(next);
     }
     m.into_iter()
         .map(|((t, p), o)| ((t.to_owned(), p), o))
@@ -387,5 +402,37 @@ impl DropAside {
         if let Some(tx) = &self.0 {
             let _ = tx.send(batch);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each partition's next offset: one past the highest seen, whatever the runs.
+    #[test]
+    fn positions_are_one_past_the_highest_offset_of_each_partition() {
+        let recs: Vec<Record> = [
+            ("a", 0, 5),
+            ("a", 0, 6),
+            ("a", 1, 9),
+            ("a", 0, 4),
+            ("b", 0, 1),
+            ("a", 1, 8),
+            ("a", 0, 7),
+        ]
+        .into_iter()
+        .map(|(t, p, o)| Record::new(t, p, o))
+        .collect();
+        let got = positions(recs.iter());
+        let want: HashMap<(String, i32), i64> = [
+            (("a".to_owned(), 0), 8),
+            (("a".to_owned(), 1), 10),
+            (("b".to_owned(), 0), 2),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want);
+        assert!(positions(std::iter::empty()).is_empty());
     }
 }

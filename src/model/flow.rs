@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::detect::{Anomaly, AnomalyKind};
-use super::log::{is_dead_letter_topic, FxMap, LogIndex, ObservedLog, Sym};
+use super::log::{FxMap, LogIndex, ObservedLog, Sym};
 
 /// An edge's direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -170,7 +170,8 @@ impl FlowMap {
             return;
         };
         let key = (EdgeKind::Publishes, m.source, Some(row.topic));
-        let dead = m.dead_letter || is_dead_letter_topic(log.resolve(row.topic));
+        // Judged once per topic by the log (`is_dead_letter_topic`), not per record.
+        let dead = m.dead_letter;
         let e = self.edges.entry(key).or_default();
         if dead {
             e.dead_letters += 1;
