@@ -209,6 +209,52 @@ pub async fn place_and_settle(mut s: Session, orders: u64) -> Finished {
         .settle(placed as i64, Duration::from_secs(90), false)
         .await
         .expect("settle");
-    assert!(open.is_empty(), "not quiescent: {open:?}");
+    if !open.is_empty() {
+        // Say which orders are open and what was published for them, to tell a lost reaction
+        // from a slow one.
+        let trails = match s.finish().await {
+            Ok(fin) => open_order_trails(&fin.model),
+            Err(e) => format!("(finishing failed: {e:#})"),
+        };
+        panic!("not quiescent: {open:?}\n{trails}");
+    }
     s.finish().await.expect("finish")
+}
+
+/// Up to five orders without `OrderCompleted` or `OrderCancelled`, each with the
+/// `topic:type` of every record keyed by it, in arrival order.
+fn open_order_trails(model: &eventscope::model::Model) -> String {
+    let mut trails: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for r in model.records() {
+        let Some(key) = r
+            .key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+        else {
+            continue;
+        };
+        let ty = r
+            .headers
+            .iter()
+            .find(|(n, _)| n == "ce_type")
+            .and_then(|(_, v)| v.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_else(|| "?".into());
+        trails
+            .entry(key)
+            .or_default()
+            .push(format!("{}:{ty}", r.topic));
+    }
+    trails
+        .iter()
+        .filter(|(_, t)| {
+            t.iter().any(|x| x.ends_with(":OrderCreated"))
+                && !t
+                    .iter()
+                    .any(|x| x.ends_with(":OrderCompleted") || x.ends_with(":OrderCancelled"))
+        })
+        .take(5)
+        .map(|(k, t)| format!("{k}: {}", t.join(" ")))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
