@@ -913,17 +913,17 @@ fn the_profile_dialog_applies_and_remembers_a_profile() {
     assert_eq!(h.state().model.anomaly_counts()[&AnomalyKind::StuckSaga], 1);
 }
 
-/// The window gives "never seen" verdicts once the backlog that existed at connect time is in
-/// the model (the backend marks its end in the update stream): a causation id that points
-/// nowhere is a broken-chain at once; one in the live tail waits for the 10 s grace.
-#[test]
-fn a_dangling_cause_in_the_backlog_is_reported_once_the_backlog_is_read() {
-    use eventscope::backend::{BackendHandle, Update};
-    use eventscope::model::record::Record;
-    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let (commands_tx, _commands_rx) = tokio::sync::mpsc::unbounded_channel();
+/// A window fed by the test instead of a backend: the harness, where to send the backend's
+/// updates, and the backend's other ends (kept alive while the window runs).
+fn fed_window() -> (
+    Harness<'static, EventscopeApp>,
+    tokio::sync::mpsc::Sender<eventscope::backend::Update>,
+    Box<dyn std::any::Any>,
+) {
+    use eventscope::backend::BackendHandle;
+    let (commands_tx, commands_rx) = tokio::sync::mpsc::unbounded_channel();
     let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(16);
-    let (_status_tx, status_rx) = tokio::sync::watch::channel(ConnectionStatus::Connected {
+    let (status_tx, status_rx) = tokio::sync::watch::channel(ConnectionStatus::Connected {
         broker: "test".into(),
         embedded: false,
         demo: false,
@@ -937,9 +937,21 @@ fn a_dangling_cause_in_the_backlog_is_reported_once_the_backlog_is_read() {
         dropped: Default::default(),
     };
     let app = EventscopeApp::with_backend(handle, Prefs::default());
-    let mut h = Harness::builder()
+    let h = Harness::builder()
         .with_size([1600.0, 1000.0])
         .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    (h, updates_tx, Box::new((commands_rx, status_tx)))
+}
+
+/// The window gives "never seen" verdicts once the backlog that existed at connect time is in
+/// the model (the backend marks its end in the update stream): a causation id that points
+/// nowhere is a broken-chain at once; one in the live tail waits for the 10 s grace.
+#[test]
+fn a_dangling_cause_in_the_backlog_is_reported_once_the_backlog_is_read() {
+    use eventscope::backend::Update;
+    use eventscope::model::record::Record;
+    let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let (mut h, updates_tx, _backend) = fed_window();
     let now = chrono::Utc::now().timestamp_millis();
     let rec = |offset: i64, id: &str, cause: &str| {
         Record::new("bank.payments", 0, offset)
@@ -994,7 +1006,7 @@ fn a_dangling_cause_in_the_backlog_is_reported_once_the_backlog_is_read() {
 /// the new one.
 #[test]
 fn records_of_the_last_connection_are_read_back_from_its_broker() {
-    use eventscope::backend::{BackendHandle, Update};
+    use eventscope::backend::Update;
     use eventscope::model::record::Record;
     use eventscope::model::store::{OffsetRange, RecordStore, RecordStoreHandle};
     let _lock = GUI_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1007,25 +1019,7 @@ fn records_of_the_last_connection_are_read_back_from_its_broker() {
             "the second broker".into()
         }
     }
-    let (commands_tx, _commands_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(16);
-    let (_status_tx, status_rx) = tokio::sync::watch::channel(ConnectionStatus::Connected {
-        broker: "test".into(),
-        embedded: false,
-        demo: false,
-        database: "-".into(),
-        following: 1,
-    });
-    let handle = BackendHandle {
-        commands_tx,
-        updates_rx,
-        status_rx,
-        dropped: Default::default(),
-    };
-    let app = EventscopeApp::with_backend(handle, Prefs::default());
-    let mut h = Harness::builder()
-        .with_size([1600.0, 1000.0])
-        .build_ui_state(|ui, app: &mut EventscopeApp| app.frame_ui(ui), app);
+    let (mut h, updates_tx, _backend) = fed_window();
     let rec = |offset: i64| {
         Record::new("orders", 0, offset)
             .with_header("ce_specversion", "1.0")

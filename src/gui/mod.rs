@@ -582,13 +582,10 @@ impl EventscopeApp {
     /// Once the records before the backend's end-of-backlog marker are in the model, give the
     /// "never seen" verdicts.
     fn switch_store_if_read(&mut self) {
-        if let Some((upto, _)) = &self.store_switch_at {
-            if self.model.log().len() >= *upto {
-                if let Some((_, store)) = self.store_switch_at.take() {
-                    self.model.set_record_store(store.clone());
-                    self.profile.record_store = store;
-                }
-            }
+        let len = self.model.log().len();
+        if let Some((_, store)) = self.store_switch_at.take_if(|(upto, _)| len >= *upto) {
+            self.model.set_record_store(store.clone());
+            self.profile.record_store = store;
         }
     }
 

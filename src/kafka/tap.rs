@@ -335,26 +335,11 @@ fn tap_loop(
 
 /// Next offset to read of every partition, from what was observed.
 pub fn positions<'a>(records: impl Iterator<Item = &'a Record>) -> HashMap<(String, i32), i64> {
-    // Keyed by borrowed names while counting; a name is copied once per partition. A batch
-    // holds runs of one partition: a run is hashed once.
+    // Keyed by borrowed names while counting; a name is copied once per partition.
     let mut m: HashMap<(&str, i32), i64, foldhash::fast::RandomState> = HashMap::default();
-    let mut run: Option<((&str, i32), i64)> = None;
     for r in records {
-        let key = (r.topic.as_str(), r.partition);
-        match &mut run {
-            Some((k, next)) if *k == key => *next = (*next).max(r.offset + 1),
-            _ => {
-                if let Some((k, next)) = run.take() {
-                    let e = m.entry(k).or_insert(0);
-                    *e = (*e).max(next);
-                }
-                run = Some((key, r.offset + 1));
-            }
-        }
-    }
-    if let Some((k, next)) = run {
-        let e = m.entry(k).or_insert(0);
-        *e = (*e).max(next);
+        let e = m.entry((r.topic.as_str(), r.partition)).or_insert(0);
+        *e = (*e).max(r.offset + 1);
     }
     m.into_iter()
         .map(|((t, p), o)| ((t.to_owned(), p), o))

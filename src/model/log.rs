@@ -217,11 +217,6 @@ impl Interner {
         Self::str_at(&self.arena, &self.spans, sym)
     }
 
-    /// The per-process hash of a string (as the table hashes it).
-    pub fn hash_of(&self, s: &str) -> u64 {
-        self.hasher.hash_one(s)
-    }
-
     /// Whether `sym` names a string of this interner (not forgotten).
     pub fn is_live(&self, sym: Sym) -> bool {
         sym.slot() < self.spans.len() && !bit(&self.dead, sym.slot())
@@ -599,6 +594,11 @@ impl ByteArena {
     /// Evict the oldest chunk that still holds bytes (not the one being filled): its rows
     /// stay, their bytes are read back from the record store. Returns the bytes freed; `None`
     /// when there is nothing left to evict.
+    /// The epoch (record store) of chunk `chunk`'s records.
+    fn epoch_of(&self, chunk: usize) -> u16 {
+        self.epochs.get(chunk).copied().unwrap_or(0)
+    }
+
     /// Only a chunk whose record store `stored` says exists is evicted: at an older one
     /// without, eviction stops (its records are dropped first).
     fn evict_oldest(&mut self, stored: impl Fn(u16) -> bool) -> Option<usize> {
@@ -608,7 +608,7 @@ impl ByteArena {
                 self.chunks.get(i),
                 Some(Chunk::InStore { .. } | Chunk::Dropped)
             );
-            if unevicted && !stored(self.epochs.get(i).copied().unwrap_or(0)) {
+            if unevicted && !stored(self.epoch_of(i)) {
                 return None;
             }
             self.evict_from += 1;
@@ -1221,27 +1221,39 @@ impl ObservedLog {
     pub fn set_record_store(&mut self, store: RecordStoreHandle) {
         if self.rows.is_empty() && self.first == 0 {
             self.stores = vec![store];
-        } else if self.stores.last() != Some(&store) {
+            self.append_epoch = 0;
+        } else {
+            self.push_store(store);
+        }
+    }
+
+    /// Append from now on in an epoch of `store`: a new one, unless it is the last already.
+    fn push_store(&mut self, store: RecordStoreHandle) {
+        if self.stores.last() != Some(&store) {
             if self.stores.len() > usize::from(u16::MAX) {
                 // 65,535 switches: the oldest records read back from the last store.
                 self.stores.pop();
             }
             self.stores.push(store);
         }
-        self.append_epoch = u16::try_from(self.stores.len() - 1).unwrap_or(u16::MAX);
+        self.append_epoch = self.last_epoch();
+    }
+
+    /// The newest epoch (`stores` is never empty).
+    fn last_epoch(&self) -> u16 {
+        u16::try_from(self.stores.len().saturating_sub(1)).unwrap_or(u16::MAX)
     }
 
     /// Where the record at `idx` is read back from once evicted (the store of the connection
     /// it was read from).
     pub fn record_store_of(&self, idx: LogIndex) -> Option<&RecordStoreHandle> {
         let chunk = self.row(idx)?.blob.chunk as usize;
-        let epoch = self.bytes.epochs.get(chunk).copied().unwrap_or(0);
-        self.stores.get(usize::from(epoch))
+        self.stores.get(usize::from(self.bytes.epoch_of(chunk)))
     }
 
     /// The record store of chunk `chunk`'s epoch.
     fn store_of(&self, chunk: u32) -> Option<&std::sync::Arc<dyn RecordStore>> {
-        let epoch = self.bytes.epochs.get(chunk as usize).copied().unwrap_or(0);
+        let epoch = self.bytes.epoch_of(chunk as usize);
         self.stores.get(usize::from(epoch))?.0.as_ref()
     }
 
@@ -1254,7 +1266,7 @@ impl ObservedLog {
 
     /// The key of "the store of chunk `chunk` could not be read at all" among the failures.
     fn store_down_key(&self, chunk: u32) -> usize {
-        STORE_DOWN - usize::from(self.bytes.epochs.get(chunk as usize).copied().unwrap_or(0))
+        STORE_DOWN - usize::from(self.bytes.epoch_of(chunk as usize))
     }
 
     /// With a record store, keep at most `budget` bytes of payloads (the arena) whatever the
@@ -1357,8 +1369,8 @@ impl ObservedLog {
         self.forget_queue.push_back((sym, cost));
     }
 
-    /// Whether a held record carries `sym` as one of its ids.
-    fn is_held_id(&self, sym: Sym) -> bool {
+    /// The indexes by id (event, correlation, causation, aggregate, trace).
+    fn id_indexes(&self) -> [&SymIndex; 5] {
         [
             &self.by_event,
             &self.by_correlation,
@@ -1366,8 +1378,11 @@ impl ObservedLog {
             &self.by_aggregate,
             &self.by_trace,
         ]
-        .iter()
-        .any(|i| i.one.contains_key(&sym))
+    }
+
+    /// Whether a held record carries `sym` as one of its ids.
+    fn is_held_id(&self, sym: Sym) -> bool {
+        self.id_indexes().iter().any(|i| i.one.contains_key(&sym))
             || self.unindexed.contains_key(&sym)
     }
 
@@ -1553,10 +1568,7 @@ impl ObservedLog {
         // it came from ([`ObservedLog::append_like`]); this log's own store comes last.
         let mine = self.stores.pop().unwrap_or_default();
         self.stores = old.stores.clone();
-        if self.stores.last() != Some(&mine) && self.stores.len() <= usize::from(u16::MAX) {
-            self.stores.push(mine);
-        }
-        self.append_epoch = u16::try_from(self.stores.len() - 1).unwrap_or(u16::MAX);
+        self.push_store(mine);
         self.first = old.first;
         self.dropped_bytes = old.dropped_bytes;
         // The counters of the dropped part: the old counters less those of its held rows.
@@ -1616,10 +1628,10 @@ impl ObservedLog {
     /// append the next record in the epoch of `old`'s record at `idx`, so that it is read back
     /// from the same store. `None`: back to the last epoch.
     pub fn append_like(&mut self, old: &ObservedLog, idx: Option<LogIndex>) {
-        let last = u16::try_from(self.stores.len() - 1).unwrap_or(u16::MAX);
+        let last = self.last_epoch();
         self.append_epoch = idx
             .and_then(|i| old.row(i))
-            .and_then(|r| old.bytes.epochs.get(r.blob.chunk as usize).copied())
+            .map(|r| old.bytes.epoch_of(r.blob.chunk as usize))
             .filter(|&e| e < last)
             .unwrap_or(last);
     }
@@ -1726,7 +1738,7 @@ impl ObservedLog {
             for next in chunk + 1..chunk.saturating_add(READ_AHEAD) {
                 let i = next as usize;
                 if !matches!(self.bytes.chunks.get(i), Some(Chunk::InStore { .. }))
-                    || self.bytes.epochs.get(i) != self.bytes.epochs.get(chunk as usize)
+                    || self.bytes.epoch_of(i) != self.bytes.epoch_of(chunk as usize)
                     || failed.contains_key(&i)
                     || self.bytes.cached(i).is_some()
                 {
@@ -2182,16 +2194,10 @@ impl ObservedLog {
             ),
             (
                 "indexes",
-                [
-                    &self.by_event,
-                    &self.by_correlation,
-                    &self.by_causation,
-                    &self.by_aggregate,
-                    &self.by_trace,
-                ]
-                .iter()
-                .map(|i| fx_map_bytes(&i.one) + fx_map_bytes(&i.many))
-                .sum::<usize>()
+                self.id_indexes()
+                    .iter()
+                    .map(|i| fx_map_bytes(&i.one) + fx_map_bytes(&i.many))
+                    .sum::<usize>()
                     + fx_map_bytes(&self.by_partition),
             ),
             ("index lists", self.list_heap),
@@ -2733,10 +2739,8 @@ pub(crate) mod tests {
         assert_eq!(log.deliveries("e0"), &[again]);
     }
 
-    /// The ids only dropped records carried are forgotten, oldest first, once they hold an
-    /// eighth of the limit: the log stays within the limit however many unique ids go
-    /// through it, the held records keep their ids, the last dropped ids are still known,
-    /// and an id forgotten and seen again is new (and said to be maybe forgotten).
+    /// Poison rows' error texts (one per record here) are forgotten like ids once no held
+    /// row carries them; a held poison row keeps its error.
     #[test]
     fn poison_errors_of_dropped_records_are_forgotten() {
         let limit = 1 << 20;
@@ -2768,6 +2772,10 @@ pub(crate) mod tests {
         assert!(held > 100);
     }
 
+    /// The ids only dropped records carried are forgotten, oldest first, once they hold an
+    /// eighth of the limit: the log stays within the limit however many unique ids go
+    /// through it, the held records keep their ids, the last dropped ids are still known,
+    /// and an id forgotten and seen again is new (and said to be maybe forgotten).
     #[test]
     fn memory_limit_forgets_the_oldest_ids_of_dropped_records() {
         let limit = 1 << 20;
