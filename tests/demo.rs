@@ -141,11 +141,7 @@ async fn compensations_run_in_reverse_order() {
     )
     .await;
     s.place_orders(80, false).await.expect("orders");
-    let open = s
-        .settle(80, Duration::from_secs(90), false)
-        .await
-        .expect("settle");
-    assert!(open.is_empty(), "{open:?}");
+    common::settle(&mut s, 80, 90).await;
     let commands = commands_of(&s.system.ctx.db).await;
     let phases: Vec<(String, String)> = sqlx::query("SELECT order_id, phase FROM sagas")
         .fetch_all(&s.system.ctx.db.pool)
@@ -401,11 +397,7 @@ async fn broker_outage_grows_the_backlog_which_then_drains() {
         max_pending >= 40,
         "backlog during the outage: {max_pending}"
     );
-    let open = s
-        .settle(40, Duration::from_secs(90), false)
-        .await
-        .expect("settle");
-    assert!(open.is_empty(), "{open:?}");
+    common::settle(&mut s, 40, 90).await;
     let fin = s.finish().await.expect("finish");
     assert_eq!(fin.facts.outbox_pending, 0);
     assert_eq!(fin.facts.orders_completed, 40);
@@ -451,11 +443,7 @@ async fn two_relays_publish_every_row_once_in_order() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let second = tokio::spawn(eventscope_demo::relay::run(s.system.ctx.clone(), stop_rx));
     s.place_orders(60, false).await.expect("orders");
-    let open = s
-        .settle(60, Duration::from_secs(90), false)
-        .await
-        .expect("settle");
-    assert!(open.is_empty(), "not quiescent: {open:?}");
+    common::settle(&mut s, 60, 90).await;
     let _ = stop_tx.send(true);
     let _ = second.await;
     let db = &s.system.ctx.db;
@@ -494,11 +482,7 @@ async fn cdc_relay_restarted_mid_stream_loses_nothing() {
     }
     let mut s = started.expect("session with the CDC relay");
     s.place_orders(60, false).await.expect("orders");
-    let open = s
-        .settle(60, Duration::from_secs(90), false)
-        .await
-        .expect("settle");
-    assert!(open.is_empty(), "not quiescent: {open:?}");
+    common::settle(&mut s, 60, 90).await;
     let fin = s.finish().await.expect("finish");
     let f = &fin.facts;
     assert_eq!(f.outbox_pending, 0, "every row marked published");
@@ -597,11 +581,7 @@ async fn choreography_compensates_in_reverse_order() {
     )
     .await;
     s.place_orders(80, false).await.expect("orders");
-    let open = s
-        .settle(80, Duration::from_secs(90), false)
-        .await
-        .expect("settle");
-    assert!(open.is_empty(), "{open:?}");
+    common::settle(&mut s, 80, 90).await;
     let types = types_by_order(&s.system.ctx.db).await;
     let fin = s.finish().await.expect("finish");
     let paths: [(&str, &[&str]); 4] = [
@@ -761,11 +741,7 @@ async fn orders_of_both_modes_run_side_by_side() {
         .set_saga_mode(SagaMode::Choreography)
         .expect("switchable");
     s.place_orders(20, false).await.expect("orders");
-    let open = s
-        .settle(40, Duration::from_secs(90), false)
-        .await
-        .expect("settle");
-    assert!(open.is_empty(), "{open:?}");
+    common::settle(&mut s, 40, 90).await;
     let db = s.system.ctx.db.clone();
     let fin = s.finish().await.expect("finish");
     assert_eq!(
@@ -819,11 +795,7 @@ async fn commits_wake_the_relay_before_its_poll() {
     let mut s = common::session_with(dir, "", 7, |c| c.relay_interval = poll).await;
     let started = Instant::now();
     let placed = s.place_orders(10, false).await.expect("orders placed");
-    let open = s
-        .settle(placed as i64, Duration::from_secs(30), false)
-        .await
-        .expect("settle");
-    assert!(open.is_empty(), "not quiescent: {open:?}");
+    common::settle(&mut s, placed as i64, 30).await;
     assert!(started.elapsed() < poll / 2, "{:?}", started.elapsed());
     let db = s.system.ctx.db.clone();
     if db.backend == eventscope_demo::store::Backend::Postgres {
@@ -879,11 +851,7 @@ async fn orders_are_placed_at_the_rate_asked() {
             started.elapsed()
         );
     }
-    let open = s
-        .settle(8, Duration::from_secs(60), false)
-        .await
-        .expect("settle");
-    assert!(open.is_empty(), "not quiescent: {open:?}");
+    common::settle(&mut s, 8, 60).await;
     s.finish().await.expect("finish");
 }
 

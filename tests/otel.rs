@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use eventscope::cli::DemoArgs;
 use eventscope::headless::{execute, Session};
@@ -228,11 +228,7 @@ async fn one_trace_per_order(mut conn: eventscope::cli::Connection, relay: &str)
         .await
         .expect("session starts");
     s.place_orders(ORDERS, false).await.unwrap();
-    let open = s
-        .settle(ORDERS as i64, Duration::from_secs(90), false)
-        .await
-        .unwrap();
-    assert!(open.is_empty(), "not quiescent: {open:?}");
+    common::settle(&mut s, ORDERS as i64, 90).await;
     let fin = s.finish().await.unwrap();
     let export = fin.tracing.clone().expect("export is on");
     assert!(!export.failed(), "{}", export.summary());

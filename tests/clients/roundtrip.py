@@ -6,6 +6,7 @@ on any failure (the Rust test shows stderr).
 """
 import asyncio
 import json
+import logging
 import sys
 import time
 
@@ -52,10 +53,14 @@ def with_kafka_python(bootstrap, topic):
         **GROUP,
     )
     seen = []
-    deadline = time.monotonic() + 30
+    # A join on the mock can take a rebalance round or two (each up to the
+    # session timeout) when the machine is busy.
+    deadline = time.monotonic() + 60
     while len(seen) < N and time.monotonic() < deadline:
         for batch in consumer.poll(timeout_ms=500).values():
             seen.extend(json.loads(m.value)["id"] for m in batch)
+    if not consumer.assignment():
+        logging.error("no partition assigned to %s after 60 s", group)
     consumer.commit()
     parts = consumer.assignment()
     committed = {tp.partition: consumer.committed(tp) for tp in parts}
@@ -126,6 +131,12 @@ async def with_aiokafka(bootstrap, topic):
 
 
 def main():
+    # The client's own account of its group (joins, rebalances, errors) goes to
+    # stderr, which the Rust test shows when the round trip is incomplete.
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO,
+        format="%(relativeCreated)7.0f ms %(levelname)s %(name)s: %(message)s",
+    )
     bootstrap, topic, client = sys.argv[1], sys.argv[2], sys.argv[3]
     if client == "kafka-python":
         out = with_kafka_python(bootstrap, topic)

@@ -205,27 +205,48 @@ pub async fn run(data_dir: PathBuf, faults: &str, orders: u64) -> Finished {
 /// Place `orders` (those the schema check refuses are not placed), settle, finish.
 pub async fn place_and_settle(mut s: Session, orders: u64) -> Finished {
     let placed = s.place_orders(orders, false).await.expect("orders placed");
-    let open = s
-        .settle(placed as i64, Duration::from_secs(90), false)
-        .await
-        .expect("settle");
-    if !open.is_empty() {
-        // Say which orders are open and what was published for them, to tell a lost reaction
-        // from a slow one.
-        let trails = match s.finish().await {
-            Ok(fin) => open_order_trails(&fin.model),
-            Err(e) => format!("(finishing failed: {e:#})"),
-        };
-        panic!("not quiescent: {open:?}\n{trails}");
-    }
+    settle(&mut s, placed as i64, 90).await;
     s.finish().await.expect("finish")
 }
 
-/// Up to five orders without `OrderCompleted` or `OrderCancelled`, each with the
-/// `topic:type` of every record keyed by it, in arrival order.
-fn open_order_trails(model: &eventscope::model::Model) -> String {
-    let mut trails: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for r in model.records() {
+/// Wait up to `secs` for `expected` sagas to end and everything to be read.
+/// Panics if it does not settle, with what the database and the log say about
+/// the open orders, to tell a lost reaction from a slow one.
+pub async fn settle(s: &mut Session, expected: i64, secs: u64) {
+    let open = s
+        .settle(expected, Duration::from_secs(secs), false)
+        .await
+        .expect("settle");
+    if open.is_empty() {
+        return;
+    }
+    let explained = explain_open_orders(s).await;
+    panic!("not quiescent: {open:?}\n{explained}");
+}
+
+/// The orders created (database), the saga phases, and up to five orders the
+/// log shows no end of, each with its saga phase and the `topic:type` of every
+/// record keyed by it, in arrival order.
+async fn explain_open_orders(s: &Session) -> String {
+    let pool = &s.system.ctx.db.pool;
+    let created: Vec<(String,)> = sqlx::query_as(
+        "SELECT aggregate_id FROM order_events WHERE event_type = 'OrderCreated' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    let sagas: Vec<(String, String)> =
+        sqlx::query_as("SELECT order_id, phase FROM sagas ORDER BY order_id")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    let mut phases: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (_, p) in &sagas {
+        *phases.entry(p.as_str()).or_default() += 1;
+    }
+    let mut trails: std::collections::BTreeMap<String, Vec<String>> =
+        created.iter().map(|(o,)| (o.clone(), Vec::new())).collect();
+    for r in s.model.records() {
         let Some(key) = r
             .key
             .as_deref()
@@ -240,21 +261,29 @@ fn open_order_trails(model: &eventscope::model::Model) -> String {
             .and_then(|(_, v)| v.as_deref())
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_else(|| "?".into());
-        trails
-            .entry(key)
-            .or_default()
-            .push(format!("{}:{ty}", r.topic));
+        if let Some(t) = trails.get_mut(&key) {
+            t.push(format!("{}:{ty}", r.topic));
+        }
     }
-    trails
+    let open: Vec<String> = trails
         .iter()
         .filter(|(_, t)| {
-            t.iter().any(|x| x.ends_with(":OrderCreated"))
-                && !t
-                    .iter()
-                    .any(|x| x.ends_with(":OrderCompleted") || x.ends_with(":OrderCancelled"))
+            !t.iter()
+                .any(|x| x.ends_with(":OrderCompleted") || x.ends_with(":OrderCancelled"))
         })
         .take(5)
-        .map(|(k, t)| format!("{k}: {}", t.join(" ")))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .map(|(k, t)| {
+            let phase = sagas
+                .iter()
+                .find(|(o, _)| o == k)
+                .map_or("no saga row", |(_, p)| p.as_str());
+            format!("{k} (saga: {phase}): {}", t.join(" "))
+        })
+        .collect();
+    format!(
+        "{} orders created (database); saga phases {phases:?}; {} records observed\n{}",
+        created.len(),
+        s.model.log().len(),
+        open.join("\n")
+    )
 }
