@@ -131,7 +131,13 @@ pub struct Session {
     /// The demo's consumer groups, sampled while settling (read without joining them).
     groups: GroupTracker,
     groups_sampled: Option<Instant>,
+    /// The demo's last errors (at most [`KEPT_ERRORS`]), printed or not: what a run
+    /// that does not settle reports.
+    pub recent_errors: std::collections::VecDeque<String>,
 }
+
+/// Errors a session keeps for [`Session::recent_errors`].
+const KEPT_ERRORS: usize = 20;
 
 /// Everything a finished session knows.
 pub struct Finished {
@@ -280,6 +286,7 @@ impl Session {
             started,
             groups: GroupTracker::new(5, 60_000),
             groups_sampled: None,
+            recent_errors: Default::default(),
         })
     }
 
@@ -418,6 +425,10 @@ impl Session {
                 if progress {
                     self.say(format!("note: {e}"));
                 }
+                if self.recent_errors.len() == KEPT_ERRORS {
+                    self.recent_errors.pop_front();
+                }
+                self.recent_errors.push_back(e);
             }
             open = unsettled(&self.system, &self.settings, &self.positions, expected).await?;
             self.sample_groups().await;

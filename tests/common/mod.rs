@@ -280,8 +280,10 @@ async fn explain_open_orders(s: &Session) -> String {
             format!("{k} (saga: {phase}): {}", t.join(" "))
         })
         .collect();
+    let errors: Vec<&str> = s.recent_errors.iter().map(String::as_str).collect();
     format!(
-        "{} orders created (database); saga phases {phases:?}; {} records observed\n{}",
+        "{} orders created (database); saga phases {phases:?}; {} records observed\n{}\n\
+         the demo's last errors: {errors:?}",
         created.len(),
         s.model.log().len(),
         open.join("\n")

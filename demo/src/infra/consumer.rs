@@ -438,6 +438,9 @@ enum Outcome {
 /// Attempts before an error about a record rejects it (the dlq takes it).
 const REJECT_AFTER: u32 = 3;
 
+/// Transient errors in a row after which a consumer says it is still retrying.
+const TRANSIENTS_REPORTED: u64 = 10;
+
 /// Run one transaction for a batch, retrying store errors: transient ones
 /// and the database's own (unreachable, a table missing) for as long as they
 /// last, an error about a record [`REJECT_AFTER`] times.
@@ -454,11 +457,21 @@ where
 {
     let mut backoff = Duration::from_millis(20);
     let mut rejections = 0;
+    let mut transients = 0u64;
     loop {
         match once().await {
             Ok(duplicates) => return Outcome::Applied(duplicates),
             Err(e) if e.is_transient() => {
                 tracing::debug!(consumer, error = %e, "transient, retrying");
+                transients += 1;
+                // A conflict that does not clear holds the consumer back: say so
+                // (after 10 tries, about 10 s, then every 30 tries, about a minute).
+                if transients == TRANSIENTS_REPORTED || transients % 30 == 0 {
+                    tracing::warn!(consumer, error = %e, tries = transients, "still retrying");
+                    ctx.report_error(format!(
+                        "{consumer}: still retrying a batch after {transients} transient errors: {e}"
+                    ));
+                }
                 for (_, trace, _) in works {
                     trace.add_event("transient store error; retrying", vec![]);
                 }
