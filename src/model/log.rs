@@ -110,7 +110,10 @@ pub struct Interner {
     arena: String,
     /// Per slot: start in the arena << [`LEN_BITS`] | length.
     spans: Vec<u64>,
-    table: HashTable<Sym>,
+    /// Each slot with the high half of its string's hash (its tag): a lookup compares
+    /// strings only where the tags agree, and growing the table re-hashes tags, not
+    /// strings (it read every string back from the arena, a cache miss each).
+    table: HashTable<(u32, Sym)>,
     /// Seeded per process (the strings come from anybody's topics), and several times
     /// faster than SipHash on short strings: foldhash's quality variant.
     hasher: foldhash::quality::RandomState,
@@ -148,7 +151,18 @@ fn set_bit(bits: &mut Vec<u64>, slot: usize, on: bool) {
     }
 }
 
+/// The table's hash of a tag: its bits spread over both halves (hashbrown takes the bucket
+/// from the low bits and its control byte from the top seven).
+fn spread(tag: u32) -> u64 {
+    u64::from(tag) << 32 | u64::from(tag)
+}
+
 impl Interner {
+    /// The tag of `s` (see [`Interner::table`]).
+    fn tag(&self, s: &str) -> u32 {
+        (self.hasher.hash_one(s) >> 32) as u32
+    }
+
     fn str_at<'a>(arena: &'a str, spans: &[u64], sym: Sym) -> &'a str {
         let span = spans.get(sym.slot()).copied().unwrap_or(0);
         let start = (span >> LEN_BITS) as usize;
@@ -159,15 +173,16 @@ impl Interner {
     /// Intern `s`. `None` only if the interner is full (4 billion strings) or `s` is longer
     /// than 16 MiB.
     pub fn intern(&mut self, s: &str) -> Option<Sym> {
-        let hash = self.hasher.hash_one(s);
+        let tag = self.tag(s);
         let Interner {
             arena,
             spans,
             table,
-            hasher,
             ..
         } = self;
-        if let Some(sym) = table.find(hash, |&sym| Self::str_at(arena, spans, sym) == s) {
+        if let Some((_, sym)) = table.find(spread(tag), |&(t, sym)| {
+            t == tag && Self::str_at(arena, spans, sym) == s
+        }) {
             return Some(*sym);
         }
         if s.len() as u64 > LEN_MASK || (arena.len() as u64) >> (64 - LEN_BITS) != 0 {
@@ -187,9 +202,7 @@ impl Interner {
             }
         };
         arena.push_str(s);
-        table.insert_unique(hash, sym, |&sym| {
-            hasher.hash_one(Self::str_at(arena, spans, sym))
-        });
+        table.insert_unique(spread(tag), (tag, sym), |&(t, _)| spread(t));
         Some(sym)
     }
 
@@ -204,12 +217,12 @@ impl Interner {
 
     /// The symbol of `s`, if it was interned (and not forgotten).
     pub fn get(&self, s: &str) -> Option<Sym> {
-        let hash = self.hasher.hash_one(s);
+        let tag = self.tag(s);
         self.table
-            .find(hash, |&sym| {
-                Self::str_at(&self.arena, &self.spans, sym) == s
+            .find(spread(tag), |&(t, sym)| {
+                t == tag && Self::str_at(&self.arena, &self.spans, sym) == s
             })
-            .copied()
+            .map(|&(_, sym)| sym)
     }
 
     /// The string of a symbol (empty for a forgotten one, or one from another interner).
@@ -233,8 +246,8 @@ impl Interner {
             return false;
         }
         let s = self.resolve(sym);
-        let (hash, len) = (self.hasher.hash_one(s), s.len());
-        if let Ok(entry) = self.table.find_entry(hash, |&x| x == sym) {
+        let (tag, len) = (self.tag(s), s.len());
+        if let Ok(entry) = self.table.find_entry(spread(tag), |&(_, x)| x == sym) {
             entry.remove();
         }
         if let Some(span) = self.spans.get_mut(sym.slot()) {
@@ -283,7 +296,7 @@ impl Interner {
     fn bytes_used(&self) -> usize {
         self.arena.capacity()
             + self.spans.capacity() * 8
-            + self.table.capacity() * 5
+            + self.table.capacity() * 9
             + (self.pinned.capacity() + self.dead.capacity()) * 8
             + (self.free.capacity() + self.cooling.capacity()) * 4
     }
