@@ -438,8 +438,10 @@ enum Outcome {
 /// Attempts before an error about a record rejects it (the dlq takes it).
 const REJECT_AFTER: u32 = 3;
 
-/// Transient errors in a row after which a consumer says it is still retrying.
+/// Transient errors in a row after which a consumer says it is still retrying
+/// (with the back-off, about 8 s), and how often it says so again after that (about a minute).
 const TRANSIENTS_REPORTED: u64 = 10;
+const TRANSIENTS_REPORTED_EVERY: u64 = 30;
 
 /// Run one transaction for a batch, retrying store errors: transient ones
 /// and the database's own (unreachable, a table missing) for as long as they
@@ -464,9 +466,9 @@ where
             Err(e) if e.is_transient() => {
                 tracing::debug!(consumer, error = %e, "transient, retrying");
                 transients += 1;
-                // A conflict that does not clear holds the consumer back: say so
-                // (after 10 tries, about 10 s, then every 30 tries, about a minute).
-                if transients == TRANSIENTS_REPORTED || transients % 30 == 0 {
+                // A conflict that does not clear holds the consumer back: say so.
+                if transients == TRANSIENTS_REPORTED || transients % TRANSIENTS_REPORTED_EVERY == 0
+                {
                     tracing::warn!(consumer, error = %e, tries = transients, "still retrying");
                     ctx.report_error(format!(
                         "{consumer}: still retrying a batch after {transients} transient errors: {e}"
