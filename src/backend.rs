@@ -698,10 +698,11 @@ async fn run(
                 .unwrap_or(-1);
             let s = l.settings.clone();
             let lag = tokio::task::spawn_blocking(move || {
-                DemoSystem::groups()
-                    .iter()
-                    .map(|(g, t)| s.group_lag(g, t, Duration::from_secs(2)).unwrap_or(0))
-                    .sum::<i64>()
+                let groups = DemoSystem::groups();
+                let asked: Vec<(&str, &[&str])> =
+                    groups.iter().map(|(g, t)| (*g, t.as_slice())).collect();
+                s.group_lags(&asked, Duration::from_secs(2))
+                    .map_or(0, |lags| lags.iter().sum::<i64>())
             })
             .await
             .unwrap_or(0);

@@ -91,10 +91,12 @@ pub async fn unsettled(
     let s = settings.clone();
     let groups = system.consumer_groups();
     let (lags, highs) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut lags = Vec::new();
-        for (g, t) in &groups {
-            lags.push((*g, s.group_lag(g, t, Duration::from_secs(5))?));
-        }
+        let asked: Vec<(&str, &[&str])> = groups.iter().map(|(g, t)| (*g, t.as_slice())).collect();
+        let lags: Vec<(&str, i64)> = groups
+            .iter()
+            .map(|(g, _)| *g)
+            .zip(s.group_lags(&asked, Duration::from_secs(5))?)
+            .collect();
         let highs = s.high_watermarks(&topics::ALL, Duration::from_secs(5))?;
         Ok((lags, highs))
     })
@@ -130,7 +132,6 @@ pub struct Session {
     started: Instant,
     /// The demo's consumer groups, sampled while settling (read without joining them).
     groups: GroupTracker,
-    groups_sampled: Option<Instant>,
     /// The demo's last errors (at most [`KEPT_ERRORS`]), printed or not: what a run
     /// that does not settle reports.
     pub recent_errors: std::collections::VecDeque<String>,
@@ -285,26 +286,22 @@ impl Session {
             tap_task,
             started,
             groups: GroupTracker::new(5, 60_000),
-            groups_sampled: None,
             recent_errors: Default::default(),
         })
     }
 
     /// Sample the demo's consumer groups (at most once a second).
-    async fn sample_groups(&mut self) {
-        if self
-            .groups_sampled
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.groups_sampled = Some(Instant::now());
-        let names: Vec<String> = self
-            .system
+    fn group_names(&self) -> Vec<String> {
+        self.system
             .consumer_groups()
             .iter()
             .map(|(g, _)| (*g).to_owned())
-            .collect();
+            .collect()
+    }
+
+    /// One sample of the demo's groups, recorded.
+    async fn sample_groups(&mut self) {
+        let names = self.group_names();
         let topics: Vec<String> = topics::ALL.iter().map(|t| (*t).to_owned()).collect();
         let s = self.settings.clone();
         let got = tokio::task::spawn_blocking(move || {
@@ -408,6 +405,16 @@ impl Session {
         let deadline = Instant::now() + timeout;
         let mut last_note = Instant::now();
         let mut open = vec!["not checked".to_owned()];
+        // The groups are sampled beside the loop, not in it: a sample is a
+        // round trip to the broker per group, and waiting for it delayed the
+        // next look at the database.
+        let (samples_tx, mut samples_rx) = mpsc::channel(4);
+        let sampler = tokio::spawn(crate::kafka::groups::sample_every_second(
+            self.settings.clone(),
+            self.group_names(),
+            topics::ALL.iter().map(|t| (*t).to_owned()).collect(),
+            samples_tx,
+        ));
         while Instant::now() < deadline {
             let tick = tokio::time::sleep(Duration::from_millis(250));
             tokio::pin!(tick);
@@ -418,6 +425,11 @@ impl Session {
                         Some(r) => self.ingest(r),
                         None => break,
                     },
+                    Some(samples) = samples_rx.recv() => {
+                        for g in &samples {
+                            self.groups.record(g);
+                        }
+                    }
                 }
             }
             self.model.tick(now_ms());
@@ -431,13 +443,18 @@ impl Session {
                 self.recent_errors.push_back(e);
             }
             open = unsettled(&self.system, &self.settings, &self.positions, expected).await?;
-            self.sample_groups().await;
             if open.is_empty() {
                 break;
             }
             if progress && last_note.elapsed() > Duration::from_secs(3) {
                 last_note = Instant::now();
                 self.say(format!("waiting: {}", open.join("; ")));
+            }
+        }
+        sampler.abort();
+        while let Ok(samples) = samples_rx.try_recv() {
+            for g in &samples {
+                self.groups.record(g);
             }
         }
         self.drain();
@@ -449,7 +466,6 @@ impl Session {
     pub async fn finish(mut self) -> anyhow::Result<Finished> {
         self.drain();
         // One last look at the groups, then their verdicts (and consumer-stall findings).
-        self.groups_sampled = None;
         self.sample_groups().await;
         let groups = self.groups.verdicts(self.model.log(), now_ms());
         self.model.observe_groups(&groups);
@@ -495,8 +511,12 @@ impl Session {
     }
 }
 
-/// Order requests `place_orders` keeps in flight.
-pub const PLACING: usize = 8;
+/// Order requests `place_orders` keeps in flight: 64 clients. The order
+/// service decides what arrives while a transaction runs in the next one (a
+/// group commit), so more clients mean fewer, fuller transactions; with 8,
+/// placing was the run's bound (each transaction waited for its turn on
+/// SQLite's one writer with at most 8 orders in it).
+pub const PLACING: usize = 64;
 
 fn say_at(started: Instant, msg: impl AsRef<str>) {
     eprintln!(

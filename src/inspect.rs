@@ -6,7 +6,6 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use eventscope_demo::kafka::KafkaSettings;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -68,39 +67,6 @@ fn model_report(model: &Model, source: serde_json::Value) -> serde_json::Value {
         "memory": f.memory,
         "run": source,
     })
-}
-
-/// Sample the groups' committed offsets every second until aborted (a failed sample is said
-/// once and skipped).
-async fn sample_groups_every_second(
-    settings: KafkaSettings,
-    groups: Vec<String>,
-    topics: Vec<String>,
-    tx: mpsc::Sender<Vec<crate::model::groups::GroupSample>>,
-) {
-    let mut complained = false;
-    loop {
-        let (s, g, t) = (settings.clone(), groups.clone(), topics.clone());
-        let got = tokio::task::spawn_blocking(move || {
-            crate::kafka::groups::sample(&s, &g, &t, Duration::from_secs(3))
-        })
-        .await;
-        let sent = match got {
-            Ok(Ok(samples)) => tx.send(samples).await.is_ok(),
-            Ok(Err(e)) => {
-                if !complained {
-                    complained = true;
-                    eprintln!("consumer groups: {e}");
-                }
-                true
-            }
-            Err(_) => true,
-        };
-        if !sent {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 fn now_ms() -> i64 {
@@ -221,7 +187,9 @@ pub async fn inspect(conn: Connection, args: InspectArgs) -> anyhow::Result<i32>
     let (samples_tx, mut samples_rx) = mpsc::channel(64);
     let sampler = (!group_names.is_empty()).then(|| {
         let (s, names, topics) = (probe_settings.clone(), group_names.clone(), topics.clone());
-        tokio::spawn(sample_groups_every_second(s, names, topics, samples_tx))
+        tokio::spawn(crate::kafka::groups::sample_every_second(
+            s, names, topics, samples_tx,
+        ))
     });
     let mut groups = crate::model::groups::GroupTracker::new(3, 60_000);
     let mut seen: HashMap<(String, i32), i64> = HashMap::new();

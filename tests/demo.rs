@@ -938,3 +938,69 @@ async fn a_record_the_database_refuses_goes_to_the_dlq_and_the_consumer_goes_on(
     }
     assert_every_invariant(&fin);
 }
+
+/// On SQLite the relay's claim reads on a connection of its own: a row committed
+/// while the one writer is taken is still published (only its mark waits for
+/// the writer). Before, the claim took a turn on the writer like every
+/// consumer's transaction, and waited behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_the_relay_claims_while_the_writer_is_taken() {
+    use eventscope_demo::order_service::{self, Meta};
+    use eventscope_demo::store::{Backend, Db};
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let mut s = common::session_with(dir, "", 7, |c| {
+        c.relay_interval = Duration::from_millis(200)
+    })
+    .await;
+    if s.system.ctx.db.backend != Backend::Sqlite {
+        eprintln!("skipped on PostgreSQL: there the claim locks its rows in a transaction");
+        s.finish().await.expect("finish");
+        return;
+    }
+    let placed = s.place_orders(1, false).await.expect("orders placed");
+    common::settle(&mut s, placed as i64, 30).await;
+    let published = |s: &eventscope::headless::Session| {
+        let settings = s.settings.clone();
+        move || -> i64 {
+            settings
+                .high_watermarks(&topics::ALL, Duration::from_secs(5))
+                .expect("high watermarks")
+                .values()
+                .sum()
+        }
+    };
+    let before = tokio::task::spawn_blocking(published(&s))
+        .await
+        .expect("highs");
+    // The session's one writer, taken: no consumer, no order and no mark gets a turn.
+    let held = s.system.ctx.db.begin().await.expect("the writer");
+    // A row committed through another pool (another process, as far as the relay
+    // knows: no signal, the relay's poll finds it).
+    let other = Db::connect(&s.system.ctx.config.database_url)
+        .await
+        .expect("second pool");
+    let (order_id, cmd) = eventscope_demo::system::DemoSystem::order_command(99, 1);
+    order_service::execute(&other, &order_id, cmd, &Meta::default(), 100)
+        .await
+        .expect("store")
+        .expect("placed");
+    let waited = Instant::now();
+    let after = loop {
+        let n = tokio::task::spawn_blocking(published(&s))
+            .await
+            .expect("highs");
+        if n > before || waited.elapsed() > Duration::from_secs(20) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        after,
+        before + 1,
+        "the OrderCreated row was not published while the writer was taken"
+    );
+    drop(held);
+    common::settle(&mut s, placed as i64 + 1, 30).await;
+    s.finish().await.expect("finish");
+}

@@ -71,6 +71,19 @@ fn scenario(addr: &str, group_flags: &[&str]) {
     p.flush(Duration::from_secs(10)).unwrap();
     commit(addr, "slow", 3);
     commit(addr, "done", 10);
+    // The headless demo's quiescence check: each group's lag on its topics, the groups asked
+    // side by side, in the order given; a group that never committed lags by every record.
+    let lags = eventscope_demo::kafka::KafkaSettings::new(addr)
+        .group_lags(
+            &[
+                ("slow", &["work"]),
+                ("never", &["work"]),
+                ("done", &["work"]),
+            ],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(lags, vec![7, 10, 0]);
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.json");

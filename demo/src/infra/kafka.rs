@@ -246,20 +246,60 @@ impl KafkaSettings {
         Ok(out)
     }
 
-    /// Records of `topics` that `group` has not committed yet.
-    pub fn group_lag(
+    /// Each group's lag on its topics, in the order given: the high
+    /// watermarks (read once for all) less what the group committed, summed; a
+    /// partition it never committed on counts whole. The groups are asked side
+    /// by side, one OffsetFetch client each, so the whole takes about one
+    /// round trip, not one per group (seven groups one after the other took
+    /// 0.6-0.7 s on the embedded broker).
+    pub fn group_lags(
+        &self,
+        groups: &[(&str, &[&str])],
+        timeout: Duration,
+    ) -> Result<Vec<i64>, KafkaSetupError> {
+        let mut topics: Vec<&str> = groups.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let highs = self.high_watermarks(&topics, timeout)?;
+        let highs = &highs;
+        std::thread::scope(|scope| {
+            let asked: Vec<_> = groups
+                .iter()
+                .map(|(group, topics)| {
+                    scope.spawn(move || self.committed_lag(group, topics, highs, timeout))
+                })
+                .collect();
+            asked
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(KafkaSetupError::Unreachable {
+                            brokers: self.brokers.clone(),
+                            why: "the offset fetch panicked".to_owned(),
+                        })
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// One group's lag on `topics` against `highs`.
+    fn committed_lag(
         &self,
         group: &str,
         topics: &[&str],
+        highs: &HashMap<(String, i32), i64>,
         timeout: Duration,
     ) -> Result<i64, KafkaSetupError> {
-        let highs = self.high_watermarks(topics, timeout)?;
         let mut c = self.base();
         c.set("group.id", group).set("enable.auto.commit", "false");
         let consumer: BaseConsumer = c.create()?;
         let mut tpl = TopicPartitionList::new();
-        for (t, p) in highs.keys() {
+        for (t, p) in highs.keys().filter(|(t, _)| topics.contains(&t.as_str())) {
             tpl.add_partition(t, *p);
+        }
+        if tpl.count() == 0 {
+            return Ok(0);
         }
         let committed = consumer.committed_offsets(tpl, timeout)?;
         let mut lag = 0;

@@ -20,7 +20,7 @@ use crate::context::Ctx;
 use crate::envelope::Envelope;
 use crate::faults::Fault;
 use crate::saga::SagaMode;
-use crate::store::{now_ms, Backend, StoreError, Tx};
+use crate::store::{now_ms, StoreError, Tx};
 use crate::telemetry::{self, attr, Operation, Trace};
 
 /// The polling relay's service name (its spans' `service.name`).
@@ -60,14 +60,25 @@ const CLAIM_SQL: &str =
      causation_id, aggregate_version, dataschema, event_time, payload, traceparent, saga_mode, \
      created_at FROM outbox WHERE published_at IS NULL AND id IN (SELECT id FROM c) ORDER BY id";
 
-/// Claim a batch. On Postgres the rows stay locked by `tx` until it commits
-/// (after marking) or is dropped (a crash): no other relay takes them meanwhile.
-async fn claim_batch(ctx: &Ctx, tx: &mut Tx, limit: i64) -> Result<Vec<Pending>, StoreError> {
-    let sql = match ctx.db.backend {
-        Backend::Postgres => format!("{CLAIM_SQL} FOR UPDATE SKIP LOCKED"),
-        Backend::Sqlite => CLAIM_SQL.to_owned(),
-    };
-    let rows = sqlx::query(&sql).bind(limit).fetch_all(&mut **tx).await?;
+/// Claim a batch. On Postgres the rows stay locked by the returned
+/// transaction until it commits (after marking) or is dropped (a crash): no
+/// other relay takes them meanwhile. On SQLite (one relay, one writer) the
+/// claim is a plain read on the reader connection: no transaction, no turn
+/// on the writer, and nothing held while the broker answers.
+async fn claim(ctx: &Ctx, limit: i64) -> Result<(Option<Tx>, Vec<Pending>), StoreError> {
+    if let Some(reader) = &ctx.db.reader {
+        let rows = sqlx::query(CLAIM_SQL).bind(limit).fetch_all(reader).await?;
+        return Ok((None, pending(rows)?));
+    }
+    let mut tx = ctx.db.begin().await?;
+    let sql = format!("{CLAIM_SQL} FOR UPDATE SKIP LOCKED");
+    let rows = sqlx::query(&sql).bind(limit).fetch_all(&mut *tx).await?;
+    let batch = pending(rows)?;
+    // Nothing to publish: end the transaction now, not after the sleep.
+    Ok((if batch.is_empty() { None } else { Some(tx) }, batch))
+}
+
+fn pending(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Pending>, StoreError> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let payload: String = r.try_get("payload")?;
@@ -282,25 +293,9 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         if *shutdown.borrow() {
             return Ok(Exit::Shutdown);
         }
-        let claimed = async {
-            let mut tx = ctx.db.begin().await?;
-            let batch = claim_batch(&ctx, &mut tx, ctx.config.relay_batch).await?;
-            Ok::<_, StoreError>((tx, batch))
-        }
-        .await;
-        let (tx, batch) = match claimed {
-            // SQLite has one writer: do not hold it while the broker answers.
-            Ok((tx, b)) if !b.is_empty() && ctx.db.backend == Backend::Sqlite => {
-                drop(tx);
-                (Some(None), b)
-            }
-            Ok((tx, b)) if !b.is_empty() => (Some(Some(tx)), b),
-            // Nothing to publish: end the transaction now. (Binding `Ok(_)`
-            // would keep it, and SQLite's only connection, open through the sleep.)
-            Ok((tx, _)) => {
-                drop(tx);
-                (None, Vec::new())
-            }
+        let (tx, batch) = match claim(&ctx, ctx.config.relay_batch).await {
+            Ok((tx, b)) if !b.is_empty() => (Some(tx), b),
+            Ok(_) => (None, Vec::new()),
             Err(e) => {
                 tracing::warn!(error = %e, "relay cannot read the outbox");
                 ctx.report_error(format!("relay: {e}"));

@@ -151,6 +151,12 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Db {
     pub pool: AnyPool,
+    /// SQLite only: a connection that only reads, beside the one writer. In
+    /// WAL mode a read does not wait for the writer, nor the writer for it, so
+    /// the relay's claim does not take a turn on the writer (every consumer's
+    /// transaction, the order service's and the relay's mark take turns there).
+    /// A read sees what was committed before it began.
+    pub reader: Option<AnyPool>,
     pub backend: Backend,
     /// The URL with any password removed, for messages.
     pub display_url: String,
@@ -258,14 +264,13 @@ impl Db {
             Backend::Postgres => AnyPoolOptions::new().max_connections(8),
         }
         .acquire_timeout(Duration::from_secs(5));
-        let pool =
-            pool_options
-                .connect_with(options)
-                .await
-                .map_err(|source| StoreError::Connect {
-                    url: display_url.clone(),
-                    source,
-                })?;
+        let pool = pool_options
+            .connect_with(options.clone())
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: display_url.clone(),
+                source,
+            })?;
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
@@ -282,8 +287,32 @@ impl Db {
                 url: display_url.clone(),
                 source,
             })?;
+        // Opened after the migrations: the file and its WAL mode exist by then.
+        let reader = match backend {
+            Backend::Sqlite => Some(
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA busy_timeout = 10000")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+                    .map_err(|source| StoreError::Connect {
+                        url: display_url.clone(),
+                        source,
+                    })?,
+            ),
+            Backend::Postgres => None,
+        };
         Ok(Db {
             pool,
+            reader,
             backend,
             display_url,
         })
@@ -297,8 +326,14 @@ impl Db {
         })
     }
 
+    /// Where a read outside any transaction goes: SQLite's reader (it does not
+    /// wait for a turn on the writer), else the pool.
+    pub fn reads(&self) -> &AnyPool {
+        self.reader.as_ref().unwrap_or(&self.pool)
+    }
+
     pub async fn count(&self, sql: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query(sql).fetch_one(&self.pool).await?;
+        let row = sqlx::query(sql).fetch_one(self.reads()).await?;
         Ok(row.try_get::<i64, _>(0)?)
     }
 }
