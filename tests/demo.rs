@@ -230,7 +230,11 @@ async fn probabilistic_consumer_crash_ends_with_every_invariant() {
     assert_eq!(f.outbox_pending, 0);
     assert!(f.all_sagas_terminal());
     assert!(f.duplicate_effects.is_empty(), "{:?}", f.duplicate_effects);
-    assert!(f.read_model_mismatches.is_empty());
+    assert!(
+        f.read_model_mismatches.is_empty(),
+        "{:?}",
+        f.read_model_mismatches
+    );
     assert!(f.stock_conserved());
     assert!(fin.published.iter().all(|id| fin.model.has_event(id)));
     assert!(

@@ -51,7 +51,7 @@ async fn duplicates(
     what: &str,
     out: &mut Vec<String>,
 ) -> Result<(), StoreError> {
-    for r in sqlx::query(sql).fetch_all(db.reads()).await? {
+    for r in sqlx::query(sql).fetch_all(&db.pool).await? {
         let order: String = r.try_get(0)?;
         let kind: String = r.try_get(1)?;
         let n: i64 = r.try_get(2)?;
@@ -69,7 +69,7 @@ pub async fn choreographed_orders(db: &Db) -> Result<HashSet<String>, StoreError
     let rows = sqlx::query(
         "SELECT aggregate_id, metadata FROM order_events WHERE event_type = 'OrderCreated'",
     )
-    .fetch_all(db.reads())
+    .fetch_all(&db.pool)
     .await?;
     let mut out = HashSet::new();
     for r in rows {
@@ -96,7 +96,7 @@ pub async fn terminal_orders(db: &Db) -> Result<i64, StoreError> {
     let ended: HashSet<String> = sqlx::query(
         "SELECT DISTINCT aggregate_id FROM order_events WHERE event_type IN ('OrderCompleted', 'OrderCancelled')",
     )
-    .fetch_all(db.reads())
+    .fetch_all(&db.pool)
     .await?
     .iter()
     .map(|r| r.try_get::<String, _>(0))
@@ -134,7 +134,7 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
     for r in sqlx::query(
         "SELECT event_type, dataschema, COUNT(*) FROM outbox GROUP BY event_type, dataschema ORDER BY event_type, dataschema",
     )
-    .fetch_all(db.reads())
+    .fetch_all(&db.pool)
     .await?
     {
         let t: String = r.try_get(0)?;
@@ -146,14 +146,14 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
         f.schema_versions.push((t, version, r.try_get(2)?));
     }
     for r in sqlx::query("SELECT phase, COUNT(*) FROM sagas WHERE phase NOT IN ('completed', 'compensated') GROUP BY phase")
-        .fetch_all(db.reads())
+        .fetch_all(&db.pool)
         .await?
     {
         f.stuck_phases.push((r.try_get(0)?, r.try_get(1)?));
     }
     let mut without = 0;
     for r in sqlx::query("SELECT e.aggregate_id FROM order_events e WHERE e.event_type = 'OrderCreated' AND NOT EXISTS (SELECT 1 FROM sagas s WHERE s.order_id = e.aggregate_id)")
-        .fetch_all(db.reads())
+        .fetch_all(&db.pool)
         .await?
     {
         if !choreographed.contains(&r.try_get::<String, _>(0)?) {
@@ -188,7 +188,7 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
         .count("SELECT CAST(COALESCE(SUM(initial_quantity - quantity), 0) AS BIGINT) FROM stock")
         .await?;
     for r in sqlx::query("SELECT state FROM sagas WHERE phase = 'completed'")
-        .fetch_all(db.reads())
+        .fetch_all(&db.pool)
         .await?
     {
         let s: String = r.try_get(0)?;
@@ -198,7 +198,7 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
     let views = sqlx::query(
         "SELECT order_id, status, customer_email, total_cents, item_count FROM order_view",
     )
-    .fetch_all(db.reads())
+    .fetch_all(&db.pool)
     .await?;
     let mut choreography_open = 0;
     let mut seen = std::collections::HashMap::new();
@@ -209,7 +209,7 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
         seen.insert(id, row);
     }
     for r in sqlx::query("SELECT DISTINCT aggregate_id FROM order_events")
-        .fetch_all(db.reads())
+        .fetch_all(&db.pool)
         .await?
     {
         let id: String = r.try_get(0)?;
@@ -252,7 +252,7 @@ pub async fn collect(db: &Db) -> Result<DbFacts, StoreError> {
 /// Event ids the relay marked published (what must be on the topics).
 pub async fn published_event_ids(db: &Db) -> Result<Vec<String>, StoreError> {
     let rows = sqlx::query("SELECT event_id FROM outbox WHERE published_at IS NOT NULL")
-        .fetch_all(db.reads())
+        .fetch_all(&db.pool)
         .await?;
     rows.iter()
         .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))

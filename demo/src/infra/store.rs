@@ -155,7 +155,10 @@ pub struct Db {
     /// WAL mode a read does not wait for the writer, nor the writer for it, so
     /// the relay's claim does not take a turn on the writer (every consumer's
     /// transaction, the order service's and the relay's mark take turns there).
-    /// A read sees what was committed before it began.
+    /// A read sees what was committed before it began. Only the relay's claim
+    /// reads there, and with `fetch_all`: a statement stepped to its end ends
+    /// its read transaction, where one left mid-way (`fetch_one`) can keep it
+    /// open, and every later read on the connection would see that old snapshot.
     pub reader: Option<AnyPool>,
     pub backend: Backend,
     /// The URL with any password removed, for messages.
@@ -326,14 +329,8 @@ impl Db {
         })
     }
 
-    /// Where a read outside any transaction goes: SQLite's reader (it does not
-    /// wait for a turn on the writer), else the pool.
-    pub fn reads(&self) -> &AnyPool {
-        self.reader.as_ref().unwrap_or(&self.pool)
-    }
-
     pub async fn count(&self, sql: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query(sql).fetch_one(self.reads()).await?;
+        let row = sqlx::query(sql).fetch_one(&self.pool).await?;
         Ok(row.try_get::<i64, _>(0)?)
     }
 }
