@@ -88,9 +88,16 @@ pub async fn unsettled(
     if !open.is_empty() {
         return Ok(open);
     }
+    // The log's end before the groups' offsets are read and again after, and
+    // the outbox again after them: a consumer that commits between the
+    // outbox's count and its offset's read can write an outbox row (the order
+    // service's `OrderCompleted` after `CompleteOrder`) that neither saw.
+    // Then the outbox is not empty after, or the row was published meanwhile
+    // and the log's end moved.
     let s = settings.clone();
     let groups = system.consumer_groups();
-    let (lags, highs) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (before, lags, highs) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let before = s.high_watermarks(&topics::ALL, Duration::from_secs(5))?;
         let asked: Vec<(&str, &[&str])> = groups.iter().map(|(g, t)| (*g, t.as_slice())).collect();
         let lags: Vec<(&str, i64)> = groups
             .iter()
@@ -98,13 +105,26 @@ pub async fn unsettled(
             .zip(s.group_lags(&asked, Duration::from_secs(5))?)
             .collect();
         let highs = s.high_watermarks(&topics::ALL, Duration::from_secs(5))?;
-        Ok((lags, highs))
+        Ok((before, lags, highs))
     })
     .await??;
     for (g, lag) in lags {
         if lag > 0 {
             open.push(format!("consumer group {g} lags by {lag}"));
         }
+    }
+    let pending = db
+        .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .await?;
+    if pending > 0 {
+        open.push(format!("{pending} outbox rows unpublished"));
+    }
+    let moved: i64 = highs
+        .iter()
+        .map(|(tp, high)| (high - before.get(tp).copied().unwrap_or(0)).max(0))
+        .sum();
+    if moved > 0 {
+        open.push(format!("{moved} records published while checking"));
     }
     let seen = positions;
     let behind: i64 = highs
