@@ -156,9 +156,7 @@ pub struct Db {
     /// the relay's claim does not take a turn on the writer (every consumer's
     /// transaction, the order service's and the relay's mark take turns there).
     /// A read sees what was committed before it began. Only the relay's claim
-    /// reads there, and with `fetch_all`: a statement stepped to its end ends
-    /// its read transaction, where one left mid-way (`fetch_one`) can keep it
-    /// open, and every later read on the connection would see that old snapshot.
+    /// reads there; counts and the report read on the pool.
     pub reader: Option<AnyPool>,
     pub backend: Backend,
     /// The URL with any password removed, for messages.
