@@ -119,22 +119,23 @@ pub async fn unsettled(
     if pending > 0 {
         open.push(format!("{pending} outbox rows unpublished"));
     }
-    let moved: i64 = highs
-        .iter()
-        .map(|(tp, high)| (high - before.get(tp).copied().unwrap_or(0)).max(0))
-        .sum();
+    let moved = beyond(&highs, &before);
     if moved > 0 {
         open.push(format!("{moved} records published while checking"));
     }
-    let seen = positions;
-    let behind: i64 = highs
-        .iter()
-        .map(|(tp, high)| (high - seen.get(tp).copied().unwrap_or(0)).max(0))
-        .sum();
+    let behind = beyond(&highs, positions);
     if behind > 0 {
         open.push(format!("observer {behind} records behind"));
     }
     Ok(open)
+}
+
+/// Records of the log's end `highs` past the positions `at`, summed over the partitions.
+fn beyond(highs: &HashMap<(String, i32), i64>, at: &HashMap<(String, i32), i64>) -> i64 {
+    highs
+        .iter()
+        .map(|(tp, high)| (high - at.get(tp).copied().unwrap_or(0)).max(0))
+        .sum()
 }
 
 /// A running demo with its observer: the pieces `demo --headless` and the tests drive.

@@ -208,6 +208,23 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A pool of one SQLite connection, set up as the demo's writer and reader are.
+fn sqlite_pool_options() -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("PRAGMA busy_timeout = 10000")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("PRAGMA synchronous = NORMAL")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+}
+
 impl Db {
     /// Open (creating a SQLite file if needed) and migrate.
     pub async fn connect(url: &str) -> Result<Db, StoreError> {
@@ -249,19 +266,7 @@ impl Db {
         let pool_options = match backend {
             // One writer at a time: SQLite serialises writes anyway, and a single
             // connection avoids BUSY upgrades between deferred transactions.
-            Backend::Sqlite => AnyPoolOptions::new()
-                .max_connections(1)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        sqlx::query("PRAGMA busy_timeout = 10000")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        Ok(())
-                    })
-                }),
+            Backend::Sqlite => sqlite_pool_options(),
             Backend::Postgres => AnyPoolOptions::new().max_connections(8),
         }
         .acquire_timeout(Duration::from_secs(5));
@@ -291,16 +296,7 @@ impl Db {
         // Opened after the migrations: the file and its WAL mode exist by then.
         let reader = match backend {
             Backend::Sqlite => Some(
-                AnyPoolOptions::new()
-                    .max_connections(1)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            sqlx::query("PRAGMA busy_timeout = 10000")
-                                .execute(&mut *conn)
-                                .await?;
-                            Ok(())
-                        })
-                    })
+                sqlite_pool_options()
                     .acquire_timeout(Duration::from_secs(5))
                     .connect_with(options)
                     .await
