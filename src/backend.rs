@@ -701,7 +701,9 @@ async fn run(
                 let groups = DemoSystem::groups();
                 let asked: Vec<(&str, &[&str])> =
                     groups.iter().map(|(g, t)| (*g, t.as_slice())).collect();
-                s.group_lags(&asked, Duration::from_secs(2))
+                let all: Vec<&str> = asked.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+                s.high_watermarks(&all, Duration::from_secs(2))
+                    .and_then(|highs| s.group_lags(&asked, &highs, Duration::from_secs(2)))
                     .map_or(0, |lags| lags.iter().sum::<i64>())
             })
             .await

@@ -102,7 +102,7 @@ pub async fn unsettled(
         let lags: Vec<(&str, i64)> = groups
             .iter()
             .map(|(g, _)| *g)
-            .zip(s.group_lags(&asked, Duration::from_secs(5))?)
+            .zip(s.group_lags(&asked, &before, Duration::from_secs(5))?)
             .collect();
         let highs = s.high_watermarks(&topics::ALL, Duration::from_secs(5))?;
         Ok((before, lags, highs))
@@ -311,7 +311,7 @@ impl Session {
         })
     }
 
-    /// Sample the demo's consumer groups (at most once a second).
+    /// The demo's consumer groups' names.
     fn group_names(&self) -> Vec<String> {
         self.system
             .consumer_groups()

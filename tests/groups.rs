@@ -73,13 +73,18 @@ fn scenario(addr: &str, group_flags: &[&str]) {
     commit(addr, "done", 10);
     // The headless demo's quiescence check: each group's lag on its topics, the groups asked
     // side by side, in the order given; a group that never committed lags by every record.
-    let lags = eventscope_demo::kafka::KafkaSettings::new(addr)
+    let settings = eventscope_demo::kafka::KafkaSettings::new(addr);
+    let highs = settings
+        .high_watermarks(&["work"], Duration::from_secs(10))
+        .unwrap();
+    let lags = settings
         .group_lags(
             &[
                 ("slow", &["work"]),
                 ("never", &["work"]),
                 ("done", &["work"]),
             ],
+            &highs,
             Duration::from_secs(10),
         )
         .unwrap();

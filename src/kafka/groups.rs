@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use eventscope_demo::kafka::KafkaSettings;
+use eventscope_demo::kafka::{side_by_side, KafkaSettings};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -30,9 +30,6 @@ pub fn discover(settings: &KafkaSettings, timeout: Duration) -> Result<Vec<Strin
     Ok(groups)
 }
 
-/// Groups whose committed offsets are fetched at the same time (each by a client of its own).
-const SIDE_BY_SIDE: usize = 8;
-
 /// Each group's committed offset on every partition of `topics` it has committed on, with the
 /// partitions' high watermarks. A group that committed nothing there is left out.
 pub fn sample(
@@ -46,30 +43,13 @@ pub fn sample(
         .high_watermarks(&refs, timeout)
         .map_err(|e| e.to_string())?;
     let at_ms = chrono::Utc::now().timestamp_millis();
-    let highs = &highs;
+    // One OffsetFetch client per group, side by side: a sample of the demo's
+    // six groups takes about one round trip, not six.
     let mut out = Vec::new();
-    // One OffsetFetch client per group, up to SIDE_BY_SIDE at a time: a
-    // sample of the demo's six groups takes about one round trip, not six
-    // (0.6-0.7 s one after the other on the embedded broker).
-    for wave in groups.chunks(SIDE_BY_SIDE) {
-        let asked: Vec<Result<Option<GroupSample>, String>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = wave
-                .iter()
-                .map(|group| {
-                    scope.spawn(move || sample_one(settings, group, highs, at_ms, timeout))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("the offset fetch panicked".to_owned()))
-                })
-                .collect()
-        });
-        for got in asked {
-            out.extend(got?);
-        }
+    for got in side_by_side(groups, |group| {
+        sample_one(settings, group, &highs, at_ms, timeout)
+    }) {
+        out.extend(got.unwrap_or_else(|| Err("the offset fetch panicked".to_owned()))?);
     }
     Ok(out)
 }
@@ -82,15 +62,12 @@ fn sample_one(
     at_ms: i64,
     timeout: Duration,
 ) -> Result<Option<GroupSample>, String> {
-    let mut c = settings.base();
-    c.set("group.id", group).set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = c.create().map_err(|e| e.to_string())?;
     let mut tpl = TopicPartitionList::new();
     for (t, p) in highs.keys() {
         tpl.add_partition(t, *p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, timeout)
+    let committed = settings
+        .committed(group, tpl, timeout)
         .map_err(|e| format!("group {group}: {e}"))?;
     let mut partitions: Vec<(String, i32, Option<i64>, i64)> = committed
         .elements()
