@@ -60,6 +60,15 @@ const CLAIM_SQL: &str =
      causation_id, aggregate_version, dataschema, event_time, payload, traceparent, saga_mode, \
      created_at FROM outbox WHERE published_at IS NULL AND id IN (SELECT id FROM c) ORDER BY id";
 
+/// The columns of [`CLAIM_SQL`], every unpublished row in id order: on SQLite,
+/// where one relay runs, nothing can overtake it within a key, and a key's
+/// rows go out in one batch instead of one per batch (rows a consumer's
+/// transaction writes for one order at once waited a round each).
+const CLAIM_ALL_SQL: &str =
+    "SELECT id, topic, msg_key, event_id, event_type, source, subject, correlation_id, \
+     causation_id, aggregate_version, dataschema, event_time, payload, traceparent, saga_mode, \
+     created_at FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1";
+
 /// Claim a batch. On Postgres the rows stay locked by the returned
 /// transaction until it commits (after marking) or is dropped (a crash): no
 /// other relay takes them meanwhile. On SQLite (one relay, one writer) the
@@ -67,7 +76,10 @@ const CLAIM_SQL: &str =
 /// on the writer, and nothing held while the broker answers.
 async fn claim(ctx: &Ctx, limit: i64) -> Result<(Option<Tx>, Vec<Pending>), StoreError> {
     if let Some(reader) = &ctx.db.reader {
-        let rows = sqlx::query(CLAIM_SQL).bind(limit).fetch_all(reader).await?;
+        let rows = sqlx::query(CLAIM_ALL_SQL)
+            .bind(limit)
+            .fetch_all(reader)
+            .await?;
         return Ok((None, pending(rows)?));
     }
     let mut tx = ctx.db.begin().await?;

@@ -49,8 +49,12 @@ impl Tx {
     /// Insert the outbox rows written, then commit.
     pub async fn commit(mut self) -> Result<(), StoreError> {
         let rows = std::mem::take(&mut self.outbox);
+        // `created_at` is when the rows reach the table, just before the commit: the relay's
+        // latency (`relay.latency_ms`) runs from there to the broker's acknowledgement, not
+        // from when the effect queued them, earlier in a batch's transaction.
+        let written_at = now_ms();
         for chunk in rows.chunks(OUTBOX_ROWS_PER_INSERT) {
-            insert_outbox_rows(&mut self.inner, self.backend, chunk).await?;
+            insert_outbox_rows(&mut self.inner, self.backend, chunk, written_at).await?;
         }
         self.inner.commit().await?;
         Ok(())
@@ -367,7 +371,6 @@ pub fn checked_outbox_row(row: OutboxRow, trace: &Trace) -> Result<CheckedRow, S
         .and_then(|()| Ok(serde_json::to_string(&e.data)?))
         .map(|payload| CheckedRow {
             traceparent: span.traceparent(),
-            created_at: now_ms(),
             payload,
             row,
         });
@@ -383,7 +386,6 @@ pub struct CheckedRow {
     row: OutboxRow,
     /// The envelope's data as stored.
     payload: String,
-    created_at: i64,
     traceparent: Option<String>,
 }
 
@@ -440,6 +442,7 @@ async fn insert_outbox_rows(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,
     rows: &[CheckedRow],
+    created_at: i64,
 ) -> Result<(), StoreError> {
     const COLUMNS: usize = 16;
     let values = backend.rows(rows.len(), COLUMNS);
@@ -464,7 +467,7 @@ async fn insert_outbox_rows(
             .bind(e.aggregate_version)
             .bind(&e.time)
             .bind(&p.payload)
-            .bind(p.created_at)
+            .bind(created_at)
             .bind(p.traceparent.clone())
             .bind(e.dataschema.clone())
             .bind(e.saga_mode.map(|m| m.as_str()));
