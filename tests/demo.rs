@@ -1008,3 +1008,56 @@ async fn on_sqlite_the_relay_claims_while_the_writer_is_taken() {
     common::settle(&mut s, placed as i64 + 1, 30).await;
     s.finish().await.expect("finish");
 }
+
+/// A consumer whose transactions keep failing with a transient error (here
+/// PostgreSQL's serialization failure, SQLSTATE 40001, raised by a trigger on the
+/// shipping service's processed-event marks) goes on retrying, loses nothing and
+/// says so: after ten in a row (about 7 s of back-off) "still retrying a batch
+/// after 10 transient errors" is among the demo's errors, where the window and the
+/// headless run show it. Once the cause is gone the batch applies and every saga ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_held_back_by_transient_errors_says_it_is_still_retrying() {
+    use eventscope_demo::store::Backend;
+    let _slot = common::slot().await;
+    let (_d, dir) = common::temp_dir();
+    let mut s = common::session(dir, "", 7).await;
+    let db = s.system.ctx.db.clone();
+    if db.backend != Backend::Postgres {
+        eprintln!("skipped on SQLite: its transient errors (a busy file) come only after the 10 s busy timeout");
+        s.finish().await.expect("finish");
+        return;
+    }
+    for sql in [
+        "CREATE FUNCTION hold_back_shipping() RETURNS trigger AS $$ BEGIN \
+         RAISE EXCEPTION 'held back by the test' USING ERRCODE = '40001'; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER hold_back_shipping BEFORE INSERT ON processed_events FOR EACH ROW \
+         WHEN (NEW.consumer = 'shipping-service') EXECUTE FUNCTION hold_back_shipping()",
+    ] {
+        sqlx::query(sql).execute(&db.pool).await.expect("trigger");
+    }
+    let placed = s.place_orders(5, false).await.expect("orders placed");
+    let wanted = "shipping-service: still retrying a batch after 10 transient errors";
+    let mut errors: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !errors.iter().any(|e| e.contains(wanted)) {
+        assert!(
+            Instant::now() < deadline,
+            "no '{wanted}' within 60 s; the demo's errors: {errors:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        errors.extend(s.system.take_errors());
+    }
+    assert!(
+        errors.iter().any(|e| e.contains("held back by the test")),
+        "the report names the database's error: {errors:?}"
+    );
+    sqlx::query("DROP TRIGGER hold_back_shipping ON processed_events")
+        .execute(&db.pool)
+        .await
+        .expect("drop trigger");
+    common::settle(&mut s, placed as i64, 60).await;
+    let fin = s.finish().await.expect("finish");
+    assert_eq!(fin.facts.orders_completed, placed as i64, "{:?}", fin.facts);
+    assert_eq!(fin.facts.outbox_pending, 0);
+    assert_every_invariant(&fin);
+}
