@@ -304,9 +304,7 @@ fn avro_twins(records: &[Record], cache: &eventscope::registry::SchemaCache) -> 
             value.extend(datum);
             let mut twin = r.clone();
             twin.value = Some(value);
-            if let Some(h) = twin.headers.iter_mut().find(|(n, _)| n == "content-type") {
-                h.1 = Some(b"application/avro".to_vec());
-            }
+            twin.headers.set("content-type", Some(b"application/avro"));
             twin
         })
         .collect()
@@ -857,10 +855,7 @@ fn produce(bootstrap: &str, n: usize, partitions: i32) -> (Duration, u64) {
             let p = (common::key_hash(corr) % partitions as u64) as i32;
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
             for (k, v) in &r.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: v.as_deref(),
-                });
+                headers = headers.insert(Header { key: k, value: v });
             }
             let mut rec = BaseRecord::to(TOPIC)
                 .partition(p)

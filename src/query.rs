@@ -143,10 +143,10 @@ impl Query {
             .headers
             .iter()
             .map(|(k, v)| {
-                let v = v.as_deref().map_or(Value::Null, |v| {
+                let v = v.map_or(Value::Null, |v| {
                     Value::String(String::from_utf8_lossy(v).into_owned())
                 });
-                (k.clone(), v)
+                (k.to_owned(), v)
             })
             .collect();
         let vars = [
@@ -221,10 +221,9 @@ mod tests {
             offset: 7,
             timestamp_ms: None,
             key: Some(b"order-1".to_vec()),
-            headers: vec![
-                ("ce_type".into(), Some(b"OrderPlaced".to_vec())),
-                ("empty".into(), None),
-            ],
+            headers: [("ce_type", Some(&b"OrderPlaced"[..])), ("empty", None)]
+                .into_iter()
+                .collect(),
             value: Some(value.as_bytes().to_vec()),
         }
     }

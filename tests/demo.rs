@@ -13,11 +13,7 @@ use eventscope_demo::topics;
 use sqlx::Row;
 
 fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
-    r.headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.as_deref())
-        .and_then(|v| std::str::from_utf8(v).ok())
+    r.header_str(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1568,12 +1568,7 @@ fn a_record_whose_payload_lives_in_kafka_is_read_back_in_the_inspector() {
     );
     let read = h.state().model.log().record(5).expect("read back");
     assert_eq!((read.partition, read.offset), (p, o));
-    let id = read
-        .headers
-        .iter()
-        .find(|(k, _)| k == "ce_id")
-        .and_then(|(_, v)| v.clone())
-        .expect("ce_id");
+    let id = read.header("ce_id").expect("ce_id").to_vec();
     assert!(id.starts_with(b"shop-"), "{id:?}");
     // The broker goes away: a record far from those read (not cached) cannot be shown.
     let _ = broker.child.kill();

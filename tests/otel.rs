@@ -180,12 +180,7 @@ impl Receiver {
 }
 
 fn header(r: &eventscope::model::record::Record, name: &str) -> Option<String> {
-    r.headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.as_deref())
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(str::to_owned)
+    r.header_str(name).map(str::to_owned)
 }
 
 const SERVICES: [&str; 6] = [

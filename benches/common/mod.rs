@@ -437,9 +437,7 @@ impl Gen {
     fn stamp(&mut self, mut rec: Record) -> Record {
         let ts = self.now();
         rec.timestamp_ms = Some(ts);
-        if let Some(h) = rec.headers.iter_mut().find(|(n, _)| n == "ce_time") {
-            h.1 = Some(rfc3339(ts).into_bytes());
-        }
+        rec.headers.set("ce_time", Some(rfc3339(ts).as_bytes()));
         self.produced += 1;
         self.bytes += rec.approx_size() as u64;
         rec

@@ -46,8 +46,8 @@ pub fn summarize(
             mode = log.record_at_hand(idx).and_then(|r| {
                 r.headers
                     .iter()
-                    .find(|(k, _)| k == "ce_sagamode")
-                    .and_then(|(_, v)| v.as_deref())
+                    .find(|(k, _)| *k == "ce_sagamode")
+                    .and_then(|(_, v)| v)
                     .map(|v| String::from_utf8_lossy(v).into_owned())
             });
         }

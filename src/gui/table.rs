@@ -72,8 +72,7 @@ pub fn matches(log: &ObservedLog, idx: LogIndex, f: &Filter) -> bool {
         };
         let hit = rec.headers.iter().any(|(k, v)| {
             contains(k, &f.header_text)
-                || v.as_deref()
-                    .is_some_and(|v| contains(&String::from_utf8_lossy(v), &f.header_text))
+                || v.is_some_and(|v| contains(&String::from_utf8_lossy(v), &f.header_text))
         });
         if !hit {
             return false;
@@ -317,9 +316,13 @@ pub fn table_ui(
                     row.col(|ui| {
                         let v = rec
                             .as_ref()
-                            .and_then(|r| r.headers.iter().find(|(k, _)| k == name))
-                            .and_then(|(_, v)| v.as_deref())
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .and_then(|r| {
+                                r.headers
+                                    .iter()
+                                    .find(|(k, _)| k == name)
+                                    .and_then(|(_, v)| v)
+                                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                            })
                             .unwrap_or_default();
                         ui.label(weak(ui, v));
                     });

@@ -11,7 +11,7 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, Timestamp, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
-use crate::model::record::Record;
+use crate::model::record::{self, Record};
 
 /// Which topics to follow.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,9 +71,15 @@ pub fn to_record(m: &BorrowedMessage<'_>) -> Record {
     let headers = m
         .headers()
         .map(|h| {
-            h.iter()
-                .map(|x| (x.key.to_owned(), x.value.map(<[u8]>::to_vec)))
-                .collect()
+            // Sized first: one allocation per buffer.
+            let (names, values) = h.iter().fold((0, 0), |(n, v), x| {
+                (n + x.key.len(), v + x.value.map_or(0, <[u8]>::len))
+            });
+            let mut out = record::Headers::with_capacity(h.count(), names, values);
+            for x in h.iter() {
+                out.push(x.key, x.value);
+            }
+            out
         })
         .unwrap_or_default();
     let timestamp_ms = match m.timestamp() {

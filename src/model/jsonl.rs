@@ -116,8 +116,8 @@ pub fn to_line(rec: &Record) -> Result<String, serde_json::Error> {
             .headers
             .iter()
             .map(|(k, v)| JsonlHeader {
-                key: k.clone(),
-                value: v.as_deref().map(Bytes::encode),
+                key: k.to_owned(),
+                value: v.map(Bytes::encode),
             })
             .collect(),
         value: rec.value.as_deref().map(Bytes::encode),
@@ -137,10 +137,10 @@ pub fn from_line(line: &str, line_no: usize) -> Result<Record, ImportError> {
             .transpose()
             .map_err(|e| bad(format!("{what}: invalid base64: {e}")))
     };
-    let mut headers = Vec::with_capacity(j.headers.len());
+    let mut headers = crate::model::record::Headers::default();
     for h in j.headers {
         let what = format!("header `{}`", h.key);
-        headers.push((h.key, dec(h.value, &what)?));
+        headers.push(&h.key, dec(h.value, &what)?.as_deref());
     }
     Ok(Record {
         topic: j.topic,
@@ -242,10 +242,9 @@ mod tests {
             .with_header("ce_id", "e-1")
             .with_header("ce_aggregateversion", "3")
             .with_value(br#"{"orderId":"order-1","z":1,"a":[1,2.50,"x"]}"#.to_vec());
-        r1.headers.push(("x-null".into(), None));
-        r1.headers
-            .push(("x-bin".into(), Some(vec![0xff, 0x00, 0x80])));
-        r1.headers.push(("x-json".into(), Some(b"[1, 2]".to_vec())));
+        r1.headers.push("x-null", None);
+        r1.headers.push("x-bin", Some(&[0xff, 0x00, 0x80]));
+        r1.headers.push("x-json", Some(b"[1, 2]"));
         let r2 = Record::new("dlq", 0, 0).with_value(vec![0xde, 0xad, 0xbe, 0xef]);
         let r3 = Record::new("t", -1, -1)
             .with_key(vec![0u8, 159, 146, 150])
@@ -328,7 +327,7 @@ mod tests {
                 "[{}\\[\\]\",:0-9a-z ]{0,40}".prop_map(String::into_bytes),
             ]),
         ) {
-            let rec = Record { topic, partition, offset, timestamp_ms: ts, key, headers, value };
+            let rec = Record { topic, partition, offset, timestamp_ms: ts, key, headers: headers.into(), value };
             let line = to_line(&rec).unwrap();
             prop_assert!(!line.contains('\n'));
             prop_assert_eq!(from_line(&line, 1).unwrap(), rec);

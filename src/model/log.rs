@@ -2058,12 +2058,12 @@ impl ObservedLog {
         let mut r = Reader(blob);
         let (key, key_len) = r.opt_clipped(max)?;
         let n = r.u32()?;
-        let mut headers = Vec::with_capacity(n.min(1024) as usize);
+        let mut headers = super::record::Headers::default();
         let mut header_lens = Vec::with_capacity(n.min(1024) as usize);
         for _ in 0..n {
             let name = Sym(NonZeroU32::new(r.u32()?)?);
             let (v, len) = r.opt_clipped(max)?;
-            headers.push((self.resolve(name).to_owned(), v));
+            headers.push(self.resolve(name), v.as_deref());
             header_lens.push(len);
         }
         let (value, value_len) = r.opt_clipped(max)?;
@@ -2337,7 +2337,7 @@ fn pack(
     buf.extend_from_slice(&u32::try_from(rec.headers.len()).ok()?.to_le_bytes());
     for (i, (n, value)) in rec.headers.iter().enumerate() {
         buf.extend_from_slice(&name(i, n)?.0.get().to_le_bytes());
-        put_opt(buf, value.as_deref())?;
+        put_opt(buf, value)?;
     }
     put_opt(buf, rec.value.as_deref())
 }
@@ -2517,8 +2517,8 @@ pub(crate) mod tests {
         }
         .rec();
         let mut poison = Record::new("orders", 0, 1).with_value(vec![0xff, 0, 1]);
-        poison.headers.push(("weird".into(), None));
-        poison.headers.push(("bin".into(), Some(vec![0x80])));
+        poison.headers.push("weird", None);
+        poison.headers.push("bin", Some(&[0x80]));
         let i1 = log.append(&e1, 10).unwrap();
         let i2 = log.append(&e2, 11).unwrap();
         let i3 = log.append(&poison, 12).unwrap();
@@ -2767,11 +2767,9 @@ pub(crate) mod tests {
         log.set_memory_limit(Some(limit));
         let poison = |i: i64| {
             let mut r = filler(i);
-            r.headers.retain(|(name, _)| name != "ce_aggregateversion");
-            r.headers.push((
-                "ce_aggregateversion".into(),
-                Some(format!("x{i}").into_bytes()),
-            ));
+            r.headers.retain(|name, _| name != "ce_aggregateversion");
+            r.headers
+                .push("ce_aggregateversion", Some(format!("x{i}").as_bytes()));
             r
         };
         for i in 0..100_000i64 {

@@ -1067,7 +1067,7 @@ mod tests {
                         offset,
                         timestamp_ms: ts,
                         key,
-                        headers,
+                        headers: headers.into(),
                         value,
                     }
                 }),

@@ -257,8 +257,8 @@ async fn explain_open_orders(s: &Session) -> String {
         let ty = r
             .headers
             .iter()
-            .find(|(n, _)| n == "ce_type")
-            .and_then(|(_, v)| v.as_deref())
+            .find(|(n, _)| *n == "ce_type")
+            .and_then(|(_, v)| v)
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_else(|| "?".into());
         if let Some(t) = trails.get_mut(&key) {

@@ -360,7 +360,7 @@ pub fn jsonl_seeds() -> Vec<Vec<u8>> {
     let mut text = String::new();
     for s in record_seeds() {
         let mut r = record_from(&s);
-        r.headers.push(("x-bin".into(), Some(vec![0xff, 0, 0x80])));
+        r.headers.push("x-bin", Some(&[0xff, 0, 0x80]));
         text.push_str(&jsonl::to_line(&r).expect("line"));
         text.push('\n');
     }

@@ -92,9 +92,9 @@ fn clean() -> Vec<Record> {
 }
 
 fn set(r: &mut Record, name: &str, value: Option<&str>) {
-    r.headers.retain(|(n, _)| n != name);
+    r.headers.retain(|n, _| n != name);
     if let Some(v) = value {
-        r.headers.push((name.into(), Some(v.as_bytes().to_vec())));
+        r.headers.push(name, Some(v.as_bytes()));
     }
 }
 

@@ -15,12 +15,7 @@ const MARKERS: [&str; 4] = ["ce_specversion", "ce_id", "ce_type", "ce_source"];
 
 pub(super) const FORMAT: Format = Format {
     name: "cloudevents-binary",
-    matches: |i| {
-        i.rec
-            .headers
-            .iter()
-            .any(|(n, _)| MARKERS.contains(&n.as_str()))
-    },
+    matches: |i| i.rec.headers.iter().any(|(n, _)| MARKERS.contains(&n)),
     decode,
 };
 
@@ -43,10 +38,11 @@ fn decode(input: &Input<'_>) -> Result<ObservedEvent, DecodeError> {
         let Some(attr) = name.strip_prefix("ce_") else {
             continue;
         };
-        let Some(bytes) = value.as_deref() else {
+        let Some(bytes) = value else {
             continue; // a null ce_ header counts as absent
         };
-        let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::HeaderNotUtf8(name.clone()))?;
+        let s =
+            std::str::from_utf8(bytes).map_err(|_| DecodeError::HeaderNotUtf8(name.to_owned()))?;
         let slot = match attr {
             "specversion" => &mut specversion,
             "id" => &mut id,
