@@ -265,21 +265,46 @@ async fn explain_open_orders(s: &Session) -> String {
             t.push(format!("{}:{ty}", r.topic));
         }
     }
-    let open: Vec<String> = trails
+    let mut open: Vec<String> = Vec::new();
+    for (k, t) in trails
         .iter()
         .filter(|(_, t)| {
             !t.iter()
                 .any(|x| x.ends_with(":OrderCompleted") || x.ends_with(":OrderCancelled"))
         })
         .take(5)
-        .map(|(k, t)| {
-            let phase = sagas
-                .iter()
-                .find(|(o, _)| o == k)
-                .map_or("no saga row", |(_, p)| p.as_str());
-            format!("{k} (saga: {phase}): {}", t.join(" "))
-        })
-        .collect();
+    {
+        let phase = sagas
+            .iter()
+            .find(|(o, _)| o == k)
+            .map_or("no saga row", |(_, p)| p.as_str());
+        // What the outbox says of the order's rows: a row marked published that no
+        // consumer and no observer saw was acknowledged by the broker and is not in its log.
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT event_type, topic, CAST(CASE WHEN published_at IS NULL THEN 0 ELSE 1 END AS BIGINT), \
+             CAST(publish_count AS BIGINT) FROM outbox WHERE msg_key = $1 ORDER BY id",
+        )
+        .bind(k)
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+        let outbox: Vec<String> = rows
+            .iter()
+            .map(|(ty, topic, published, sent)| {
+                let state = if *published == 1 {
+                    "published"
+                } else {
+                    "unpublished"
+                };
+                format!("{topic}:{ty} {state}, sent {sent}x")
+            })
+            .collect();
+        open.push(format!(
+            "{k} (saga: {phase}): {}; outbox: [{}]",
+            t.join(" "),
+            outbox.join(", ")
+        ));
+    }
     let errors: Vec<&str> = s.recent_errors.iter().map(String::as_str).collect();
     format!(
         "{} orders created (database); saga phases {phases:?}; {} records observed\n{}\n\
