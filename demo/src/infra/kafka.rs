@@ -79,12 +79,15 @@ impl KafkaSettings {
     }
 
     /// The relay's producer: idempotent, acks=all; deliveries time out after
-    /// `timeout` so an outage leaves rows unpublished instead of hanging.
+    /// `timeout` so an outage leaves rows unpublished instead of hanging. No
+    /// linger: the relay queues a whole claimed batch at once and then waits for
+    /// it, so waiting for more records only delayed the batch's last request
+    /// (2 ms of linger cost 2–4 ms of p50 and 3–5 ms of p99 when paced).
     pub fn producer(&self, timeout: Duration) -> Result<FutureProducer, KafkaSetupError> {
         let mut c = self.base();
         c.set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set("linger.ms", "0")
             .set("message.timeout.ms", timeout.as_millis().to_string());
         Ok(c.create()?)
     }
