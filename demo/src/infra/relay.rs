@@ -38,6 +38,15 @@ struct Pending {
     created_at: i64,
 }
 
+/// The SELECT of the outbox columns [`pending`] reads, for both claims.
+macro_rules! pending_columns {
+    () => {
+        "SELECT id, topic, msg_key, event_id, event_type, source, subject, correlation_id, \
+         causation_id, aggregate_version, dataschema, event_time, payload, traceparent, \
+         saga_mode, created_at"
+    };
+}
+
 /// The columns a relay reads; `{claim}` is empty on SQLite (one writer) and
 /// `FOR UPDATE SKIP LOCKED` on Postgres, where relays may run side by side.
 /// A row is only taken when no earlier row of its key is still unpublished
@@ -53,21 +62,21 @@ struct Pending {
 /// meanwhile is checked again by running the claim's plan once more for it:
 /// with the grouping inside that plan, a grouping per such row (1–2 s claims
 /// with two relays). The outer `published_at IS NULL` is what that check reads.
-const CLAIM_SQL: &str =
+const CLAIM_SQL: &str = concat!(
     "WITH c AS MATERIALIZED (SELECT MIN(id) AS id FROM outbox WHERE published_at IS NULL \
-     GROUP BY msg_key ORDER BY 1 LIMIT $1) \
-     SELECT id, topic, msg_key, event_id, event_type, source, subject, correlation_id, \
-     causation_id, aggregate_version, dataschema, event_time, payload, traceparent, saga_mode, \
-     created_at FROM outbox WHERE published_at IS NULL AND id IN (SELECT id FROM c) ORDER BY id";
+     GROUP BY msg_key ORDER BY 1 LIMIT $1) ",
+    pending_columns!(),
+    " FROM outbox WHERE published_at IS NULL AND id IN (SELECT id FROM c) ORDER BY id"
+);
 
-/// The columns of [`CLAIM_SQL`], every unpublished row in id order: on SQLite,
+/// [`CLAIM_SQL`]'s columns, every unpublished row in id order: on SQLite,
 /// where one relay runs, nothing can overtake it within a key, and a key's
 /// rows go out in one batch instead of one per batch (rows a consumer's
 /// transaction writes for one order at once waited a round each).
-const CLAIM_ALL_SQL: &str =
-    "SELECT id, topic, msg_key, event_id, event_type, source, subject, correlation_id, \
-     causation_id, aggregate_version, dataschema, event_time, payload, traceparent, saga_mode, \
-     created_at FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1";
+const CLAIM_ALL_SQL: &str = concat!(
+    pending_columns!(),
+    " FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
+);
 
 /// Claim a batch. On Postgres the rows stay locked by the returned
 /// transaction until it commits (after marking) or is dropped (a crash): no
